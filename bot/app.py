@@ -1,0 +1,38 @@
+"""The FastAPI application, built by a factory so tests can build their own."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from bot import __version__
+from bot.call_sink import RecentCalls
+from bot.campaigns import CampaignBook
+from bot.routers import health, media
+from bot.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Load campaigns (failing fast on a bad file) and wire the routers."""
+    campaigns = CampaignBook(settings.campaigns_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Load each campaign's voice once per process before the first call needs it.
+        from pipelines.providers.piper import load_voice
+
+        voices = {campaigns.get(name, name).tts.voice for name in campaigns.names()}
+        for voice in voices:
+            await asyncio.to_thread(load_voice, voice)
+        yield
+
+    app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.campaigns = campaigns
+    app.state.live_calls = {}  # this process's live sessions, for /health only
+    app.state.call_sink = RecentCalls()
+    app.include_router(health.router)
+    app.include_router(media.router)
+    return app

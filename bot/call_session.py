@@ -1,0 +1,98 @@
+"""What one call knows about itself, from the socket's first message to hang-up.
+
+The session is per call and owned by the call's task: nothing here is shared between calls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.phone import mask_phone
+from serializers.exotel_events import StreamStart
+
+
+@dataclass
+class CallSession:
+    """Identity, routing and outcome of one Exotel media stream."""
+
+    call_sid: str
+    stream_sid: str | None
+    account_sid: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    query_parameters: dict[str, str] = field(default_factory=dict)
+    sample_rate: int = 8000
+    campaign: str | None = None
+    lead: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    dtmf: list[str] = field(default_factory=list)
+    inbound_audio_bytes: int = 0
+    bot_speech: list[tuple[str, float]] = field(default_factory=list)  # (started|stopped, monotonic)
+    metrics: dict[str, float] = field(default_factory=dict)
+    socket_opened_monotonic: float = field(default_factory=time.monotonic)
+    start_received_monotonic: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def from_handshake(
+        cls, start: StreamStart, query: dict[str, str], default_rate: int = 8000
+    ) -> "CallSession":
+        """Build the session from `start` (or a first `media`) and the socket's query string."""
+        params = {**query, **start.custom_parameters}  # Exotel's custom parameters win
+        call_sid = start.call_sid or params.get("call_sid") or params.get("CallSid")
+        rate = start.sample_rate or _rate_from_query(query) or default_rate
+        lead_id = params.get("lead") or params.get("lead_id")
+        lead: dict[str, Any] = {"id": lead_id} if lead_id else {}
+        for key in ("name", "lead_name"):
+            if params.get(key):
+                lead["name"] = params[key]
+        return cls(
+            call_sid=call_sid or f"unknown-{start.stream_sid or id(params)}",
+            stream_sid=start.stream_sid,
+            account_sid=start.account_sid,
+            from_number=start.from_number,
+            to_number=start.to_number,
+            custom_parameters=dict(start.custom_parameters),
+            query_parameters=dict(query),
+            sample_rate=rate,
+            campaign=params.get("campaign"),
+            lead=lead,
+        )
+
+    def end(self, reason: str) -> None:
+        """Record the first end reason only (later ones are consequences of the first)."""
+        if self.end_reason is None:
+            self.end_reason = reason
+
+    def finish(self, fallback_reason: str) -> None:
+        """The call is over: stamp the end time; keep the first reason given."""
+        self.end(fallback_reason)
+        self.ended_at = datetime.now(UTC)
+
+    def summary(self) -> dict[str, Any]:
+        """The session as JSON-ready data, with phone numbers masked (for logs)."""
+        return {
+            "call_sid": self.call_sid,
+            "stream_sid": self.stream_sid,
+            "from": mask_phone(self.from_number),
+            "to": mask_phone(self.to_number),
+            "campaign": self.campaign,
+            "lead_id": self.lead.get("id"),
+            "sample_rate": self.sample_rate,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "end_reason": self.end_reason,
+            "dtmf": "".join(self.dtmf),
+            "inbound_audio_secs": round(self.inbound_audio_bytes / (2 * self.sample_rate), 2),
+            **{k: round(v, 4) for k, v in self.metrics.items()},
+        }
+
+
+def _rate_from_query(query: dict[str, str]) -> int | None:
+    value = query.get("sample-rate") or query.get("sample_rate")
+    return int(value) if value in ("8000", "16000", "24000") else None

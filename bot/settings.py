@@ -1,0 +1,115 @@
+"""One settings object for the whole product, read from the environment and `.env`.
+
+It is built once at start-up (server, CLI, tests) and passed in; nothing deeper in the code
+reads `os.environ`. A missing or malformed value fails at start-up with one line naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line and names it."""
+
+
+class Settings(BaseSettings):
+    """Every setting the server and the CLI read. `.env.example` lists them all."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- server -------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Interface uvicorn listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port uvicorn listens on.")
+    public_base_url: str = Field(
+        "http://localhost:8000",
+        description="How Exotel reaches this server (https://... via a tunnel in production).",
+    )
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- media socket -------------------------------------------------------------------
+    media_auth_user: str | None = Field(None, description="Basic-auth user Exotel must send.")
+    media_auth_password: str | None = Field(None, description="Basic-auth password.")
+    exotel_payload_bytes: int = Field(
+        3200, description="Outbound media payload size: a multiple of 320 in 3200..100000."
+    )
+    exotel_sample_rate: int | None = Field(
+        None, description="Force the stream's sample rate; default: from the `start` message."
+    )
+    playback_lead_secs: float = Field(
+        0.4, ge=0.0, le=5.0, description="How far ahead of the caller's ears audio is sent."
+    )
+    mark_grace_secs: float = Field(
+        1.5, ge=0.0, le=30.0, description="Extra wait for a mark echo after playback should end."
+    )
+    handshake_timeout_secs: float = Field(
+        10.0, gt=0, description="How long to wait for Exotel's `start` after the socket opens."
+    )
+    max_call_secs: float = Field(
+        3600.0, gt=0, description="Hang up (gracefully) after this long; Exotel's limit is 60 min."
+    )
+
+    # --- campaigns ----------------------------------------------------------------------
+    campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
+    default_campaign: str = Field("real_estate", description="Campaign used when none is given.")
+
+    @field_validator("exotel_payload_bytes")
+    @classmethod
+    def _payload_rule(cls, value: int) -> int:
+        if value % 320 or not 3200 <= value <= 100_000:
+            raise ValueError("must be a multiple of 320 between 3200 and 100000 (Exotel's rule)")
+        return value
+
+    @field_validator("exotel_sample_rate")
+    @classmethod
+    def _rate_rule(cls, value: int | None) -> int | None:
+        if value is not None and value not in (8000, 16000, 24000):
+            raise ValueError("must be 8000, 16000 or 24000")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _url_rule(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> "Settings":
+        if bool(self.media_auth_user) != bool(self.media_auth_password):
+            raise ValueError(
+                "MEDIA_AUTH_USER and MEDIA_AUTH_PASSWORD must be set together (or neither)"
+            )
+        return self
+
+    @property
+    def media_auth_enabled(self) -> bool:
+        return bool(self.media_auth_user and self.media_auth_password)
+
+
+def _one_line(error: ValidationError) -> str:
+    """Render pydantic's multi-line report as `NAME: reason` pairs on one line."""
+    parts = []
+    for item in error.errors():
+        name = "_".join(str(p) for p in item.get("loc", ())).upper()
+        reason = item.get("msg", "invalid").removeprefix("Value error, ")
+        value = item.get("input")
+        shown = f" (got {value!r})" if name and isinstance(value, (str, int, float)) else ""
+        parts.append(f"{name}: {reason}{shown}" if name else reason)
+    return "invalid setting: " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings or raise SettingsError with one line that names the culprit."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_one_line(error)) from None

@@ -1,0 +1,26 @@
+"""Local speech for the simulated caller and tests: Piper's bundled voice at a phone rate."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import soxr
+
+from pipelines.providers.piper import synthesize_pcm
+
+
+def resample_pcm(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """16-bit mono PCM from one rate to another (high quality, whole buffer)."""
+    if from_rate == to_rate or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    out = soxr.resample(samples, from_rate, to_rate, quality="HQ")
+    return np.clip(out, -32768, 32767).astype(np.int16).tobytes()
+
+
+@functools.lru_cache(maxsize=256)
+def speak(text: str, sample_rate: int = 8000, voice: str = "en_US-joe-medium") -> bytes:
+    """`text` spoken as 16-bit mono PCM at `sample_rate` (blocking; cached)."""
+    pcm, rate = synthesize_pcm(voice, text)
+    return resample_pcm(pcm, rate, sample_rate)

@@ -1,0 +1,1 @@
+"""Build one Pipecat pipeline per call from a campaign."""

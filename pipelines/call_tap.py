@@ -1,0 +1,41 @@
+"""Notes on the call session what crosses the pipeline: caller audio, DTMF, bot speech."""
+
+from __future__ import annotations
+
+import time
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from bot.call_session import CallSession
+
+
+class CallTap(FrameProcessor):
+    """Counts caller audio, records DTMF digits and when the bot started/stopped speaking.
+
+    Sits right after the input transport, so it sees bot-speaking frames on their way
+    upstream; BotStoppedSpeaking arrives once the caller has heard the utterance (the
+    Exotel transport holds it for the mark). Passes every frame on unchanged.
+    """
+
+    def __init__(self, session: CallSession, **kwargs):
+        super().__init__(**kwargs)
+        self._session = session
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InputAudioRawFrame):
+            self._session.inbound_audio_bytes += len(frame.audio)
+        elif isinstance(frame, InputDTMFFrame):
+            self._session.dtmf.append(frame.button.value)
+        elif isinstance(frame, BotStartedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
+            self._session.bot_speech.append(("started", time.monotonic()))
+        elif isinstance(frame, BotStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
+            self._session.bot_speech.append(("stopped", time.monotonic()))
+        await self.push_frame(frame, direction)

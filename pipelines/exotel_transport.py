@@ -1,0 +1,301 @@
+"""Pipecat transport for Exotel's media socket (FastAPI WebSocket underneath).
+
+Pipecat's FastAPI websocket transport is close, but three things of a phone call need the
+transport itself:
+
+- Pacing by the caller's ears: a playback clock models what Exotel has queued, audio is
+  sent at most `playback_lead_secs` ahead of it (enough to ride out jitter, small enough
+  that a `clear` has little to drop), and BotStoppedSpeaking is held until Exotel echoes the
+  utterance's mark (or the clock says it must have played), not when our buffer empties.
+- Barge-in: `clear` goes out first, before any other interruption work.
+- Hang-up: on EndFrame the socket stays open (still reading, to hear the marks) until the
+  last words have played; then it closes, and Exotel's flow moves to the next applet.
+  Exotel's `stop` ends the pipeline promptly via the `on_exotel_stop` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+
+from fastapi import WebSocket
+from loguru import logger
+
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputTransportMessageFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketCallbacks,
+    FastAPIWebsocketClient,
+    FastAPIWebsocketInputTransport,
+    FastAPIWebsocketOutputTransport,
+    FastAPIWebsocketParams,
+)
+from serializers.exotel import ExotelFrameSerializer, ExotelStopFrame
+
+
+class ExotelTransportParams(FastAPIWebsocketParams):
+    """FastAPI websocket params plus the playback model.
+
+    Parameters:
+        playback_lead_secs: How far ahead of the caller's playback audio may be sent.
+        mark_grace_secs: How long past the modelled end of playback to wait for a mark echo.
+    """
+
+    playback_lead_secs: float = 0.4
+    mark_grace_secs: float = 1.5
+    audio_out_end_silence_secs: int = 0
+
+
+class ExotelWebsocketClient(FastAPIWebsocketClient):
+    """FastAPI client that first replays messages read during the handshake."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        callbacks: FastAPIWebsocketCallbacks,
+        prefetched: Iterable[str | bytes] = (),
+        ws_close_timeout: float = 0.5,
+    ):
+        super().__init__(websocket, callbacks, ws_close_timeout=ws_close_timeout)
+        self._prefetched = list(prefetched)
+
+    async def _replay_then_receive(self) -> AsyncIterator[str | bytes]:
+        while self._prefetched:
+            yield self._prefetched.pop(0)
+        async for message in super().receive():
+            yield message
+
+    def receive(self) -> AsyncIterator[str | bytes]:  # type: ignore[override]
+        return self._replay_then_receive()
+
+    async def hang_up(self) -> None:
+        """Close the socket now, whoever else still holds it (Exotel then runs the next applet)."""
+        self._leave_counter = 1
+        await self.disconnect()
+
+
+class ExotelInputTransport(FastAPIWebsocketInputTransport):
+    """Reads Exotel's socket; keeps reading after EndFrame so mark echoes still arrive."""
+
+    _client: ExotelWebsocketClient
+    _transport: "ExotelTransport"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stopping = False
+
+    async def stop(self, frame: EndFrame):
+        # Not FastAPIWebsocketInputTransport.stop: that would stop reading and the output
+        # could never hear the final mark. The output closes the socket; cleanup() tears down.
+        self._stopping = True
+        await BaseInputTransport.stop(self, frame)
+
+    async def _receive_messages(self):
+        serializer = self._params.serializer
+        try:
+            async for message in self._client.receive():
+                if serializer is None:
+                    continue
+                frame = await serializer.deserialize(message)
+                if frame is None:
+                    continue
+                if isinstance(frame, ExotelStopFrame):
+                    await self._transport.exotel_stopped(frame)
+                elif self._stopping:
+                    continue
+                elif isinstance(frame, InputAudioRawFrame):
+                    await self.push_audio_frame(frame)
+                elif isinstance(frame, InputTransportMessageFrame):
+                    await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
+                else:
+                    await self.push_frame(frame)
+        except Exception as error:
+            logger.bind(call_sid=self._transport.call_sid).warning(
+                f"{self} receive loop ended: {type(error).__name__} ({error})"
+            )
+        if not self._client.is_closing:
+            await self._client.trigger_client_disconnected()
+
+
+class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
+    """Sends Exotel-sized media paced by a model of the caller's playback."""
+
+    _client: ExotelWebsocketClient
+    _params: ExotelTransportParams
+    _transport: "ExotelTransport"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._played_until = 0.0  # monotonic time when audio sent so far ends at the caller
+        self._marks_trusted = True
+        self.first_audio_sent_at: float | None = None
+
+    @property
+    def serializer(self) -> ExotelFrameSerializer:
+        return self._params.serializer  # type: ignore[return-value]
+
+    # -------------------------------------------------------------- sending
+    async def _send(self, message: str, audio_bytes: int = 0) -> None:
+        """Send one message; advance the playback clock by the audio it carries."""
+        await self._client.send(message)
+        if audio_bytes:
+            now = time.monotonic()
+            if self.first_audio_sent_at is None:
+                self.first_audio_sent_at = now
+            bytes_per_sec = self.serializer.exotel_sample_rate * 2
+            self._played_until = max(now, self._played_until) + audio_bytes / bytes_per_sec
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        if self._client.is_closing or not self._client.is_connected:
+            return False
+        before = self.serializer.stats["bytes_out"]
+        message = await self.serializer.serialize(frame)
+        if message:
+            await self._send(message, self.serializer.stats["bytes_out"] - before)
+            delay = self._played_until - self._params.playback_lead_secs - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        return True
+
+    def _audio_possibly_queued(self) -> bool:
+        serializer = self.serializer
+        return bool(
+            serializer.bytes_since_mark
+            or serializer.pending_out_bytes
+            or serializer.marks.outstanding
+            or self._played_until > time.monotonic()
+        )
+
+    # -------------------------------------------------------------- frames
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if isinstance(frame, InterruptionFrame):
+            if self._audio_possibly_queued() and self._client.is_connected:
+                await self._client.send(self.serializer.clear())
+                self._transport.clears_sent_at.append(time.monotonic())
+            self._played_until = 0.0
+            # Skip FastAPIWebsocketOutputTransport's handler: it would send a second clear.
+            await BaseOutputTransport.process_frame(self, frame, direction)
+            return
+        await super().process_frame(frame, direction)
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
+        # The media sender announces BotStoppedSpeaking (downstream first, then upstream)
+        # when its queue is empty; hold it until the caller has heard the utterance.
+        if isinstance(frame, BotStoppedSpeakingFrame) and direction == FrameDirection.DOWNSTREAM:
+            await self._finish_utterance()
+        await super().push_frame(frame, direction)
+
+    async def _finish_utterance(self) -> None:
+        """Send the padded tail and a mark, then wait until the caller has heard it."""
+        if not self._client.is_connected or self._client.is_closing:
+            return
+        before = self.serializer.stats["bytes_out"]
+        messages = self.serializer.flush_utterance()
+        audio_bytes = self.serializer.stats["bytes_out"] - before
+        for message in messages:
+            await self._send(message, audio_bytes)
+            audio_bytes = 0  # the tail travels in the first message; the mark carries none
+        await self._wait_until_heard()
+
+    async def _wait_until_heard(self) -> None:
+        marks = self.serializer.marks
+        remaining = max(0.0, self._played_until - time.monotonic())
+        if not marks.outstanding:
+            return
+        if not self._marks_trusted:
+            await asyncio.sleep(remaining)
+            return
+        if await marks.wait_all(remaining + self._params.mark_grace_secs):
+            return
+        if marks.outstanding and not marks.ever_echoed:
+            # This stream never echoes marks: from now on trust the playback clock alone.
+            self._marks_trusted = False
+            logger.bind(call_sid=self._transport.call_sid).warning(
+                "exotel marks are not echoed on this stream; following the playback clock"
+            )
+
+    # -------------------------------------------------------------- lifecycle
+    async def stop(self, frame: EndFrame):
+        # Let queued audio go out, then the tail and its mark; close once it has played.
+        await BaseOutputTransport.stop(self, frame)
+        await self._finish_utterance()
+        await self._client.hang_up()
+
+    async def cancel(self, frame: CancelFrame):
+        await BaseOutputTransport.cancel(self, frame)
+        await self._client.hang_up()
+
+
+class ExotelTransport(BaseTransport):
+    """Exotel media-socket transport: one per call.
+
+    Event handlers: on_client_connected(transport, websocket),
+    on_client_disconnected(transport, websocket), on_session_timeout(transport, websocket),
+    on_exotel_stop(transport, reason).
+    """
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        params: ExotelTransportParams,
+        prefetched: Iterable[str | bytes] = (),
+        call_sid: str | None = None,
+    ):
+        if not isinstance(params.serializer, ExotelFrameSerializer):
+            raise ValueError("ExotelTransport needs an ExotelFrameSerializer")
+        super().__init__()
+        self._params = params
+        self.call_sid = call_sid
+        self.clears_sent_at: list[float] = []
+        callbacks = FastAPIWebsocketCallbacks(
+            on_client_connected=self._on_client_connected,
+            on_client_disconnected=self._on_client_disconnected,
+            on_session_timeout=self._on_session_timeout,
+        )
+        self._client = ExotelWebsocketClient(
+            websocket, callbacks, prefetched, ws_close_timeout=params.ws_close_timeout
+        )
+        self._input = ExotelInputTransport(self, self._client, params, name=self._input_name)
+        self._output = ExotelOutputTransport(self, self._client, params, name=self._output_name)
+        for event in (
+            "on_client_connected",
+            "on_client_disconnected",
+            "on_session_timeout",
+            "on_exotel_stop",
+        ):
+            self._register_event_handler(event)
+
+    def input(self) -> ExotelInputTransport:
+        return self._input
+
+    def output(self) -> ExotelOutputTransport:
+        return self._output
+
+    @property
+    def serializer(self) -> ExotelFrameSerializer:
+        return self._params.serializer  # type: ignore[return-value]
+
+    async def exotel_stopped(self, frame: ExotelStopFrame) -> None:
+        await self._call_event_handler("on_exotel_stop", frame.reason)
+
+    async def _on_client_connected(self, websocket):
+        await self._call_event_handler("on_client_connected", websocket)
+
+    async def _on_client_disconnected(self, websocket):
+        await self._call_event_handler("on_client_disconnected", websocket)
+
+    async def _on_session_timeout(self, websocket):
+        await self._call_event_handler("on_session_timeout", websocket)

@@ -1,0 +1,1 @@
+"""Provider factories: one module per provider."""

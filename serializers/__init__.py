@@ -1,0 +1,5 @@
+"""Wire-protocol serializers (Exotel's media-stream JSON <-> Pipecat frames)."""
+
+from serializers.exotel import ExotelFrameSerializer, ExotelStopFrame
+
+__all__ = ["ExotelFrameSerializer", "ExotelStopFrame"]
