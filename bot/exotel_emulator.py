@@ -1,8 +1,9 @@
 """An Exotel emulator: a WebSocket client that behaves like Exotel's Voicebot applet.
 
 It sends `connected`/`start`, streams the caller's audio as 100 ms `media` messages (real
-time, or `speed` times faster), plays the bot's audio on a modelled line at 2 bytes per
-sample per second, echoes marks when playback reaches them, drops queued audio on `clear`,
+time, or `speed` times faster: script times are on the caller's clock, results on the wall
+clock), plays the bot's audio in real time as Exotel does (2 bytes per sample), echoes
+marks when playback reaches them, drops queued audio on `clear`,
 sends `dtmf` and `stop`, and records every protocol violation and playback gap.
 
 One emulator serves the tests, the benchmarks and the offline simulator (`bot run`).
@@ -130,10 +131,10 @@ class EmulatorResult:
 
     def played_pcm(self) -> bytes:
         """The bot's audio as the caller heard it, on the call's timeline (silence between)."""
-        rate, speed = self.config.sample_rate, self.config.speed
+        rate = self.config.sample_rate
         out = bytearray()
         for segment in self.segments:
-            offset = int((segment.start - self.started_at) * speed * rate) * 2
+            offset = int((segment.start - self.started_at) * rate) * 2
             if offset > len(out):
                 out.extend(bytes(offset - len(out)))
             out[offset : offset + len(segment.pcm)] = segment.pcm
@@ -164,8 +165,8 @@ class ExotelEmulator:
         return time.monotonic()
 
     def _rel(self, t: float | None = None) -> float:
-        """Seconds since `start` on the call's own clock (undoing `speed`)."""
-        return ((t if t is not None else self._now()) - self.result.started_at) * self.config.speed
+        """Wall-clock seconds since the socket opened (results are all on this clock)."""
+        return (t if t is not None else self._now()) - self.result.started_at
 
     def _event(self, kind: str, detail: Any = None) -> None:
         self.result.events.append((self._rel(), kind, detail))
@@ -300,7 +301,7 @@ class ExotelEmulator:
             self.result.close_code = self._ws.close_code
             if self.result.closed_by is None:
                 self.result.closed_by = "server"
-                unplayed = max(0.0, self._queue_end - now) * self.config.speed
+                unplayed = max(0.0, self._queue_end - now)
                 self.result.unplayed_at_close_secs = unplayed
                 if unplayed > 0.05:
                     self._violation(f"socket closed with {unplayed:.2f}s of bot audio not yet played")
@@ -349,10 +350,10 @@ class ExotelEmulator:
         self.result.payload_sizes.append(size)
         self.result.media_at.append(self._rel(now))
         if self._utterance_open and now > self._queue_end + 0.001:
-            gap = (now - self._queue_end) * self.config.speed
+            gap = now - self._queue_end
             self.result.gaps.append((self._rel(self._queue_end), gap))
         start = max(now, self._queue_end)
-        end = start + size / (2 * self.config.sample_rate * self.config.speed)
+        end = start + size / (2 * self.config.sample_rate)
         self.result.segments.append(PlayedSegment(start, end, pcm))
         self._queue_end = end
         self._utterance_open = True
@@ -394,7 +395,7 @@ class ExotelEmulator:
             if segment.end <= now:
                 kept.append(segment)
             elif segment.start < now:
-                played = int((now - segment.start) * 2 * self.config.sample_rate * self.config.speed) // 2 * 2
+                played = int((now - segment.start) * 2 * self.config.sample_rate) // 2 * 2
                 self.result.dropped_by_clear_bytes += len(segment.pcm) - played
                 kept.append(PlayedSegment(segment.start, now, segment.pcm[:played]))
             else:
