@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from bot import __version__
 from bot.call_sink import RecentCalls
 from bot.campaigns import CampaignBook
-from bot.routers import health, media
+from bot.routers import exotel_connect, health, media
 from bot.settings import Settings
 
 
@@ -35,4 +35,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.call_sink = RecentCalls()
     app.include_router(health.router)
     app.include_router(media.router)
+    app.include_router(exotel_connect.router)
     return app

@@ -257,3 +257,12 @@ async def test_health(live_server):
         response = await client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "live_calls": 0}
+
+
+@pytest.mark.settings(public_base_url="https://bot.example.in", media_auth_user="ex", media_auth_password="p@ss")
+async def test_dynamic_url_endpoint_for_the_applet(live_server):
+    async with httpx.AsyncClient(base_url=live_server.http_url) as client:
+        got = await client.get("/exotel/connect", params={"campaign": "real_estate", "lead": "42", "x": "y"})
+        posted = await client.post("/exotel/connect")
+    assert got.json() == {"url": "wss://ex:p%40ss@bot.example.in/media?campaign=real_estate&lead=42"}
+    assert posted.json() == {"url": "wss://ex:p%40ss@bot.example.in/media"}

@@ -637,7 +637,7 @@ async def test_flush_after_exact_payload_gives_only_mark():
     assert s.flush_utterance() == []
 
 
-async def test_flush_tail_rounds_up_to_unit_when_above_minimum():
+async def test_flush_tail_padded_to_payload_bytes():
     s = make(SID)
     await s.serialize(out_frame(pcm(3200)))  # sent
     await s.serialize(out_frame(pcm(2000)))  # buffered
@@ -645,7 +645,8 @@ async def test_flush_tail_rounds_up_to_unit_when_above_minimum():
     messages = s.flush_utterance()
     assert len(parse_media(messages[0])) == MIN_PAYLOAD  # 2000 -> padded up to the 3200 minimum
     s2 = make(SID, payload_bytes=6400)
-    await s2.serialize(out_frame(pcm(6400 + 3300)))
+    assert len(parse_media(await s2.serialize(out_frame(pcm(6400))))) == 6400
+    assert await s2.serialize(out_frame(pcm(3300))) is None
     assert s2.pending_out_bytes == 3300
     # Tail above the (3200) unit minimum but below payload_bytes -> padded to payload_bytes.
     assert len(parse_media(s2.flush_utterance()[0])) == 6400

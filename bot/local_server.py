@@ -1,0 +1,59 @@
+"""Serve the real app in-process on a loopback port (for the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from bot.app import create_app
+from bot.settings import Settings
+
+
+@dataclass
+class LocalServer:
+    """A running app: its settings, app object and URLs."""
+
+    settings: Settings
+    app: FastAPI
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/media"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
+    """Start uvicorn with the app on 127.0.0.1:`settings.port` (0 = a free port)."""
+    port = settings.port if settings.port else free_port()
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # surfaces the start-up error
+            raise RuntimeError("uvicorn exited before starting")
+        await asyncio.sleep(0.01)
+    try:
+        yield LocalServer(settings, app, port)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)

@@ -1,0 +1,35 @@
+"""The dynamic URL for the Voicebot applet: Exotel GETs it and connects to the `url` it returns.
+
+Up to 3 query parameters (256 characters in all) on the stream URL reach the bot as
+`start.custom_parameters`, so campaign and lead ride there. The outbound-dialing issue adds
+the per-CallSid lookup and a secret; this answers with what the request itself carries.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlencode, urlsplit
+
+from fastapi import APIRouter, Request
+
+router = APIRouter(tags=["exotel"])
+PASSED_THROUGH = ("campaign", "lead", "name")
+
+
+def media_url(request: Request) -> str:
+    settings = request.app.state.settings
+    base = urlsplit(settings.public_base_url)
+    scheme = "wss" if base.scheme == "https" else "ws"
+    auth = ""
+    if settings.media_auth_enabled:
+        auth = f"{quote(settings.media_auth_user, safe='')}:{quote(settings.media_auth_password, safe='')}@"
+    params = {k: request.query_params[k] for k in PASSED_THROUGH if request.query_params.get(k)}
+    if settings.exotel_sample_rate:
+        params = {"sample-rate": str(settings.exotel_sample_rate), **params}
+    query = urlencode(dict(list(params.items())[:3]))[:256]
+    return f"{scheme}://{auth}{base.netloc}{base.path}/media" + (f"?{query}" if query else "")
+
+
+@router.api_route("/exotel/connect", methods=["GET", "POST"])
+async def exotel_connect(request: Request) -> dict[str, str]:
+    """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet."""
+    return {"url": media_url(request)}

@@ -1,0 +1,120 @@
+"""Settings fail at start-up with one line naming the setting; server.py and the CLI start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.campaigns import CampaignBook, CampaignError, load_campaign
+from bot.local_server import free_port
+from bot.settings import Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PORT": "abc"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"EXOTEL_PAYLOAD_BYTES": "3000"}, "EXOTEL_PAYLOAD_BYTES"),
+        ({"EXOTEL_SAMPLE_RATE": "11025"}, "EXOTEL_SAMPLE_RATE"),
+        ({"PUBLIC_BASE_URL": "ftp://x"}, "PUBLIC_BASE_URL"),
+        ({"MEDIA_AUTH_USER": "exotel"}, "MEDIA_AUTH_PASSWORD"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_it(monkeypatch, env, names):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(_env_file=None)
+    message = str(error.value)
+    assert "\n" not in message
+    assert names in message
+
+
+def test_defaults_and_env_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("PORT=9123\nMEDIA_AUTH_USER=a\nMEDIA_AUTH_PASSWORD=b\n")
+    settings = load_settings()
+    assert settings.port == 9123 and settings.media_auth_enabled
+    assert Settings(_env_file=None).port == 8000
+
+
+def test_env_example_lists_every_setting():
+    listed = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert {name.upper() for name in Settings.model_fields} <= listed
+
+
+def test_server_py_starts_and_answers_health():
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1"}
+    process = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(process.stdout.read().decode() if process.poll() is not None else "no answer")
+        assert response.json()["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_server_py_bad_setting_exits_with_one_line():
+    env = {**os.environ, "PORT": "nope"}
+    done = subprocess.run([sys.executable, "server.py"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "error: invalid setting: PORT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_campaign_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("greeting: ''\ntts: {provider: nope}\n")
+    with pytest.raises(CampaignError) as error:
+        load_campaign(bad)
+    assert str(bad) in str(error.value) and "greeting" in str(error.value)
+    assert "\n" not in str(error.value)
+    folder = tmp_path / "book"
+    folder.mkdir()
+    (folder / "typo.yaml").write_text("greeting: hi\ngreting: hi\n")
+    with pytest.raises(CampaignError, match="typo.yaml: greting: Extra inputs are not permitted"):
+        CampaignBook(folder)
+    with pytest.raises(CampaignError, match="not valid YAML"):
+        (tmp_path / "x.yaml").write_text("a: [")
+        load_campaign(tmp_path / "x.yaml")
+
+
+def test_shipped_campaign_renders_the_lead():
+    book = CampaignBook(ROOT / "configs")
+    campaign = book.get("real_estate", "real_estate")
+    assert "Hello Rahul," in campaign.render_greeting({"name": "Rahul"})
+    assert "Hello," in campaign.render_greeting({})  # a missing field never breaks the call
+
+
+def test_cli_demo_runs_a_full_offline_call():
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "demo"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "protocol violations: 0" in done.stdout
+    assert "barge-in: 1 clear(s)" in done.stdout
+    wav = done.stdout.strip().splitlines()[-1].split(": ", 1)[1]
+    assert Path(wav).stat().st_size > 8000 * 2 * 3
