@@ -55,7 +55,9 @@ async def media_stream(websocket: WebSocket) -> None:
     live_calls: dict = websocket.app.state.live_calls
     live_calls[session.call_sid] = session
     try:
-        await run_call(websocket, session, campaign, settings, handshake.messages)
+        # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
+        with logger.contextualize(call_sid=session.call_sid):
+            await run_call(websocket, session, campaign, settings, handshake.messages)
     except Exception:
         log.exception("call failed")
         session.finish("error")
