@@ -161,10 +161,14 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected:
             return False
-        before = self.serializer.stats["bytes_out"]
-        message = await self.serializer.serialize(frame)
-        if message:
-            await self._send(message, self.serializer.stats["bytes_out"] - before)
+        serializer = self.serializer
+        before = serializer.stats["bytes_out"]
+        messages = await serializer.serialize_many(frame)
+        if messages:
+            audio_bytes = serializer.stats["bytes_out"] - before
+            for message in messages:
+                await self._send(message, audio_bytes)
+                audio_bytes = 0  # the clock advances once, by everything these carry
             delay = self._played_until - self._params.playback_lead_secs - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -183,7 +187,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         if isinstance(frame, InterruptionFrame):
             if self._audio_possibly_queued() and self._client.is_connected:
-                await self._client.send(self.serializer.clear())
+                await self._client.send(await self.serializer.clear())
                 self._transport.clears_sent_at.append(time.monotonic())
             self._played_until = 0.0
             # Skip FastAPIWebsocketOutputTransport's handler: it would send a second clear.
@@ -203,7 +207,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         if not self._client.is_connected or self._client.is_closing:
             return
         before = self.serializer.stats["bytes_out"]
-        messages = self.serializer.flush_utterance()
+        messages = await self.serializer.flush_utterance()
         audio_bytes = self.serializer.stats["bytes_out"] - before
         for message in messages:
             await self._send(message, audio_bytes)

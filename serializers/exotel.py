@@ -120,8 +120,11 @@ class ExotelFrameSerializer(FrameSerializer):
         self._pipeline_in_rate = 0
         self._start: StreamStart | None = None
         self._stop_reason: str | None = None
-        self._input_resampler = create_stream_resampler(clear_after_secs=None)
-        self._output_resampler = create_stream_resampler(clear_after_secs=None)
+        self._input_resampler = create_stream_resampler(
+            clear_after_secs=params.resampler_clear_after_secs
+        )
+        # One output resampler per source rate: a stream resampler is bound to its rates.
+        self._output_resamplers: dict[int, Any] = {}
         self._out_buffer = bytearray()
         self._bytes_since_mark = 0
         self.marks = PlaybackMarks()
@@ -175,31 +178,57 @@ class ExotelFrameSerializer(FrameSerializer):
 
     # ------------------------------------------------------------------ outbound
     async def serialize(self, frame: Frame) -> str | bytes | None:
-        """One outbound message for `frame`, or None (not handled, or audio still buffering)."""
+        """One outbound message for `frame`, or None (not handled, or audio still buffering).
+
+        Pipecat's transports send one message per frame; audio beyond one legal payload stays
+        buffered for the next frame or the utterance's flush. `serialize_many` sends it all.
+        """
         if isinstance(frame, InterruptionFrame):
-            return self.clear()
+            return await self.clear()
         if isinstance(frame, AudioRawFrame):
-            return await self._media_for_audio(frame)
+            await self._buffer_audio(frame)
+            return self._take_payload()
         if isinstance(frame, (OutputTransportMessageFrame, OutputTransportMessageUrgentFrame)):
-            if self.should_ignore_frame(frame):
+            if isinstance(frame.message, dict) and self.should_ignore_frame(frame):
                 return None
             return json.dumps(frame.message)
         return None
 
-    def clear(self) -> str:
+    async def serialize_many(self, frame: Frame) -> list[str]:
+        """Every message `frame` makes ready now (audio: all whole payloads buffered)."""
+        if not isinstance(frame, AudioRawFrame):
+            message = await self.serialize(frame)
+            return [message] if isinstance(message, str) else []
+        await self._buffer_audio(frame)
+        messages = []
+        while (message := self._take_payload()) is not None:
+            messages.append(message)
+        return messages
+
+    async def clear(self) -> str:
         """Barge-in: forget buffered audio and outstanding marks; tell Exotel to drop its queue."""
         self._out_buffer.clear()
         self._bytes_since_mark = 0
+        for resampler in self._output_resamplers.values():
+            await resampler.reset()  # or the interrupted words leak into the next utterance
         self.marks.drop_all()
         self.stats["clears_out"] += 1
         return json.dumps({"event": "clear", "stream_sid": self._stream_sid})
 
-    def flush_utterance(self) -> list[str]:
+    async def flush_utterance(self) -> list[str]:
         """End of a bot utterance: the padded tail (if any) and a mark covering it.
 
-        Returns no mark when nothing was sent since the last mark or clear.
+        Drains the resamplers' filter tails first, so the utterance's last milliseconds are
+        not held back. Returns no mark when nothing was sent since the last mark or clear.
         """
+        for resampler in self._output_resamplers.values():
+            tail = await resampler.flush()
+            if tail:
+                self._out_buffer.extend(tail)
         messages = []
+        while len(self._out_buffer) > MAX_PAYLOAD:
+            messages.append(self._media_message(bytes(self._out_buffer[:MAX_PAYLOAD])))
+            del self._out_buffer[:MAX_PAYLOAD]
         if self._out_buffer:
             tail_len = len(self._out_buffer)
             padded_len = max(self._params.payload_bytes, -(-tail_len // PAYLOAD_UNIT) * PAYLOAD_UNIT)
@@ -215,14 +244,21 @@ class ExotelFrameSerializer(FrameSerializer):
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "mark", "stream_sid": self._stream_sid, "mark": {"name": name}})
 
-    async def _media_for_audio(self, frame: AudioRawFrame) -> str | None:
+    async def _buffer_audio(self, frame: AudioRawFrame) -> None:
         audio = frame.audio
         if frame.sample_rate != self._exotel_rate:
-            audio = await self._output_resampler.resample(audio, frame.sample_rate, self._exotel_rate)
-        if not audio:
-            return None
+            resampler = self._output_resamplers.get(frame.sample_rate)
+            if resampler is None:
+                resampler = self._output_resamplers[frame.sample_rate] = create_stream_resampler(
+                    clear_after_secs=None
+                )
+            audio = await resampler.resample(audio, frame.sample_rate, self._exotel_rate)
+        if audio:
+            self._out_buffer.extend(audio)
+
+    def _take_payload(self) -> str | None:
+        """The next legal payload from the buffer, once at least `payload_bytes` are there."""
         buffer = self._out_buffer
-        buffer.extend(audio)
         if len(buffer) < self._params.payload_bytes:
             return None
         size = min(len(buffer) // PAYLOAD_UNIT * PAYLOAD_UNIT, MAX_PAYLOAD)
@@ -248,8 +284,11 @@ class ExotelFrameSerializer(FrameSerializer):
 
     async def _deserialize(self, data: str | bytes) -> Frame | None:
         self.stats["messages_in"] += 1
-        if len(data) > self._params.max_message_bytes:
-            self.problems.warn("oversized", f"dropped a {len(data)}-byte message", call_sid=self._call_sid)
+        size = len(data)
+        if isinstance(data, str) and size * 4 > self._params.max_message_bytes:
+            size = len(data.encode("utf-8", "surrogatepass"))  # the limit is in bytes
+        if size > self._params.max_message_bytes:
+            self.problems.warn("oversized", f"dropped a {size}-byte message", call_sid=self._call_sid)
             return None
         try:
             message = json.loads(data)

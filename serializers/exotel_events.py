@@ -8,6 +8,7 @@ raise: a missing or malformed field reads as None.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,12 @@ def as_str(value: Any) -> str | None:
     """A non-empty string from a str or a number; None otherwise."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return str(int(value)) if float(value).is_integer() else str(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**30 else None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if value.is_integer() else str(value)
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
@@ -44,13 +49,14 @@ def as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     if isinstance(value, str):
         try:
-            return int(float(value.strip()))
+            number = float(value.strip())
         except ValueError:
             return None
+        return int(number) if math.isfinite(number) else None
     return None
 
 

@@ -1,7 +1,7 @@
 """Unit tests for serializers/exotel.py (ExotelFrameSerializer) and PlaybackMarks.
 
-Each test is small and checks one behaviour. Tests marked `# BUG:` assert the behaviour the
-code's own docs / Exotel's protocol promise, and fail against the current code on purpose.
+Each test is small and checks one behaviour. Tests marked `# Regression` pin bugs that
+these tests found (and that were then fixed): they fail if the bug comes back.
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ async def test_dtmf_without_dtmf_key():
 async def test_mark_echo_settles_mark():
     s = make(SID)
     await s.serialize(out_frame(pcm(3200)))
-    messages = s.flush_utterance()
+    messages = (await s.flush_utterance())
     mark = json.loads(messages[-1])
     assert mark == {"event": "mark", "stream_sid": SID, "mark": {"name": mark["mark"]["name"]}}
     name = mark["mark"]["name"]
@@ -367,7 +367,7 @@ async def test_mark_echo_settles_mark():
 async def test_mark_echo_camel_case_and_top_level_name():
     s = make(SID)
     await s.serialize(out_frame(pcm(3200)))
-    name = json.loads(s.flush_utterance()[-1])["mark"]["name"]
+    name = json.loads((await s.flush_utterance())[-1])["mark"]["name"]
     await s.deserialize(json.dumps({"event": "mark", "streamSid": SID, "name": name}))
     assert s.marks.outstanding == 0
     assert s.marks.echoed == 1
@@ -376,7 +376,7 @@ async def test_mark_echo_camel_case_and_top_level_name():
 async def test_mark_echo_unknown_name_is_ignored():
     s = make(SID)
     await s.serialize(out_frame(pcm(3200)))
-    s.flush_utterance()
+    (await s.flush_utterance())
     result = await s.deserialize(json.dumps({"event": "mark", "stream_sid": SID, "mark": {"name": "nobody-99"}}))
     assert result is None
     assert s.marks.unknown_echoes == 1
@@ -495,7 +495,7 @@ async def test_oversized_bytes_message_dropped():
 
 
 async def test_oversized_non_ascii_text_message_dropped():
-    # BUG: max_message_bytes is compared with len(str), i.e. characters, not bytes. A text
+    # Regression (was a bug, now fixed): max_message_bytes is compared with len(str), i.e. characters, not bytes. A text
     # message of 631 characters / 1,831 UTF-8 bytes passes a 1,000-byte limit.
     s = make(max_message_bytes=1000)
     message = json.dumps({"event": "connected", "x": "\u20ac" * 600}, ensure_ascii=False)
@@ -530,7 +530,7 @@ async def test_one_byte_payload_gives_no_frame():
 
 
 async def test_start_with_non_finite_sample_rate_is_not_lost():
-    # BUG: as_int("inf") / as_int("1e400") raise OverflowError (only ValueError is caught),
+    # Regression (was a bug, now fixed): as_int("inf") / as_int("1e400") raise OverflowError (only ValueError is caught),
     # so the whole `start` is dropped as an "internal" error: the stream_sid and call_sid are
     # never learned. A malformed field should read as None (exotel_events.py docstring).
     s = make()
@@ -543,7 +543,7 @@ async def test_start_with_non_finite_sample_rate_is_not_lost():
 
 
 async def test_start_with_huge_integer_field_is_not_lost():
-    # BUG: as_str(10**400) calls float(value), which raises OverflowError for ints beyond
+    # Regression (was a bug, now fixed): as_str(10**400) calls float(value), which raises OverflowError for ints beyond
     # float range; the whole `start` is dropped as "internal" and stream_sid is never learned.
     s = make()
     message = '{"event":"start","start":{"stream_sid":"S1","call_sid":' + "9" * 400 + "}}"
@@ -553,7 +553,7 @@ async def test_start_with_huge_integer_field_is_not_lost():
 
 
 async def test_dtmf_with_huge_integer_digit_counted_as_bad_dtmf():
-    # BUG: same OverflowError in as_str: counted as "internal" instead of "bad_dtmf".
+    # Regression (was a bug, now fixed): same OverflowError in as_str: counted as "internal" instead of "bad_dtmf".
     s = make()
     message = '{"event":"dtmf","dtmf":{"digit":' + "9" * 400 + "}}"
     assert await s.deserialize(message) is None
@@ -568,7 +568,7 @@ async def test_outbound_payload_sizes_and_no_loss():
     s = make(SID)
     chunks = [pcm(n, seed=i) for i, n in enumerate(SIZES)]
     messages = await feed(s, [out_frame(c) for c in chunks])
-    flushed = s.flush_utterance()
+    flushed = (await s.flush_utterance())
     assert event_of(flushed[-1]) == "mark"
     medias = messages + flushed[:-1]
     assert all(event_of(m) == "media" for m in medias)
@@ -607,34 +607,34 @@ async def test_outbound_payload_is_whole_units_and_keeps_remainder():
 async def test_outbound_empty_frame_returns_none():
     s = make(SID)
     assert await s.serialize(out_frame(b"")) is None
-    assert s.flush_utterance() == []
+    assert (await s.flush_utterance()) == []
 
 
 async def test_flush_with_nothing_returns_empty():
     s = make(SID)
-    assert s.flush_utterance() == []
+    assert (await s.flush_utterance()) == []
 
 
 async def test_flush_after_short_audio_pads_and_marks():
     s = make(SID)
     audio = pcm(1000)
     assert await s.serialize(out_frame(audio)) is None
-    messages = s.flush_utterance()
+    messages = (await s.flush_utterance())
     assert [event_of(m) for m in messages] == ["media", "mark"]
     payload = parse_media(messages[0])
     assert len(payload) == MIN_PAYLOAD
     assert payload == audio + bytes(MIN_PAYLOAD - 1000)
     assert s.stats["padding_bytes_out"] == MIN_PAYLOAD - 1000
-    assert s.flush_utterance() == []
+    assert (await s.flush_utterance()) == []
 
 
 async def test_flush_after_exact_payload_gives_only_mark():
     s = make(SID)
     assert await s.serialize(out_frame(pcm(3200))) is not None
-    messages = s.flush_utterance()
+    messages = (await s.flush_utterance())
     assert [event_of(m) for m in messages] == ["mark"]
     assert s.stats["padding_bytes_out"] == 0
-    assert s.flush_utterance() == []
+    assert (await s.flush_utterance()) == []
 
 
 async def test_flush_tail_padded_to_payload_bytes():
@@ -642,14 +642,14 @@ async def test_flush_tail_padded_to_payload_bytes():
     await s.serialize(out_frame(pcm(3200)))  # sent
     await s.serialize(out_frame(pcm(2000)))  # buffered
     assert s.pending_out_bytes == 2000
-    messages = s.flush_utterance()
+    messages = (await s.flush_utterance())
     assert len(parse_media(messages[0])) == MIN_PAYLOAD  # 2000 -> padded up to the 3200 minimum
     s2 = make(SID, payload_bytes=6400)
     assert len(parse_media(await s2.serialize(out_frame(pcm(6400))))) == 6400
     assert await s2.serialize(out_frame(pcm(3300))) is None
     assert s2.pending_out_bytes == 3300
     # Tail above the (3200) unit minimum but below payload_bytes -> padded to payload_bytes.
-    assert len(parse_media(s2.flush_utterance()[0])) == 6400
+    assert len(parse_media((await s2.flush_utterance())[0])) == 6400
 
 
 async def test_each_utterance_gets_its_own_mark():
@@ -657,7 +657,7 @@ async def test_each_utterance_gets_its_own_mark():
     names = []
     for _ in range(3):
         await s.serialize(out_frame(pcm(1000)))
-        names.append(json.loads(s.flush_utterance()[-1])["mark"]["name"])
+        names.append(json.loads((await s.flush_utterance())[-1])["mark"]["name"])
     assert len(set(names)) == 3
     assert s.marks.outstanding == 3
     assert s.marks.sent == 3
@@ -674,7 +674,7 @@ async def test_stream_sid_learned_later_used_in_outbound():
 async def test_payload_bytes_configurable(payload_bytes):
     s = make(SID, payload_bytes=payload_bytes)
     chunks = [pcm(n, seed=i) for i, n in enumerate([4000, 5000, 1000, 7000, 640, 30000])]
-    messages = await feed(s, [out_frame(c) for c in chunks]) + s.flush_utterance()[:-1]
+    messages = await feed(s, [out_frame(c) for c in chunks]) + (await s.flush_utterance())[:-1]
     payloads = [parse_media(m) for m in messages]
     assert payloads
     for p in payloads:
@@ -702,13 +702,13 @@ def test_valid_exotel_sample_rate_accepted(rate):
 
 
 async def test_single_huge_frame_never_makes_payload_over_100000():
-    # BUG: _media_for_audio returns at most one message (<= 99,840 bytes) per frame and keeps
+    # Regression (was a bug, now fixed): _media_for_audio returns at most one message (<= 99,840 bytes) per frame and keeps
     # the rest buffered; flush_utterance() then sends the whole remainder as one payload.
     # A 200,000-byte frame gives payloads [99840, 100160]: 100,160 > Exotel's 100,000 limit
     # (and pending_out_bytes is left at 100,160, far above one payload).
     s = make(SID)
     audio = pcm(200_000)
-    messages = await feed(s, [out_frame(audio)]) + s.flush_utterance()[:-1]
+    messages = await feed(s, [out_frame(audio)]) + (await s.flush_utterance())[:-1]
     payloads = [parse_media(m) for m in messages]
     assert b"".join(payloads)[:200_000] == audio
     for p in payloads:
@@ -727,7 +727,7 @@ async def test_outbound_resampled_16k_to_8k_about_half():
     s = make(SID)
     audio = tone(16000, 16000)  # 1 s at 16 kHz = 32,000 bytes
     frames = [out_frame(audio[i : i + 640], 16000) for i in range(0, len(audio), 640)]
-    messages = await feed(s, frames) + s.flush_utterance()[:-1]
+    messages = await feed(s, frames) + (await s.flush_utterance())[:-1]
     sent = sum(len(parse_media(m)) for m in messages) - s.stats["padding_bytes_out"]
     assert abs(sent - len(audio) / 2) <= 0.1 * len(audio) / 2
 
@@ -736,7 +736,7 @@ async def test_outbound_resampled_to_16k_stream():
     s = make(SID, exotel_sample_rate=16000)
     audio = tone(24000, 24000)  # 1 s at 24 kHz
     frames = [out_frame(audio[i : i + 960], 24000) for i in range(0, len(audio), 960)]
-    messages = await feed(s, frames) + s.flush_utterance()[:-1]
+    messages = await feed(s, frames) + (await s.flush_utterance())[:-1]
     for m in messages:
         assert len(parse_media(m)) % PAYLOAD_UNIT == 0
     sent = sum(len(parse_media(m)) for m in messages) - s.stats["padding_bytes_out"]
@@ -744,20 +744,20 @@ async def test_outbound_resampled_to_16k_stream():
 
 
 async def test_outbound_resampled_utterance_is_not_cut_short():
-    # BUG: flush_utterance() never drains the output stream resampler (soxr VHQ holds ~52 ms).
+    # Regression (was a bug, now fixed): flush_utterance() never drains the output stream resampler (soxr VHQ holds ~52 ms).
     # 1 s of 16 kHz audio (32,000 bytes) should give 16,000 bytes at 8 kHz; only 15,160 bytes
     # of audio are sent before the mark, the last ~420 samples stay in the resampler (they come
     # out at the start of the *next* utterance, after this utterance's mark).
     s = make(SID)
     audio = tone(16000, 16000)
     frames = [out_frame(audio[i : i + 640], 16000) for i in range(0, len(audio), 640)]
-    messages = await feed(s, frames) + s.flush_utterance()[:-1]
+    messages = await feed(s, frames) + (await s.flush_utterance())[:-1]
     sent = sum(len(parse_media(m)) for m in messages) - s.stats["padding_bytes_out"]
     assert sent >= 16000 - 8, f"only {sent} of 16000 bytes sent before the mark"
 
 
 async def test_outbound_resampler_does_not_leak_interrupted_audio():
-    # BUG: clear() does not reset the output stream resampler, so ~50 ms of the interrupted
+    # Regression (was a bug, now fixed): clear() does not reset the output stream resampler, so ~50 ms of the interrupted
     # utterance (held inside soxr) is sent at the start of the next utterance.
     # Input: 800 samples of a 10,000-amplitude 16 kHz tone, InterruptionFrame, then 0.25 s of
     # silence at 16 kHz, flush. Expected: only (near-)silence sent; observed peak 10,000.
@@ -765,14 +765,14 @@ async def test_outbound_resampler_does_not_leak_interrupted_audio():
     await s.serialize(out_frame(tone(800, 16000), 16000))
     await s.serialize(InterruptionFrame())
     frames = [out_frame(bytes(1600), 16000) for _ in range(5)]
-    messages = await feed(s, frames) + s.flush_utterance()[:-1]
+    messages = await feed(s, frames) + (await s.flush_utterance())[:-1]
     sent = np.frombuffer(b"".join(parse_media(m) for m in messages), dtype=np.int16)
     assert sent.size > 0
     assert int(np.abs(sent.astype(np.int32)).max()) <= 16
 
 
 async def test_outbound_frames_at_two_rates_do_not_raise():
-    # BUG: the single output stream resampler is bound to the first input rate; a later frame
+    # Regression (was a bug, now fixed): the single output stream resampler is bound to the first input rate; a later frame
     # at another rate (24 kHz TTS, then a 16 kHz frame) makes serialize() raise ValueError
     # "SOXRStreamAudioResampler cannot be reused with different sample rates".
     s = make(SID)
@@ -785,7 +785,7 @@ async def test_clear_on_interruption():
     s = make(SID)
     # Utterance 1: sent in full and marked.
     await s.serialize(out_frame(pcm(3200)))
-    mark_name = json.loads(s.flush_utterance()[-1])["mark"]["name"]
+    mark_name = json.loads((await s.flush_utterance())[-1])["mark"]["name"]
     future = s.marks._pending[mark_name]  # inspect: the future the transport would wait on
     waiter = asyncio.ensure_future(s.marks.wait_all(5.0))
     await asyncio.sleep(0)
@@ -801,7 +801,7 @@ async def test_clear_on_interruption():
     assert s.marks.dropped == 1
     assert future.done() and future.result() is False
     assert await asyncio.wait_for(waiter, 1.0) is False  # a waiter from before the clear hears "not played"
-    assert s.flush_utterance() == []  # nothing of the interrupted utterance is sent
+    assert (await s.flush_utterance()) == []  # nothing of the interrupted utterance is sent
     assert s.stats["clears_out"] == 1
 
 
@@ -811,13 +811,13 @@ async def test_clear_drops_unmarked_sent_audio_mark():
     assert await s.serialize(out_frame(pcm(3200))) is not None
     assert s.bytes_since_mark == 3200
     await s.serialize(InterruptionFrame())
-    assert s.flush_utterance() == []
+    assert (await s.flush_utterance()) == []
 
 
 async def test_late_echo_after_clear_is_ignored():
     s = make(SID)
     await s.serialize(out_frame(pcm(3200)))
-    name = json.loads(s.flush_utterance()[-1])["mark"]["name"]
+    name = json.loads((await s.flush_utterance())[-1])["mark"]["name"]
     await s.serialize(InterruptionFrame())
     assert await s.deserialize(json.dumps({"event": "mark", "stream_sid": SID, "mark": {"name": name}})) is None
     assert s.marks.unknown_echoes == 1
@@ -845,7 +845,7 @@ async def test_transport_message_rtvi_ignored():
 
 
 async def test_transport_message_non_dict_does_not_raise():
-    # BUG: OutputTransportMessageFrame.message is typed Any, but serialize() calls the base
+    # Regression (was a bug, now fixed): OutputTransportMessageFrame.message is typed Any, but serialize() calls the base
     # should_ignore_frame(), which does frame.message.get(...): message=[1, 2] raises
     # AttributeError("'list' object has no attribute 'get'") instead of returning "[1, 2]".
     s = make(SID)
