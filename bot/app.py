@@ -12,6 +12,7 @@ from bot.call_sink import RecentCalls
 from bot.campaigns import CampaignBook
 from bot.routers import exotel_connect, health, media
 from bot.settings import Settings
+from pipelines.speech_cache import SpeechCache
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -23,7 +24,10 @@ def create_app(settings: Settings) -> FastAPI:
         # Load each campaign's voice once per process before the first call needs it.
         from pipelines.providers.piper import load_voice
 
-        voices = {campaigns.get(name, name).tts.voice for name in campaigns.names()}
+        from pipelines.builder import effective_tts
+
+        voices = {effective_tts(c, settings).voice for c in campaigns.all()
+                  if effective_tts(c, settings).provider == "piper"}
         for voice in voices:
             await asyncio.to_thread(load_voice, voice)
         yield
@@ -33,6 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.campaigns = campaigns
     app.state.live_calls = {}  # this process's live sessions, for /health only
     app.state.call_sink = RecentCalls()
+    app.state.speech_cache = SpeechCache(settings.data_dir / "cache" / "speech")
+    app.state.background = set()  # strong refs to fire-and-forget tasks (greeting preparation)
     app.include_router(health.router)
     app.include_router(media.router)
     app.include_router(exotel_connect.router)

@@ -12,17 +12,20 @@ import time
 from fastapi import WebSocket
 from loguru import logger
 
-from pipecat.frames.frames import EndFrame
+from pipecat.frames.frames import EndFrame, ErrorFrame
 from pipecat.workers.runner import WorkerRunner
 
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
 from bot.settings import Settings
-from pipelines.builder import build_call_worker, greeting_frame
+from pipelines.builder import CallPipeline, build_call_pipeline, greeting_frames
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
+from pipelines.providers.synthesis import synthesize_line
+from pipelines.speech_cache import SpeechCache, speech_key
 from serializers.exotel import ExotelFrameSerializer
 
 STOP_REASONS = {"callended": "caller_hangup", "stopped": "stream_stopped"}
+STT_ERRORS_TOLERATED = 2  # the STT reconnects by itself; more failures than this end the call
 
 
 def build_transport(
@@ -42,7 +45,7 @@ def build_transport(
         serializer=serializer,
         audio_in_enabled=True,
         audio_out_enabled=True,
-        audio_in_sample_rate=session.sample_rate,
+        audio_in_sample_rate=session.pipeline_in_rate,
         audio_out_sample_rate=session.sample_rate,
         audio_out_10ms_chunks=math.ceil(settings.exotel_payload_bytes / bytes_per_10ms),
         playback_lead_secs=settings.playback_lead_secs,
@@ -52,17 +55,32 @@ def build_transport(
     return ExotelTransport(websocket, params, prefetched, call_sid=session.call_sid)
 
 
+async def prepare_line(
+    cache: SpeechCache, campaign: Campaign, settings: Settings, text: str, sample_rate: int
+) -> bytes | None:
+    """`text` in the campaign's (effective) voice, from the shared cache or synthesized now."""
+    from pipelines.builder import effective_tts
+
+    tts = effective_tts(campaign, settings)
+    key = speech_key(tts, text, sample_rate)
+    return await cache.get_or_make(key, lambda: synthesize_line(tts, text, sample_rate, settings))
+
+
 async def run_call(
     websocket: WebSocket,
     session: CallSession,
     campaign: Campaign,
     settings: Settings,
     prefetched: list[str | bytes],
+    cache: SpeechCache,
 ) -> CallSession:
     """Run the call's pipeline until it ends; fill the session's end reason and metrics."""
-    log = logger.bind(call_sid=session.call_sid)
     transport = build_transport(websocket, session, settings, prefetched)
-    worker = build_call_worker(session, campaign, transport)
+    call = build_call_pipeline(session, campaign, transport, settings)
+    worker, control = call.worker, call.control
+    greeting = campaign.render_greeting(session.lead)
+    prepared_greeting = await cache.get(speech_key(call.tts_config, greeting, session.sample_rate))
+    stt_errors = 0
 
     @transport.event_handler("on_client_disconnected")
     async def _socket_closed(_transport, _websocket):
@@ -74,27 +92,79 @@ async def run_call(
         session.end(STOP_REASONS.get(str(reason), f"exotel_{reason}"))
         await worker.cancel(reason=f"exotel stop: {reason}")
 
-    async def _hang_up_at_max_duration():
-        await asyncio.sleep(settings.max_call_secs)
-        log.info(f"call reached max duration ({settings.max_call_secs:g}s); hanging up")
-        session.end("max_duration")
-        await worker.queue_frame(EndFrame())
+    @worker.event_handler("on_pipeline_started")
+    async def _greet(_worker, _frame):
+        if prepared_greeting:
+            session.metrics["greeting_prepared"] = 1
+            session.add_transcript("assistant", greeting)
+            await call.injector.play_prepared(prepared_greeting)
+        else:
+            await worker.queue_frames(greeting_frames(greeting))
 
-    await worker.queue_frame(greeting_frame(session, campaign))
+    @worker.event_handler("on_pipeline_error")
+    async def _provider_failed(_worker, frame: ErrorFrame):
+        nonlocal stt_errors
+        source = type(frame.processor).__name__ if frame.processor else "pipeline"
+        logger.warning(f"provider error from {source}: {frame.error}")
+        if "STT" in source and not frame.fatal:
+            stt_errors += 1
+            if stt_errors <= STT_ERRORS_TOLERATED:
+                return
+        await control.apologize_and_end(f"{source}: {frame.error}"[:300])
+
+    if prepared_greeting:
+        call.context.add_message({"role": "assistant", "content": greeting})
+    background = [
+        asyncio.create_task(_prepare_during_call(call, cache, campaign, settings, session.sample_rate)),
+        asyncio.create_task(_hang_up_at_max_duration(call, session, settings, campaign)),
+    ]
     runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
     await runner.add_workers(worker)
-    limit = asyncio.create_task(_hang_up_at_max_duration(), name=f"max-duration-{session.call_sid}")
     try:
         await runner.run()
     finally:
-        limit.cancel()
+        for task in background:
+            task.cancel()
+        for observer in call.observers:
+            if hasattr(observer, "stop"):
+                observer.stop()
         session.finish("bot_hangup")
-        _record_metrics(session, transport)
-        log.info(f"call ended: {session.summary()}")
+        if session.outcome is None:
+            session.set_outcome("error" if session.end_reason == "error" else "no_outcome")
+        _record_metrics(session, transport, call)
+        logger.info(f"call ended: {session.log_summary()}")
     return session
 
 
-def _record_metrics(session: CallSession, transport: ExotelTransport) -> None:
+async def _prepare_during_call(
+    call: CallPipeline, cache: SpeechCache, campaign: Campaign, settings: Settings, rate: int
+) -> None:
+    """Synthesize the apology and fillers while the call runs (cached for later calls too)."""
+    lead = call.control.session.lead
+    apology = await prepare_line(cache, campaign, settings, campaign.render(campaign.apology, lead), rate)
+    if apology is None:  # the campaign's TTS can't do it: Piper always can
+        from pipelines.providers.synthesis import _piper
+
+        apology = await _piper("en_US-joe-medium", campaign.render(campaign.apology, lead), rate)
+    call.control.prepared_apology = apology
+    if campaign.fillers.enabled and call.conversational:
+        fillers = [await prepare_line(cache, campaign, settings, phrase, rate) for phrase in campaign.fillers.phrases]
+        call.injector.set_fillers([f for f in fillers if f])
+
+
+async def _hang_up_at_max_duration(
+    call: CallPipeline, session: CallSession, settings: Settings, campaign: Campaign
+) -> None:
+    limit = min(settings.max_call_secs, campaign.max_call_secs)
+    await asyncio.sleep(limit)
+    logger.info(f"call reached max duration ({limit:g}s); hanging up")
+    session.end("max_duration")
+    session.set_outcome("no_outcome", "maximum call length reached")
+    if not await call.control.end_call(session.outcome or "no_outcome"):
+        await call.worker.queue_frame(EndFrame())
+
+
+def _record_metrics(session: CallSession, transport: ExotelTransport, call: CallPipeline) -> None:
     output = transport.output()
     serializer = transport.serializer
     if output.first_audio_sent_at is not None:
@@ -106,4 +176,5 @@ def _record_metrics(session: CallSession, transport: ExotelTransport) -> None:
     session.metrics["marks_echoed"] = serializer.marks.echoed
     session.metrics["clears_sent"] = serializer.stats["clears_out"]
     session.metrics["bad_messages_in"] = serializer.problems.total
+    session.metrics["fillers_played"] = call.injector.played
     session.metrics["duration_secs"] = time.monotonic() - session.socket_opened_monotonic

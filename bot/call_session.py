@@ -34,6 +34,12 @@ class CallSession:
     dtmf: list[str] = field(default_factory=list)
     inbound_audio_bytes: int = 0
     bot_speech: list[tuple[str, float]] = field(default_factory=list)  # (started|stopped, monotonic)
+    outcome: str | None = None
+    summary: str | None = None
+    collected: dict[str, Any] = field(default_factory=dict)
+    escalated: bool = False
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, t, ...}
+    turns: list[dict[str, Any]] = field(default_factory=list)  # per-turn latency figures
     metrics: dict[str, float] = field(default_factory=dict)
     socket_opened_monotonic: float = field(default_factory=time.monotonic)
     start_received_monotonic: float = field(default_factory=time.monotonic)
@@ -74,7 +80,27 @@ class CallSession:
         self.end(fallback_reason)
         self.ended_at = datetime.now(UTC)
 
-    def summary(self) -> dict[str, Any]:
+    @property
+    def pipeline_in_rate(self) -> int:
+        """The rate the pipeline hears at: the stream's, except 24 kHz (Silero takes 8/16 kHz)."""
+        return self.sample_rate if self.sample_rate in (8000, 16000) else 16000
+
+    def elapsed(self) -> float:
+        """Seconds since the stream started (the `t` of transcript entries)."""
+        return round(time.monotonic() - self.start_received_monotonic, 3)
+
+    def add_transcript(self, role: str, text: str, **extra: Any) -> None:
+        if text and text.strip():
+            self.transcript.append({"role": role, "text": text.strip(), "t": self.elapsed(), **extra})
+
+    def set_outcome(self, outcome: str, summary: str | None = None) -> None:
+        """The first explicit outcome wins (e.g. `transferred` is not overwritten by `error`)."""
+        if self.outcome is None:
+            self.outcome = outcome
+        if summary and not self.summary:
+            self.summary = summary
+
+    def log_summary(self) -> dict[str, Any]:
         """The session as JSON-ready data, with phone numbers masked (for logs)."""
         return {
             "call_sid": self.call_sid,
@@ -88,7 +114,10 @@ class CallSession:
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "end_reason": self.end_reason,
             "dtmf": "".join(self.dtmf),
-            "inbound_audio_secs": round(self.inbound_audio_bytes / (2 * self.sample_rate), 2),
+            "outcome": self.outcome,
+            "collected": self.collected,
+            "turns": len(self.turns),
+            "inbound_audio_secs": round(self.inbound_audio_bytes / (2 * self.pipeline_in_rate), 2),
             **{k: round(v, 4) for k, v in self.metrics.items()},
         }
 

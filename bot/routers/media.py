@@ -57,7 +57,10 @@ async def media_stream(websocket: WebSocket) -> None:
     try:
         # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
         with logger.contextualize(call_sid=session.call_sid):
-            await run_call(websocket, session, campaign, settings, handshake.messages)
+            await run_call(
+                websocket, session, campaign, settings, handshake.messages,
+                websocket.app.state.speech_cache,
+            )
     except Exception:
         log.exception("call failed")
         session.finish("error")

@@ -1,0 +1,1 @@
+"""Wire-level fakes of provider APIs, for tests and benchmarks."""
