@@ -94,6 +94,7 @@ async def run_call(
 
     @worker.event_handler("on_pipeline_started")
     async def _greet(_worker, _frame):
+        session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1
             session.add_transcript("assistant", greeting)

@@ -42,6 +42,9 @@ from pipelines.exotel_transport import ExotelTransport
 from pipelines.fillers import FillerInjector
 from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
+from pipelines.providers.deepgram import build_deepgram_stt
+from pipelines.providers.elevenlabs import build_elevenlabs_tts
+from pipelines.providers.openai import build_openai_llm
 from pipelines.providers.piper import BUNDLED_VOICES, SharedPiperTTSService
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.tools import AgentTools, tools_schema
@@ -77,8 +80,6 @@ def effective_tts(campaign: Campaign, settings: Settings) -> TTSConfig:
 def build_tts(tts: TTSConfig, settings: Settings, sample_rate: int) -> FrameProcessor:
     """The TTS service, producing audio at the stream's rate (no resampling later)."""
     if tts.provider == "elevenlabs":
-        from pipelines.providers.elevenlabs import build_elevenlabs_tts
-
         return build_elevenlabs_tts(tts, settings, sample_rate)
     return SharedPiperTTSService(voice=tts.voice, sample_rate=sample_rate)
 
@@ -148,9 +149,6 @@ def build_call_pipeline(
         DTMFActions(campaign.dtmf, control),
     ]
     if conversational:
-        from pipelines.providers.deepgram import build_deepgram_stt
-        from pipelines.providers.openai import build_openai_llm
-
         llm = build_openai_llm(campaign.llm, settings, system_prompt)
         AgentTools(campaign, control).register(llm)
         processors += [build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)]
