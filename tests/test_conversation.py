@@ -89,3 +89,235 @@ async def test_full_qualification_call(tmp_path):
     answered = [t for t in session.turns if "voice_to_voice" in t]
     assert len(answered) >= 2
     assert all(0 < t["voice_to_voice"] < 3.0 for t in answered)
+
+
+LONG_REPLY = ("We have two and three bedroom apartments in Whitefield, close to the metro, "
+              "with a clubhouse, a pool and a large park, and possession is planned for next year.")
+
+
+def chatty_agent(body: dict[str, Any]) -> Reply:
+    """Answers the first turn with a long reply (to be interrupted), then short ones."""
+    if user_count(body) == 1:
+        return Reply(text=LONG_REPLY)
+    return Reply(text="Sure, tell me.")
+
+
+async def test_barge_in_clears_and_context_keeps_only_what_was_heard(tmp_path):
+    lines = ["Tell me about the project", "Wait wait I have a question"]
+    async with agent_stack(tmp_path, stt_script=lines, llm=chatty_agent,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak(lines[0])), Say(at=7.5, pcm=speak(lines[1])),
+                                HangUp(at=11)])
+        session = await wait_finished(stack, emu.config.call_sid)
+        requests = list(stack.openai.requests)
+
+    assert result.violations == []
+    assert len(result.clears_at) == 1
+    clear_at = result.clears_at[0]
+    assert 7.5 < clear_at < 8.8, clear_at  # min_words=2: after the STT's first interim words
+    stale = [t for t in result.media_at if clear_at < t < clear_at + 0.3]
+    assert stale == [], "no audio of the interrupted reply after the clear"
+    assert result.dropped_by_clear_bytes > 0
+    # The next LLM request holds only the part of the long reply the caller heard.
+    assert len(requests) >= 2
+    heard = [m["content"] for m in requests[1]["messages"] if m["role"] == "assistant" and m.get("content")][-1]
+    assert LONG_REPLY.startswith(heard.rstrip(".")[: len(heard) - 2]) or heard in LONG_REPLY
+    assert 10 < len(heard) < len(LONG_REPLY) - 20, heard
+    interrupted = [e for e in session.transcript if e.get("interrupted")]
+    assert interrupted and interrupted[0]["role"] == "assistant"
+
+
+async def test_backchannel_does_not_cut_the_bot_off(tmp_path):
+    lines = ["Tell me about the project", "hmm"]
+    async with agent_stack(tmp_path, stt_script=lines, llm=chatty_agent,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak(lines[0])), Say(at=7.0, pcm=speak("hmm")),
+                                HangUp(at=12)])
+        await wait_finished(stack, emu.config.call_sid)
+    assert result.violations == []
+    assert result.clears_at == [], "a one-word backchannel must not interrupt (min_words=2)"
+    assert result.played_secs > len(LONG_REPLY) * 0.03 * 0.9
+
+
+async def test_transfer_to_human_tool(tmp_path):
+    def agent(body):
+        return Reply(tool_calls=[ToolCall("transfer_to_human", {"reason": "wants to talk to sales head"})])
+
+    async with agent_stack(tmp_path, stt_script=["Connect me to a person"], llm=agent,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak("Connect me to a person"))])
+        session = await wait_finished(stack, emu.config.call_sid)
+        spoken = [t.text for t in stack.elevenlabs.texts]
+    assert result.closed_by == "server" and result.unplayed_at_close_secs == 0.0
+    assert session.escalated and session.outcome == "transferred"
+    assert session.summary == "wants to talk to sales head"
+    assert any("senior advisor" in text for text in spoken), "the handoff line was spoken"
+
+
+async def test_end_call_with_unknown_outcome_is_refused_then_retried(tmp_path):
+    def agent(body):
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(tool_calls=[ToolCall("end_call", {"outcome": "not_interested"})])
+        return Reply(tool_calls=[ToolCall("end_call", {"outcome": "maybe_later"})])
+
+    async with agent_stack(tmp_path, stt_script=["Not interested"], llm=agent,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        await emu.run([Say(at=3.0, pcm=speak("Not interested"))])
+        session = await wait_finished(stack, emu.config.call_sid)
+        tool_results = [m["content"] for r in stack.openai.requests for m in r["messages"] if m["role"] == "tool"]
+    assert session.outcome == "not_interested"
+    assert any("outcome must be one of" in content for content in tool_results)
+
+
+async def test_idle_reprompt_then_polite_hang_up(tmp_path):
+    tweaks = {"real_estate": {**SHORT_GREETING["real_estate"],
+                              "idle": {"reprompt_after_secs": 1.5, "max_reprompts": 1, "hangup_after_secs": 20}}}
+    async with agent_stack(tmp_path, stt_script=[], llm=chatty_agent, campaign_tweaks=tweaks,
+                           elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([])  # a caller who never says a word
+        session = await wait_finished(stack, emu.config.call_sid)
+        spoken = [t.text for t in stack.elevenlabs.texts]
+    assert result.closed_by == "server" and result.violations == []
+    assert result.unplayed_at_close_secs == 0.0
+    assert session.outcome == "no_response" and session.end_reason == "idle"
+    assert sum("still there" in text for text in spoken) == 1
+    assert any("disconnected" in text for text in spoken), "the idle goodbye was spoken"
+    assert result.closed_at < 15
+
+
+async def test_max_duration_ends_with_goodbye(tmp_path):
+    async with agent_stack(tmp_path, stt_script=[], llm=chatty_agent, campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST, max_call_secs=4.0) as stack:
+        emu = stack.emulator()
+        result = await emu.run([])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.end_reason == "max_duration"
+    assert result.closed_by == "server" and result.unplayed_at_close_secs == 0.0
+    assert 4.0 < result.closed_at < 9.0
+
+
+async def test_llm_failure_apologises_and_ends_with_error(tmp_path):
+    failing = [Fail(500, times=3, retry_after=0.01)]
+    async with agent_stack(tmp_path, stt_script=["Tell me more"], llm=failing,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak("Tell me more"))])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.outcome == "error" and session.end_reason == "error"
+    assert result.closed_by == "server" and result.unplayed_at_close_secs == 0.0
+    assert result.played_secs > 3.0, "the greeting and then the apology were heard"
+    assert result.closed_at < 12
+
+
+async def test_llm_that_hangs_times_out_into_an_apology(tmp_path):
+    tweaks = {"real_estate": {**SHORT_GREETING["real_estate"], "llm": {"timeout_secs": 1.5, "retries": 0}}}
+    async with agent_stack(tmp_path, stt_script=["Tell me more"], llm=[Hang(30)],
+                           campaign_tweaks=tweaks, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak("Tell me more"))])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.outcome == "error"
+    assert result.closed_by == "server" and result.closed_at < 14
+
+
+async def test_tts_failure_mid_call_plays_the_prepared_apology(tmp_path):
+    async with agent_stack(tmp_path, stt_script=["Tell me more"], llm=chatty_agent,
+                           campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs={**EL_FAST, "fail_after_messages": 1}) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak("Tell me more")), HangUp(at=14)])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.outcome == "error", session.log_summary()
+    assert result.closed_by == "server" and result.violations == []
+    assert result.unplayed_at_close_secs == 0.0
+    assert session.metrics["marks_echoed"] >= 2, "greeting and apology both played to the end"
+
+
+async def test_stt_socket_drop_is_survived(tmp_path):
+    lines = ["Yes I have a few minutes", "Around eighty lakhs"]
+    async with agent_stack(tmp_path, stt_script=lines, llm=qualifying_agent, campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST, deepgram_kwargs={"fail_after_utterances": 1}) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak(lines[0])), Say(at=11.0, pcm=speak(lines[1])),
+                                HangUp(at=16)])
+        session = await wait_finished(stack, emu.config.call_sid)
+        connections = len(stack.deepgram.accepted)
+    assert connections >= 2, "the STT reconnected"
+    assert session.end_reason == "caller_hangup" and session.outcome != "error"
+    assert result.violations == []
+
+
+async def test_two_campaigns_at_once(tmp_path):
+    tweaks = {**SHORT_GREETING,
+              "hinglish_followup": {"greeting": "Namaste {lead.name} ji, main Neha bol rahi hoon."}}
+
+    def agent(body):
+        system = body["messages"][0]["content"]
+        return Reply(text="Achha, bataiye." if "Neha" in system else "Sure, go ahead.")
+
+    async with agent_stack(tmp_path, stt_script=["Hello there"], llm=agent, campaign_tweaks=tweaks,
+                           elevenlabs_kwargs=EL_FAST) as stack:
+        english = stack.emulator(custom_parameters={"campaign": "real_estate", "name": "Rahul"})
+        hinglish = stack.emulator(custom_parameters={"campaign": "hinglish_followup", "name": "Asha"})
+        script = [Say(at=3.0, pcm=speak("Hello there")), HangUp(at=7)]
+        results = await asyncio.gather(english.run(script), hinglish.run(script))
+        sessions = [await wait_finished(stack, e.config.call_sid) for e in (english, hinglish)]
+        queries = sorted(c.query["language"] for c in stack.deepgram.accepted)
+        spoken = [t.text for t in stack.elevenlabs.texts]
+    assert all(r.violations == [] for r in results)
+    assert [s.campaign for s in sessions] == ["real_estate", "hinglish_followup"]
+    assert queries == ["en-IN", "multi"]
+    assert any("Namaste Asha ji" in t for t in spoken) and any("Hello Rahul" in t for t in spoken)
+    assert any("Achha" in e["text"] for e in sessions[1].transcript)
+    assert any("Sure, go ahead" in e["text"] for e in sessions[0].transcript)
+
+
+async def test_presynthesized_greeting_leaves_within_tens_of_ms(tmp_path):
+    import httpx
+
+    async with agent_stack(tmp_path, stt_script=[], llm=chatty_agent, campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST) as stack:
+        async with httpx.AsyncClient(base_url=stack.server.http_url) as client:
+            answer = await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Meera"})
+        assert "/media?campaign=real_estate" in answer.json()["url"]
+        for _ in range(100):  # the greeting synthesizes in the background
+            if any("Meera" in (r.body or {}).get("text", "") for r in stack.elevenlabs.http_requests):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        emu = stack.emulator(custom_parameters={"campaign": "real_estate", "name": "Meera"})
+        result = await emu.run([HangUp(at=4)])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.metrics.get("greeting_prepared") == 1
+    assert result.first_media_after_start < 0.15, result.first_media_after_start
+    assert result.violations == [] and result.marks_echoed
+    assert session.transcript[0]["text"].startswith("Hello Meera")
+
+
+async def test_voicemail_leaves_a_message_and_hangs_up(tmp_path):
+    machine = "The number you are calling is not available please leave a message after the tone"
+    async with agent_stack(tmp_path, stt_script=[machine], llm=chatty_agent, campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=0.3, pcm=speak(machine))])
+        session = await wait_finished(stack, emu.config.call_sid)
+        llm_calls = len(stack.openai.requests)
+    assert session.outcome == "voicemail" and session.end_reason == "voicemail"
+    assert llm_calls == 0, "the machine's greeting never reached the LLM"
+    assert result.closed_by == "server" and result.unplayed_at_close_secs == 0.0
+
+
+async def test_slow_llm_gets_a_filler(tmp_path):
+    slow = Reply(text="Our prices start at sixty lakhs.", ttft_ms=2000)
+    async with agent_stack(tmp_path, stt_script=["What is the price"], llm=[slow], campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        await emu.run([Say(at=3.0, pcm=speak("What is the price")), HangUp(at=10)])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.metrics["fillers_played"] == 1
+    assert any("sixty lakhs" in e["text"] for e in session.transcript)
