@@ -105,7 +105,8 @@ class EmulatorResult:
     violations: list[str] = field(default_factory=list)
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
     payload_sizes: list[int] = field(default_factory=list)
-    media_at: list[float] = field(default_factory=list)  # relative send-side times
+    media_at: list[float] = field(default_factory=list)  # when each bot media arrived
+    caller_chunks_sent_at: list[float] = field(default_factory=list)  # when each caller chunk left
     marks_received: list[str] = field(default_factory=list)
     marks_echoed: list[str] = field(default_factory=list)
     clears_at: list[float] = field(default_factory=list)
@@ -276,6 +277,7 @@ class ExotelEmulator:
             pcm = bytes(timeline[start : start + chunk_bytes]) if start < len(timeline) else silence
             if len(pcm) < chunk_bytes:
                 pcm += bytes(chunk_bytes - len(pcm))
+            self.result.caller_chunks_sent_at.append(self._rel())
             await self._send(self._media_message(chunk, pcm))
             chunk += 1
             delay = t0 + chunk * c.chunk_ms / 1000 / c.speed - self._now()
