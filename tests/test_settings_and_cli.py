@@ -118,3 +118,23 @@ def test_cli_demo_runs_a_full_offline_call():
     assert "barge-in: 1 clear(s)" in done.stdout
     wav = done.stdout.strip().splitlines()[-1].split(": ", 1)[1]
     assert Path(wav).stat().st_size > 8000 * 2 * 3
+
+
+def test_every_shipped_campaign_loads_and_renders():
+    book = CampaignBook(ROOT / "configs")
+    assert {"real_estate", "hinglish_followup"} <= set(book.names())
+    for campaign in book.all():
+        prompt = campaign.render(campaign.system_prompt, {"name": "Asha", "city": "Pune"})
+        assert "Asha" in prompt and "{" not in prompt
+        assert campaign.lead_fields and "error" in campaign.outcomes
+        assert "Asha" in campaign.render_greeting({"name": "Asha"})
+
+
+def test_campaign_dtmf_keys_and_field_types_are_checked(tmp_path):
+    bad = tmp_path / "bad_dtmf.yaml"
+    bad.write_text("greeting: hi\ndtmf: {'10': end_call}\n")
+    with pytest.raises(CampaignError, match="dtmf: DTMF keys"):
+        load_campaign(bad)
+    bad.write_text("greeting: hi\nlead_fields: [{name: budget, type: money}]\n")
+    with pytest.raises(CampaignError, match="lead_fields.0.type"):
+        load_campaign(bad)
