@@ -321,3 +321,27 @@ async def test_slow_llm_gets_a_filler(tmp_path):
         session = await wait_finished(stack, emu.config.call_sid)
     assert session.metrics["fillers_played"] == 1
     assert any("sixty lakhs" in e["text"] for e in session.transcript)
+
+
+async def test_slow_provider_handshakes_do_not_delay_the_greeting(tmp_path):
+    """Deepgram and ElevenLabs 400 ms away: the prepared greeting still leaves at once, and the
+    caller's first words (sent while the STT was still connecting) are not lost."""
+    import httpx
+
+    lines = ["Yes I can talk"]
+    async with agent_stack(tmp_path, stt_script=lines, llm=chatty_agent, campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs={**EL_FAST, "connect_delay_ms": 400},
+                           deepgram_kwargs={"connect_delay_ms": 400}) as stack:
+        async with httpx.AsyncClient(base_url=stack.server.http_url) as client:
+            await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Meera"})
+        for _ in range(100):
+            if stack.elevenlabs.http_requests:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        emu = stack.emulator(custom_parameters={"campaign": "real_estate", "name": "Meera"})
+        result = await emu.run([Say(at=0.1, pcm=speak(lines[0])), HangUp(at=7)])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.metrics.get("greeting_prepared") == 1
+    assert result.first_media_after_start < 0.2, result.first_media_after_start
+    assert any(e["role"] == "user" and "talk" in e["text"] for e in session.transcript), session.transcript

@@ -541,6 +541,7 @@ class FakeDeepgram:
         interims: send interim Results (when the query asks for interim_results).
         interim_interval_ms: audio time between interim Results while speaking.
         default_transcript: text for utterances after a list script runs out.
+        connect_delay_ms: hold each handshake this long (a provider far away).
         host, port: where to listen (port 0: a free one).
     """
 
@@ -558,6 +559,7 @@ class FakeDeepgram:
         interims: bool = True,
         interim_interval_ms: int = 400,
         default_transcript: str = "",
+        connect_delay_ms: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
@@ -572,6 +574,7 @@ class FakeDeepgram:
         self.interims = interims
         self.interim_interval_ms = interim_interval_ms
         self.default_transcript = default_transcript
+        self.connect_delay_ms = connect_delay_ms
         self.host = host
         self.port = port
 
@@ -660,7 +663,9 @@ class FakeDeepgram:
             reason = "Error"
         return Response(status, reason, headers, body)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.connect_delay_ms:
+            await asyncio.sleep(self.connect_delay_ms / 1000)  # a far-away provider's handshake
         response = self._check_request(connection, request)
         if response is not None:
             self._records.pop(id(connection), None)

@@ -527,6 +527,7 @@ class FakeElevenLabs:
         final_on_flush: bool = False,
         inactivity_timeout_s: float | None = None,
         leading_space: bool = True,
+        connect_delay_ms: float = 0.0,
     ):
         """Configure the fake; it starts serving on ``async with`` (or :meth:`start`).
 
@@ -566,6 +567,7 @@ class FakeElevenLabs:
         self.final_on_flush = final_on_flush
         self.inactivity_timeout_s = inactivity_timeout_s
         self.leading_space = leading_space
+        self.connect_delay_ms = connect_delay_ms
 
         self.connections: list[WsConnection] = []
         self.texts: list[TextRecord] = []
@@ -649,6 +651,8 @@ class FakeElevenLabs:
             record.close_code = 401
             return web.json_response(_INVALID_KEY_JSON, status=401)
 
+        if self.connect_delay_ms:
+            await asyncio.sleep(self.connect_delay_ms / 1000)  # a far-away provider's handshake
         ws = web.WebSocketResponse(max_msg_size=_MAX_WS_MESSAGE, autoping=True)
         await ws.prepare(request)
         session = _WsSession(self, ws, record)

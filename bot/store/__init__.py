@@ -1,0 +1,46 @@
+"""The call-record store: calls by Sid, and resumable campaign runs (SQLite or PostgreSQL).
+
+    store = await CallStore.open(settings_database_url, migrate=True)
+    ...
+    await store.close()
+
+See `bot.store.repository` for the rules (status ordering, lead claiming, resume).
+"""
+
+from bot.store.models import (
+    CALL_STATUSES,
+    LEAD_STATES,
+    TERMINAL_CALL_STATUSES,
+    Base,
+    CallRecord,
+    CampaignLead,
+    CampaignRun,
+)
+from bot.store.repository import (
+    CallStore,
+    LeadInput,
+    RunProgress,
+    StatusUpdate,
+    call_to_dict,
+    default_database_url,
+    normalize_database_url,
+    normalize_status,
+)
+
+__all__ = [
+    "CALL_STATUSES",
+    "LEAD_STATES",
+    "TERMINAL_CALL_STATUSES",
+    "Base",
+    "CallRecord",
+    "CallStore",
+    "CampaignLead",
+    "CampaignRun",
+    "LeadInput",
+    "RunProgress",
+    "StatusUpdate",
+    "call_to_dict",
+    "default_database_url",
+    "normalize_database_url",
+    "normalize_status",
+]

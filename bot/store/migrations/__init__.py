@@ -1,0 +1,1 @@
+"""Alembic migrations of the call-record store (script_location; see alembic.ini)."""
