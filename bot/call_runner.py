@@ -95,6 +95,8 @@ async def run_call(
     @worker.event_handler("on_pipeline_started")
     async def _greet(_worker, _frame):
         session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
+        if call.recorder is not None:
+            await call.recorder.start()
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1
             session.add_transcript("assistant", greeting)
@@ -129,6 +131,9 @@ async def run_call(
         for observer in call.observers:
             if hasattr(observer, "stop"):
                 observer.stop()
+        if call.recorder is not None:
+            recording = await call.recorder.finish()
+            session.recording_path = str(recording) if recording else None
         session.finish("bot_hangup")
         if session.outcome is None:
             session.set_outcome("error" if session.end_reason == "error" else "no_outcome")

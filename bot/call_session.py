@@ -40,6 +40,7 @@ class CallSession:
     escalated: bool = False
     transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, t, ...}
     turns: list[dict[str, Any]] = field(default_factory=list)  # per-turn latency figures
+    recording_path: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     socket_opened_monotonic: float = field(default_factory=time.monotonic)
     start_received_monotonic: float = field(default_factory=time.monotonic)
@@ -117,6 +118,7 @@ class CallSession:
             "outcome": self.outcome,
             "collected": self.collected,
             "turns": len(self.turns),
+            "recording": self.recording_path,
             "inbound_audio_secs": round(self.inbound_audio_bytes / (2 * self.pipeline_in_rate), 2),
             **{k: round(v, 4) for k, v in self.metrics.items()},
         }

@@ -47,6 +47,7 @@ from pipelines.providers.elevenlabs import build_elevenlabs_tts
 from pipelines.providers.openai import build_openai_llm
 from pipelines.providers.piper import BUNDLED_VOICES, SharedPiperTTSService
 from pipelines.providers.silero import SharedSileroVADAnalyzer
+from pipelines.recorder import CallRecorder
 from pipelines.tools import AgentTools, tools_schema
 from pipelines.turn_metrics import TurnMetricsObserver
 from pipelines.voicemail import VoicemailDetector
@@ -65,6 +66,7 @@ class CallPipeline:
     tts_config: TTSConfig
     conversational: bool
     observers: list[BaseObserver] = field(default_factory=list)
+    recorder: CallRecorder | None = None
 
 
 def effective_tts(campaign: Campaign, settings: Settings) -> TTSConfig:
@@ -157,7 +159,13 @@ def build_call_pipeline(
         processors += [aggregators.user(), llm]
     else:
         processors += [aggregators.user()]
-    processors += [build_tts(tts_config, settings, rate), injector, transport.output(), aggregators.assistant()]
+    processors += [build_tts(tts_config, settings, rate), injector, transport.output()]
+    recorder = None
+    if campaign.record:
+        path = settings.data_dir / "recordings" / f"{session.call_sid}.wav"
+        recorder = CallRecorder(path, session.pipeline_in_rate)
+        processors.append(recorder.processor)
+    processors.append(aggregators.assistant())
 
     observers: list[BaseObserver] = [TurnMetricsObserver(session, campaign.turn_taking.vad.stop_secs)]
     if conversational:
@@ -175,7 +183,7 @@ def build_call_pipeline(
     )
     control.attach(worker, injector)
     _record_transcript(aggregators, session)
-    return CallPipeline(worker, control, context, injector, tts_config, conversational, observers)
+    return CallPipeline(worker, control, context, injector, tts_config, conversational, observers, recorder)
 
 
 def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSession) -> None:

@@ -345,3 +345,23 @@ async def test_slow_provider_handshakes_do_not_delay_the_greeting(tmp_path):
     assert session.metrics.get("greeting_prepared") == 1
     assert result.first_media_after_start < 0.2, result.first_media_after_start
     assert any(e["role"] == "user" and "talk" in e["text"] for e in session.transcript), session.transcript
+
+
+async def test_call_is_recorded_as_stereo_wav(tmp_path):
+    import wave
+
+    import numpy as np
+
+    async with agent_stack(tmp_path, stt_script=["Tell me about the project"], llm=chatty_agent,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        await emu.run([Say(at=3.0, pcm=speak("Tell me about the project")), HangUp(at=8)])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert session.recording_path and session.recording_path.endswith(f"{emu.config.call_sid}.wav")
+    with wave.open(session.recording_path) as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
+    assert len(frames) / 8000 > 5.0
+    caller, bot = np.abs(frames[:, 0]), np.abs(frames[:, 1])
+    assert caller[int(3.2 * 8000):int(4.2 * 8000)].max() > 1000, "the caller's words are on the left"
+    assert bot[: int(2 * 8000)].max() > 1000, "the greeting is on the right"

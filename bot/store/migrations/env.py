@@ -46,8 +46,16 @@ def database_url() -> URL:
     return normalize_database_url(url)
 
 
-def _configure(**kwargs) -> None:
-    context.configure(target_metadata=target_metadata, compare_type=True, **kwargs)
+def _configure(*, render_as_batch: bool, **kwargs) -> None:
+    # SQLite: our connection hooks make SQLAlchemy emit BEGIN, so its DDL is transactional too
+    # (Alembic assumes it is not); batch mode lets later revisions ALTER tables on SQLite.
+    context.configure(
+        target_metadata=target_metadata,
+        compare_type=True,
+        render_as_batch=render_as_batch,
+        transactional_ddl=True,
+        **kwargs,
+    )
 
 
 def run_offline() -> None:
