@@ -49,8 +49,10 @@ REPLY = "Okay, noted. Could you tell me a little more?"
 SCENARIOS = {
     "providers_0ms": {"stt_ms": 0, "llm_ms": 0, "tts_ms": 0},
     "providers_realistic": {"stt_ms": 150, "llm_ms": 350, "tts_ms": 150},
+    # Pipecat's default turn detection (smart-turn, 3 s stop time), for comparison.
+    "smart_turn_default": {"stt_ms": 150, "llm_ms": 350, "tts_ms": 150, "smart_turn_stop_secs": 3.0},
 }
-TURN_GAP_SECS = 4.2  # room for each reply before the caller speaks again
+TURN_GAP_SECS = 6.0  # room for each reply (even a slow turn decision) before the next line
 
 
 def speech_end_offset(pcm: bytes, rate: int = 8000) -> float:
@@ -68,12 +70,14 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run_scenario(name: str, latencies: dict[str, int], calls: int, turns: int, verbose: bool = False) -> dict:
     vad_stop, speech_timeout = 0.2, 0.3  # the real_estate campaign's turn-taking settings
-    floor = (max(vad_stop + speech_timeout, vad_stop + latencies["stt_ms"] / 1000)
-             + latencies["llm_ms"] / 1000 + latencies["tts_ms"] / 1000)
+    smart = latencies.get("smart_turn_stop_secs")
+    turn_wait = vad_stop if smart else max(vad_stop + speech_timeout, vad_stop + latencies["stt_ms"] / 1000)
+    floor = turn_wait + latencies["llm_ms"] / 1000 + latencies["tts_ms"] / 1000
+    turn_taking = {"vad": {"stop_secs": vad_stop}, "user_speech_timeout_secs": speech_timeout}
+    if smart:
+        turn_taking.update(stop_strategy="smart_turn", smart_turn_stop_secs=smart)
     tweaks = {"real_estate": {"greeting": "Hello {lead.name}, this is Priya. Got a minute?",
-                              "fillers": {"enabled": False},
-                              "turn_taking": {"vad": {"stop_secs": vad_stop},
-                                              "user_speech_timeout_secs": speech_timeout}}}
+                              "fillers": {"enabled": False}, "turn_taking": turn_taking}}
     pcms = [speak(line) for line in LINES[:turns]]
     v2v: list[float] = []
     server_v2v: list[float] = []

@@ -32,10 +32,13 @@ are masked (`mask_phone`).
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -47,7 +50,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from bot.phone import mask_phone, normalize_indian_phone
@@ -228,7 +230,6 @@ class ExotelClient:
             raise ValueError("max_retries must be >= 0")
         self.account_sid = account_sid.strip()
         self._auth = httpx.BasicAuth(api_key.strip(), api_token.strip())
-        self._api_key = api_key.strip()
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.backoff_base = backoff_base
@@ -239,7 +240,7 @@ class ExotelClient:
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
 
     def __repr__(self) -> str:  # never the token
-        return f"ExotelClient(account_sid={self.account_sid!r}, api_key={self._api_key!r}, base_url={self.base_url!r})"
+        return f"ExotelClient(account_sid={self.account_sid!r}, base_url={self.base_url!r})"
 
     async def aclose(self) -> None:
         if self._own_client:
@@ -436,9 +437,8 @@ class ExotelClient:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             return max(0.0, min(retry_after, self.max_retry_after))
-        return wait_exponential_jitter(
-            initial=self.backoff_base, max=self.backoff_max, jitter=self.backoff_base / 2
-        )(state)
+        exponential = self.backoff_base * 2 ** (state.attempt_number - 1)
+        return min(self.backoff_max, exponential + random.uniform(0, self.backoff_base / 2))
 
     def _log_retry(self, state: RetryCallState, what: str) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -595,10 +595,30 @@ def _key(name: str) -> str:
 _LEG_KEY = re.compile(r"^legs\[(\d+)\](?:\[([^\]]+)\]|\.(\w+))$", re.I)
 
 
-def _form_fields(body: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _multipart_pairs(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    """Name/value pairs of a multipart/form-data body (the boundary sniffed if not given)."""
+    if "boundary=" not in content_type.lower():
+        first = body.lstrip().split(b"\r\n", 1)[0].split(b"\n", 1)[0]
+        if not first.startswith(b"--"):
+            return []
+        content_type = f'multipart/form-data; boundary="{first[2:].decode("latin-1").strip()}"'
+    message = BytesParser(policy=email_policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + body
+    )
+    pairs = []
+    for part in message.iter_parts() if message.is_multipart() else ():
+        name = part.get_param("name", header="content-disposition")
+        if name is None:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        pairs.append((str(name), payload.decode(part.get_content_charset() or "utf-8", errors="replace")))
+    return pairs
+
+
+def _form_fields(pairs: Iterable[tuple[str, str]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     fields: dict[str, Any] = {}
     legs: dict[int, dict[str, Any]] = {}
-    for name, value in parse_qsl(body, keep_blank_values=True):
+    for name, value in pairs:
         match = _LEG_KEY.match(name)
         if match:
             legs.setdefault(int(match.group(1)), {})[match.group(2) or match.group(3)] = value
@@ -608,14 +628,19 @@ def _form_fields(body: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def parse_status_callback(content_type: str | None, body: bytes | str) -> StatusUpdate:
-    """Read one of Exotel's StatusCallback POSTs (form-encoded by default, or JSON).
+    """Read one of Exotel's StatusCallback POSTs: form-encoded, multipart/form-data or JSON.
 
     Raises `InvalidStatusCallback` (a ValueError) for a body without a CallSid or with a
     status it cannot place; answer such a request 400 (Exotel retries non-2xx twice).
     """
-    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else (body or "")
+    raw = body if isinstance(body, bytes) else (body or "").encode("utf-8")
+    text = raw.decode("utf-8", errors="replace")
     kind = (content_type or "").split(";")[0].strip().lower()
-    is_json = kind.endswith("json") or (kind not in ("application/x-www-form-urlencoded",) and text.lstrip().startswith("{"))
+    sniffed = text.lstrip()
+    is_json = kind.endswith("json") or (not kind.startswith(("application/x-www-form", "multipart/"))
+                                        and sniffed.startswith("{"))
+    is_multipart = not is_json and (kind.startswith("multipart/") or (
+        kind != "application/x-www-form-urlencoded" and sniffed.startswith("--")))
     legs_raw: list[dict[str, Any]] = []
     if is_json:
         try:
@@ -625,8 +650,10 @@ def parse_status_callback(content_type: str | None, body: bytes | str) -> Status
         if not isinstance(data, dict):
             raise InvalidStatusCallback("status callback JSON is not an object")
         fields = dict(data)
+    elif is_multipart:
+        fields, legs_raw = _form_fields(_multipart_pairs(content_type or "", raw))
     else:
-        fields, legs_raw = _form_fields(text)
+        fields, legs_raw = _form_fields(parse_qsl(text, keep_blank_values=True))
     lookup = {_key(k): v for k, v in fields.items()}
 
     def get(*names: str) -> Any:

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXOTEL_BASE_URLS = {"singapore": "https://api.exotel.com", "mumbai": "https://api.in.exotel.com"}
 
 
 class SettingsError(ValueError):
@@ -31,7 +32,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port uvicorn listens on.")
     public_base_url: str = Field(
         "http://localhost:8000",
-        description="How Exotel reaches this server (https://... via a tunnel in production).",
+        validation_alias=AliasChoices("public_base_url", "our_base_url", "webhook_base_url"),
+        description="How Exotel reaches this server (media socket, dynamic URL, status callback).",
     )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -67,8 +69,35 @@ class Settings(BaseSettings):
         "https://api.elevenlabs.io", description="ElevenLabs API base (its websocket is derived)."
     )
 
+    # --- Exotel REST (outbound dialling) --------------------------------------------------
+    exotel_account_sid: str | None = Field(
+        None, validation_alias=AliasChoices("exotel_account_sid", "exotel_sid"),
+        description="Exotel account SID. Seed name: EXOTEL_SID.",
+    )
+    exotel_api_key: str | None = Field(None, description="Exotel API key (HTTP Basic user).")
+    exotel_api_token: SecretStr | None = Field(None, description="Exotel API token (never logged).")
+    exotel_caller_id: str | None = Field(
+        None, validation_alias=AliasChoices("exotel_caller_id", "exotel_virtual_number"),
+        description="ExoPhone shown to the customer. Seed name: EXOTEL_VIRTUAL_NUMBER.",
+    )
+    exotel_app_id: str | None = Field(
+        None, validation_alias=AliasChoices("exotel_app_id", "exotel_exophlo_id"),
+        description="Flow (app) id whose Voicebot applet points here. Seed name: EXOTEL_EXOPHLO_ID.",
+    )
+    exotel_region: Literal["singapore", "mumbai"] = Field("singapore", description="Exotel cluster.")
+    exotel_api_base_url: str | None = Field(None, description="Exotel API base; default from EXOTEL_REGION.")
+
+    # --- API and callbacks -------------------------------------------------------------
+    api_token: SecretStr | None = Field(None, description="Bearer token protecting /calls (empty: open).")
+    callback_secret: SecretStr | None = Field(
+        None, description="Signs the callback and dynamic-URL addresses handed to Exotel."
+    )
+
     # --- storage --------------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / "data", description="Recordings, caches, the SQLite file.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; empty: sqlite+aiosqlite:///DATA_DIR/calls.db."
+    )
 
     # --- campaigns ----------------------------------------------------------------------
     campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
@@ -97,10 +126,31 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("deepgram_api_key", "openai_api_key", "elevenlabs_api_key", mode="before")
+    @field_validator(
+        "deepgram_api_key", "openai_api_key", "elevenlabs_api_key", "exotel_account_sid",
+        "exotel_api_key", "exotel_api_token", "exotel_caller_id", "exotel_app_id",
+        "exotel_api_base_url", "api_token", "callback_secret", "database_url",
+        "media_auth_user", "media_auth_password", "exotel_sample_rate", mode="before",
+    )
     @classmethod
-    def _empty_key_is_none(cls, value: object) -> object:
+    def _empty_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @field_validator("exotel_region", mode="before")
+    @classmethod
+    def _region_words(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _derived(self) -> "Settings":
+        if self.exotel_api_base_url is None:
+            self.exotel_api_base_url = EXOTEL_BASE_URLS[self.exotel_region]
+        elif not self.exotel_api_base_url.startswith(("http://", "https://")):
+            raise ValueError("EXOTEL_API_BASE_URL must start with http:// or https://")
+        self.exotel_api_base_url = self.exotel_api_base_url.rstrip("/")
+        if self.database_url is None:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'calls.db'}"
+        return self
 
     @model_validator(mode="after")
     def _auth_pair(self) -> "Settings":
@@ -113,6 +163,19 @@ class Settings(BaseSettings):
     @property
     def media_auth_enabled(self) -> bool:
         return bool(self.media_auth_user and self.media_auth_password)
+
+    @property
+    def exotel_configured(self) -> bool:
+        """All five Exotel credentials are set (else dialling uses the simulator)."""
+        return all([self.exotel_account_sid, self.exotel_api_key, self.exotel_api_token,
+                    self.exotel_caller_id, self.exotel_app_id])
+
+    def require_exotel(self) -> None:
+        """SettingsError naming every missing EXOTEL_* setting."""
+        missing = [name.upper() for name in ("exotel_account_sid", "exotel_api_key", "exotel_api_token",
+                                             "exotel_caller_id", "exotel_app_id") if not getattr(self, name)]
+        if missing:
+            raise SettingsError(f"dialling needs {', '.join(missing)} (see .env.example)")
 
     @property
     def elevenlabs_ws_url(self) -> str:

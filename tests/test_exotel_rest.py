@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from bot.exotel_client import (
 )
 from bot.exotel_emulator import HangUp
 from bot.fakes.exotel_rest import FakeExotelREST
-from bot.local_server import free_port
 from bot.phone import InvalidPhoneNumber, normalize_indian_phone
 
 CUSTOMER = "+919876543210"
@@ -83,6 +83,12 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec.port = rec.runner.addresses[0][1]
     yield rec
     await rec.runner.cleanup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def client_for(fake: FakeExotelREST, **kwargs) -> ExotelClient:
@@ -251,7 +257,7 @@ async def test_wrong_credentials_raise_auth_error_without_retry_or_token():
     assert isinstance(error, ExotelError)
     logs = "\n".join(sink)
     assert "wrong-secret-token" not in logs and "9876543210" not in logs
-    assert "3210" in logs  # the masked number is there
+    assert "+91******3210" in logs  # masked by the client itself, not only by the log patcher
 
 
 async def test_wrong_account_sid_is_an_auth_error():
@@ -471,7 +477,7 @@ def test_parse_rejects_unusable_callbacks(content_type, body):
 # --------------------------------------------------------------------------- the fake's lifecycle
 
 
-@pytest.mark.parametrize("content_type", ["json", "form"])
+@pytest.mark.parametrize("content_type", ["json", "form", "multipart"])
 async def test_unanswered_outcomes_post_callbacks_twice(receiver, content_type):
     numbers = {"+919876543210": "busy", "+919876543211": "no-answer", "+919876543212": "failed"}
     async with FakeExotelREST(outcomes=numbers, ring_secs=0.05, callback_repeat=True,
@@ -484,7 +490,8 @@ async def test_unanswered_outcomes_post_callbacks_twice(receiver, content_type):
             }
         await fake.drain(timeout=5)
         assert fake.emulator_results == {}  # no socket for an unanswered call
-        expected = "application/json" if content_type == "json" else "application/x-www-form-urlencoded"
+        expected = {"json": "application/json", "form": "application/x-www-form-urlencoded",
+                    "multipart": "multipart/form-data; boundary="}[content_type]
         assert all(r.content_type.startswith(expected) for r in receiver.received)
         assert len(receiver.received) == 6 and len(fake.callbacks_sent) == 6
         assert all(c.status == 200 for c in fake.callbacks_sent)
@@ -534,8 +541,14 @@ async def media_endpoint() -> AsyncIterator[tuple[MediaEndpoint, int]]:
     endpoint = MediaEndpoint()
     app = web.Application()
     app.router.add_get("/media", endpoint.handle)
-    app.router.add_get("/exotel/connect", lambda r: web.json_response(
-        {"url": f"ws://127.0.0.1:{r.url.port}/media?lead={r.query.get('lead', '')}&sid={r.query['CallSid']}"}))
+
+    async def dynamic(request: web.Request) -> web.Response:  # the applet's dynamic URL
+        query = request.query
+        return web.json_response(
+            {"url": f"ws://127.0.0.1:{request.url.port}/media?lead={query.get('lead', '')}&sid={query['CallSid']}"}
+        )
+
+    app.router.add_get("/exotel/connect", dynamic)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -40,12 +40,13 @@ What happens next (`outcomes`, per dialled number)
 
 Knobs
     `rate_limit_after=N` (429 once N requests were accepted within `rate_limit_window` s;
-    `Retry-After` = `retry_after`, "auto" = until a slot frees, None = no header),
+    `Retry-After` = `retry_after`, "auto" = until a slot frees (1 s for forced 429s),
+    None = no header),
     `fail_status` (every request gets it, e.g. 500), `fail_first=[429, 503]` (the first
     requests get these, then normal service), `fail_body`/`fail_content_type` (the body of
     forced failures, e.g. XML), `exophones` (CallerIds accepted; None = any number),
-    `callback_content_type` ("json" / "form"; default: what `StatusCallbackContentType`
-    asked for, form-encoded if nothing), `callback_repeat` (each callback twice, for
+    `callback_content_type` ("json" / "form" / "multipart"; default: what
+    `StatusCallbackContentType` asked for, form-encoded if nothing), `callback_repeat` (each callback twice, for
     idempotency), `callback_retries` (Exotel retries a non-2xx answer up to 2 times).
 
 Records
@@ -201,8 +202,8 @@ class FakeExotelREST:
     ):
         if media_url and dynamic_url:
             raise ValueError("give media_url or dynamic_url, not both")
-        if callback_content_type not in (None, "json", "form"):
-            raise ValueError("callback_content_type must be 'json', 'form' or None")
+        if callback_content_type not in (None, "json", "form", "multipart"):
+            raise ValueError("callback_content_type must be 'json', 'form', 'multipart' or None")
         self._check_outcomes(outcomes)
         self.account_sid = account_sid
         self.api_key = api_key
@@ -310,8 +311,8 @@ class FakeExotelREST:
         if status is None:
             return None
         headers = {}
-        if status == 429 and self.retry_after not in (None, "auto"):
-            headers["Retry-After"] = str(self.retry_after)
+        if status == 429 and self.retry_after is not None:
+            headers["Retry-After"] = "1" if self.retry_after == "auto" else str(self.retry_after)
         if self.fail_body is not None:
             return web.Response(status=status, text=self.fail_body, content_type=self.fail_content_type,
                                 headers=headers)
@@ -598,12 +599,11 @@ class FakeExotelREST:
         return payload
 
     def _content_type_for(self, call: _Call) -> str:
-        if self.callback_content_type == "json":
-            return "application/json"
-        if self.callback_content_type == "form":
-            return "application/x-www-form-urlencoded"
-        asked = call.form.get("StatusCallbackContentType", "")
-        return "application/json" if asked == "application/json" else "application/x-www-form-urlencoded"
+        chosen = self.callback_content_type or {
+            "application/json": "json", "multipart/form-data": "multipart",
+        }.get(call.form.get("StatusCallbackContentType", ""), "form")
+        return {"json": "application/json", "multipart": "multipart/form-data",
+                "form": "application/x-www-form-urlencoded"}[chosen]
 
     async def _callback(self, call: _Call, event: str) -> None:
         url = call.form.get("StatusCallback")
@@ -613,6 +613,10 @@ class FakeExotelREST:
         content_type = self._content_type_for(call)
         if content_type == "application/json":
             body = json.dumps(payload).encode()
+        elif content_type == "multipart/form-data":
+            boundary = uuid.uuid4().hex
+            content_type = f"multipart/form-data; boundary={boundary}"
+            body = _multipart(_form_pairs(payload), boundary)
         else:
             body = urlencode(_form_pairs(payload)).encode()
         for _ in range(2 if self.callback_repeat else 1):
@@ -650,6 +654,15 @@ def _form_pairs(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
         else:
             pairs.append((key, "" if value is None else str(value)))
     return pairs
+
+
+def _multipart(pairs: list[tuple[str, str]], boundary: str) -> bytes:
+    out = bytearray()
+    for name, value in pairs:
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        out += value.encode() + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
 
 
 __all__ = ["FakeExotelREST", "CallRequest", "CallbackSent", "LookupRequest", "OUTCOMES"]

@@ -547,8 +547,8 @@ class CallStore:
     async def complete_from_session(self, session_like: Any) -> CallRecord:
         """Write what a finished call knows (anything with `CallSession`'s attributes).
 
-        Transcript, outcome, summary, collected, metrics, turns, end_reason, escalated and
-        ended_at are the session's; campaign, lead, numbers and started_at fill in what the row
+        Transcript, outcome, summary, collected, metrics, turns, end_reason, escalated,
+        ended_at and recording_path (when set) are the session's; campaign, lead, numbers and started_at fill in what the row
         lacks (the dialled lead, with all its fields, wins over the session's partial copy). A
         call that streamed was answered, so a non-terminal status becomes `completed`. Creates
         the row for a call we never dialled (an inbound stream).
@@ -580,6 +580,8 @@ class CallStore:
             }
             if row.started_at is None and started is not None:
                 values["started_at"] = started
+            if getattr(s, "recording_path", None):  # the local WAV, when this process recorded it
+                values["recording_path"] = str(s.recording_path)
             if row.status not in TERMINAL_CALL_STATUSES:
                 values["status"] = "completed"
             if row.duration_secs is None and (values.get("started_at") or row.started_at):
@@ -705,7 +707,9 @@ class CallStore:
 
         Commit this BEFORE sending the REST request. `attempts` counts the claim. Due means
         `next_attempt_at` is unset or <= now. Two processes never get the same lead: the claim
-        is `UPDATE ... WHERE id = :id AND state = 'pending'`, and a lost race tries the next one.
+        is `UPDATE ... WHERE id = :id AND state = 'pending'`, and a lost race tries the next one
+        (PostgreSQL picks with FOR UPDATE SKIP LOCKED so claimers rarely collide; SQLite writes
+        are serialized by BEGIN IMMEDIATE).
         Returns None when no lead is due (some may still be scheduled for later).
         """
         now = _aware(now) or utcnow()
@@ -714,13 +718,12 @@ class CallStore:
             CampaignLead.state == "pending",
             or_(CampaignLead.next_attempt_at.is_(None), CampaignLead.next_attempt_at <= now),
         )
+        pick = select(CampaignLead.id).where(due).order_by(CampaignLead.line_number, CampaignLead.id).limit(1)
+        if not self.is_sqlite:  # PostgreSQL: concurrent claimers pick different rows instead of racing
+            pick = pick.with_for_update(skip_locked=True)
         while True:
             async with self._write() as session:
-                candidate = (
-                    await session.execute(
-                        select(CampaignLead.id).where(due).order_by(CampaignLead.line_number, CampaignLead.id).limit(1)
-                    )
-                ).scalar_one_or_none()
+                candidate = (await session.execute(pick)).scalar_one_or_none()
                 if candidate is None:
                     return None
                 result = await session.execute(
