@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from bot import __version__
-from bot.call_sink import RecentCalls
+from bot.call_sink import CallSink
 from bot.campaigns import CampaignBook
-from bot.routers import exotel_connect, health, media
+from bot.routers import calls, exotel_connect, health, media, webhooks
 from bot.settings import Settings
+from bot.signing import signing_key
 from pipelines.speech_cache import SpeechCache
 
 
@@ -36,6 +37,36 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
             logger.warning(f"warm-up of campaign {campaign.name} failed: {error}")
 
 
+async def _open_services(app: FastAPI, settings: Settings) -> None:
+    """The call-record store (migrated to the latest schema) and, with credentials, the dialler."""
+    from bot.dialer import Dialer
+    from bot.exotel_client import ExotelClient
+    from bot.store import CallStore
+
+    state = app.state
+    state.store = await CallStore.open(settings.database_url, migrate=True)
+    state.call_sink = CallSink(state.store, state.campaigns)
+    state.exotel = None
+    state.dialer = None
+    state.dialer_unavailable = "dialling needs EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN, " \
+        "EXOTEL_CALLER_ID and EXOTEL_APP_ID"
+    if settings.exotel_configured:
+        state.exotel = ExotelClient(
+            str(settings.exotel_account_sid), str(settings.exotel_api_key),
+            settings.exotel_api_token.get_secret_value(), base_url=str(settings.exotel_api_base_url),
+        )
+        state.dialer = Dialer(settings, state.store, state.exotel, state.speech_cache,
+                              state.signing_key, state.background)
+
+
+async def _close_services(app: FastAPI) -> None:
+    state = app.state
+    await state.call_sink.drain()
+    if state.exotel is not None:
+        await state.exotel.aclose()
+    await state.store.close()
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Load campaigns (failing fast on a bad file) and wire the routers."""
     campaigns = CampaignBook(settings.campaigns_dir)
@@ -52,16 +83,25 @@ def create_app(settings: Settings) -> FastAPI:
         for voice in voices:
             await asyncio.to_thread(load_voice, voice)
         _warm_up(settings, campaigns)
-        yield
+        await _open_services(app, settings)
+        try:
+            yield
+        finally:
+            await _close_services(app)
 
     app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.campaigns = campaigns
     app.state.live_calls = {}  # this process's live sessions, for /health only
-    app.state.call_sink = RecentCalls()
+    app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
+    app.state.store = None
+    app.state.dialer = None
+    app.state.signing_key = signing_key(settings)
     app.state.speech_cache = SpeechCache(settings.data_dir / "cache" / "speech")
     app.state.background = set()  # strong refs to fire-and-forget tasks (greeting preparation)
     app.include_router(health.router)
     app.include_router(media.router)
     app.include_router(exotel_connect.router)
+    app.include_router(calls.router)
+    app.include_router(webhooks.router)
     return app

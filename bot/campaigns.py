@@ -165,6 +165,7 @@ class Campaign(_Strict):
     idle: IdleConfig = Field(default_factory=IdleConfig)
     max_call_secs: float = Field(600.0, ge=10.0, le=3600.0)
     record: bool = Field(False, description="keep a stereo WAV per call (caller left, bot right)")
+    webhook_url: str | None = Field(None, description="POSTed the call record after each call (retried)")
     fillers: FillerConfig = Field(default_factory=FillerConfig)
     dtmf: dict[str, DTMFAction] = Field(default_factory=lambda: {"0": "transfer_to_human"})
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)

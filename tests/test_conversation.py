@@ -17,6 +17,12 @@ SHORT_GREETING = {"real_estate": {"greeting": "Hello {lead.name}, this is Priya 
 EL_FAST = {"ms_per_char": 30}
 
 
+def applet_sig(stack) -> str:
+    from bot.routers.exotel_connect import applet_url
+
+    return applet_url(stack.server.settings, stack.server.app.state.signing_key).split("sig=")[1]
+
+
 async def wait_finished(stack, call_sid: str, timeout: float = 8.0):
     for _ in range(int(timeout / 0.02)):
         session = stack.finished(call_sid)
@@ -283,7 +289,8 @@ async def test_presynthesized_greeting_leaves_within_tens_of_ms(tmp_path):
     async with agent_stack(tmp_path, stt_script=[], llm=chatty_agent, campaign_tweaks=SHORT_GREETING,
                            elevenlabs_kwargs=EL_FAST) as stack:
         async with httpx.AsyncClient(base_url=stack.server.http_url) as client:
-            answer = await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Meera"})
+            answer = await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Meera",
+                                                                  "sig": applet_sig(stack)})
         assert "/media?campaign=real_estate" in answer.json()["url"]
         for _ in range(100):  # the greeting synthesizes in the background
             if any("Meera" in (r.body or {}).get("text", "") for r in stack.elevenlabs.http_requests):
@@ -333,7 +340,8 @@ async def test_slow_provider_handshakes_do_not_delay_the_greeting(tmp_path):
                            elevenlabs_kwargs={**EL_FAST, "connect_delay_ms": 400},
                            deepgram_kwargs={"connect_delay_ms": 400}) as stack:
         async with httpx.AsyncClient(base_url=stack.server.http_url) as client:
-            await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Meera"})
+            await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Meera",
+                                                         "sig": applet_sig(stack)})
         for _ in range(100):
             if stack.elevenlabs.http_requests:
                 break

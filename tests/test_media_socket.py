@@ -273,8 +273,19 @@ async def test_health(live_server):
 
 @pytest.mark.settings(public_base_url="https://bot.example.in", media_auth_user="ex", media_auth_password="p@ss")
 async def test_dynamic_url_endpoint_for_the_applet(live_server):
+    from bot.routers.exotel_connect import applet_url
+
+    url = applet_url(live_server.settings, live_server.app.state.signing_key)
+    assert url.startswith("https://bot.example.in/exotel/connect?sig=")
+    sig = url.split("sig=")[1]
     async with httpx.AsyncClient(base_url=live_server.http_url) as client:
-        got = await client.get("/exotel/connect", params={"campaign": "real_estate", "lead": "42", "x": "y"})
-        posted = await client.post("/exotel/connect")
-    assert got.json() == {"url": "wss://ex:p%40ss@bot.example.in/media?campaign=real_estate&lead=42"}
+        got = await client.get("/exotel/connect", params={"campaign": "real_estate", "name": "Asha",
+                                                          "x": "y", "sig": sig})
+        posted = await client.post(f"/exotel/connect?sig={sig}")
+        seed_path = await client.get(f"/api/v1/exotel/voice/connect?sig={sig}")
+        unsigned = await client.get("/exotel/connect", params={"campaign": "real_estate"})
+        forged = await client.get("/exotel/connect", params={"sig": "0" * 32})
+    assert got.json() == {"url": "wss://ex:p%40ss@bot.example.in/media?campaign=real_estate&name=Asha"}
     assert posted.json() == {"url": "wss://ex:p%40ss@bot.example.in/media"}
+    assert seed_path.status_code == 200
+    assert unsigned.status_code == 403 and forged.status_code == 403

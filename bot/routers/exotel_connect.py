@@ -1,29 +1,39 @@
 """The dynamic URL for the Voicebot applet: Exotel GETs it and connects to the `url` it returns.
 
-Up to 3 query parameters (256 characters in all) on the stream URL reach the bot as
-`start.custom_parameters`, so campaign and lead ride there. The outbound-dialing issue adds
-the per-CallSid lookup and a secret; this answers with what the request itself carries.
+Configure the applet with the signed address `bot applet-url` prints
+(`https://HOST/exotel/connect?sig=...`); requests without the signature are refused.
+Exotel passes the CallSid; the dialled call's campaign and lead are looked up by it, and the
+personalised greeting starts synthesizing now, so it's ready when the stream starts. Up to 3
+query parameters (256 characters in all) on the stream URL reach the bot as
+`start.custom_parameters`; campaign and lead ride there as the fallback to the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
+from loguru import logger
+
+from bot.signing import sign, verify
 
 router = APIRouter(tags=["exotel"])
-PASSED_THROUGH = ("campaign", "lead", "name")
+CONNECT_PURPOSE = ("connect", "applet")
 
 
-def media_url(request: Request) -> str:
-    settings = request.app.state.settings
+def applet_url(settings: Any, key: bytes) -> str:
+    """The signed dynamic URL to paste into the Voicebot applet."""
+    return f"{settings.public_base_url}/exotel/connect?sig={sign(key, *CONNECT_PURPOSE)}"
+
+
+def media_url(settings: Any, params: dict[str, str]) -> str:
     base = urlsplit(settings.public_base_url)
     scheme = "wss" if base.scheme == "https" else "ws"
     auth = ""
     if settings.media_auth_enabled:
         auth = f"{quote(settings.media_auth_user, safe='')}:{quote(settings.media_auth_password, safe='')}@"
-    params = {k: request.query_params[k] for k in PASSED_THROUGH if request.query_params.get(k)}
     if settings.exotel_sample_rate:
         params = {"sample-rate": str(settings.exotel_sample_rate), **params}
     query = urlencode(dict(list(params.items())[:3]))[:256]
@@ -31,27 +41,38 @@ def media_url(request: Request) -> str:
 
 
 @router.api_route("/exotel/connect", methods=["GET", "POST"])
+@router.api_route("/api/v1/exotel/voice/connect", methods=["GET", "POST"], include_in_schema=False)
 async def exotel_connect(request: Request) -> dict[str, str]:
-    """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet.
+    """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet."""
+    state = request.app.state
+    query = request.query_params
+    if not verify(state.signing_key, *CONNECT_PURPOSE, query.get("sig")):
+        logger.warning("dynamic URL request refused: missing or wrong signature")
+        raise HTTPException(status_code=403, detail="bad signature")
+    call_sid = query.get("CallSid") or query.get("call_sid")
+    campaign_name, lead = query.get("campaign"), {}
+    if query.get("name"):
+        lead["name"] = query["name"]
+    if call_sid and state.store is not None:
+        found = await state.store.lead_for_call(call_sid)
+        if found:
+            campaign_name, lead = found[0] or campaign_name, dict(found[1] or {})
+    params = {k: v for k, v in (("campaign", campaign_name), ("lead", str(lead.get("id") or "")),
+                                ("name", str(lead.get("name") or ""))) if v}
+    _prepare_greeting(request, campaign_name, lead)
+    return {"url": media_url(state.settings, params)}
 
-    Exotel asks for this before it opens the socket, so the personalised greeting starts
-    synthesizing now and is ready (in the shared cache) when the stream starts.
-    """
-    _prepare_greeting(request)
-    return {"url": media_url(request)}
 
-
-def _prepare_greeting(request: Request) -> None:
+def _prepare_greeting(request: Request, campaign_name: str | None, lead: dict[str, Any]) -> None:
     from bot.call_runner import prepare_line
     from bot.campaigns import CampaignError
 
     state = request.app.state
     settings = state.settings
     try:
-        campaign = state.campaigns.get(request.query_params.get("campaign"), settings.default_campaign)
+        campaign = state.campaigns.get(campaign_name, settings.default_campaign)
     except CampaignError:
         return
-    lead = {"name": request.query_params["name"]} if request.query_params.get("name") else {}
     rate = settings.exotel_sample_rate or 8000
     task = asyncio.create_task(
         prepare_line(state.speech_cache, campaign, settings, campaign.render_greeting(lead), rate)

@@ -41,6 +41,12 @@ async def media_stream(websocket: WebSocket) -> None:
     session.socket_opened_monotonic = opened
     session.start_received_monotonic = time.monotonic()
     log = logger.bind(call_sid=session.call_sid)
+    store = websocket.app.state.store
+    if store is not None:  # a dialled call: its campaign and lead were stored against the Sid
+        found = await store.lead_for_call(session.call_sid)
+        if found:
+            session.campaign = found[0] or session.campaign
+            session.lead = {**session.lead, **(found[1] or {})}
     try:
         campaign = websocket.app.state.campaigns.get(session.campaign, settings.default_campaign)
     except CampaignError as error:

@@ -1,0 +1,90 @@
+"""Place one outbound call: normalise the number, prepare the greeting, ask Exotel to dial,
+and store the lead and campaign against the returned Sid before the call is answered.
+
+The media socket's `start` (whichever worker process takes it) finds them by call_sid in the
+store; the CustomField and the stream's custom parameters are the fallbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from bot.campaigns import Campaign
+from bot.exotel_client import ExotelClient
+from bot.phone import mask_phone, normalize_indian_phone
+from bot.settings import Settings
+from bot.signing import sign
+from bot.store import CallStore
+from pipelines.speech_cache import SpeechCache
+
+
+@dataclass
+class DialResult:
+    call_sid: str
+    to: str
+    status: str
+
+
+def custom_field(campaign: Campaign, lead: dict[str, Any], ref: str) -> str:
+    """<= 128 chars that find the lead and campaign again: campaign, lead id, dial ref."""
+    data = {"c": campaign.name[:40], "l": str(lead.get("id") or "")[:40], "r": ref}
+    return json.dumps(data, separators=(",", ":"))[:128]
+
+
+class Dialer:
+    """Places calls for one server or CLI process."""
+
+    def __init__(self, settings: Settings, store: CallStore, client: ExotelClient, cache: SpeechCache,
+                 signing_key: bytes, background: set[asyncio.Task] | None = None):
+        self._settings = settings
+        self._store = store
+        self._client = client
+        self._cache = cache
+        self._key = signing_key
+        self._background = background if background is not None else set()
+
+    def status_callback_url(self, ref: str) -> str:
+        base = self._settings.public_base_url
+        return f"{base}/webhooks/exotel/call-status?ref={ref}&sig={sign(self._key, 'status', ref)}"
+
+    async def dial(self, to: str, campaign: Campaign, lead: dict[str, Any], attempt: int = 1) -> DialResult:
+        """Ask Exotel to call `to` into the flow; raises InvalidPhoneNumber / ExotelError."""
+        number = normalize_indian_phone(to)
+        lead = {**lead, "phone": number}
+        self._prepare_greeting(campaign, lead)
+        ref = uuid.uuid4().hex[:12]
+        placed = await self._client.place_call(
+            to=number,
+            caller_id=str(self._settings.exotel_caller_id),
+            app_id=str(self._settings.exotel_app_id),
+            status_callback=self.status_callback_url(ref),
+            custom_field=custom_field(campaign, lead, ref),
+            time_limit=int(min(campaign.max_call_secs + 60, 14400)),
+            time_out=45,
+            record=False,
+        )
+        await self._store.record_dialled(
+            placed.sid, campaign.name, lead, number, custom_field(campaign, lead, ref), attempt,
+            from_number=self._settings.exotel_caller_id, status=placed.normalized_status or "initiated",
+        )
+        logger.bind(call_sid=placed.sid).info(
+            f"dialled {mask_phone(number)} for campaign {campaign.name} (attempt {attempt})"
+        )
+        return DialResult(placed.sid, number, placed.normalized_status or "initiated")
+
+    def _prepare_greeting(self, campaign: Campaign, lead: dict[str, Any]) -> None:
+        """Synthesize the personalised greeting while the phone rings (shared file cache)."""
+        from bot.call_runner import prepare_line
+
+        rate = self._settings.exotel_sample_rate or 8000
+        task = asyncio.create_task(
+            prepare_line(self._cache, campaign, self._settings, campaign.render_greeting(lead), rate)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,130 @@
+"""Place calls and read call records: POST /calls (and the seed's POST /call), GET /calls."""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from bot.campaigns import CampaignError
+from bot.exotel_client import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.phone import InvalidPhoneNumber
+
+router = APIRouter(tags=["calls"])
+
+
+def require_token(request: Request) -> None:
+    """Bearer API_TOKEN, when one is set."""
+    token = request.app.state.settings.api_token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not given.lower().startswith("bearer ") or not secrets.compare_digest(
+        given[7:].strip().encode(), token.get_secret_value().encode()
+    ):
+        raise HTTPException(status_code=401, detail="missing or wrong bearer token (API_TOKEN)")
+
+
+class CallRequest(BaseModel):
+    """A call to place: the number, the campaign, and what we know about the lead."""
+
+    to: str = Field(description="The lead's phone number (Indian formats are normalised to E.164).")
+    campaign: str | None = Field(None, description="Campaign name (a YAML in configs/); default campaign if empty.")
+    lead: dict[str, Any] = Field(default_factory=dict, description="Lead fields, e.g. {id, name, ...}.")
+
+
+class CallPlaced(BaseModel):
+    call_sid: str
+    to: str
+    status: str
+
+
+@router.post("/calls", response_model=CallPlaced, dependencies=[Depends(require_token)])
+async def place_call(body: CallRequest, request: Request) -> CallPlaced:
+    """Ask Exotel to dial the lead into the Voicebot flow; returns the call's Sid."""
+    state = request.app.state
+    if state.dialer is None:
+        raise HTTPException(status_code=503, detail=state.dialer_unavailable)
+    if body.campaign and body.campaign not in state.campaigns.names():
+        raise HTTPException(status_code=404, detail=f"no campaign {body.campaign!r}; have {state.campaigns.names()}")
+    try:
+        campaign = state.campaigns.get(body.campaign, state.settings.default_campaign)
+    except CampaignError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    try:
+        result = await state.dialer.dial(body.to, campaign, body.lead)
+    except InvalidPhoneNumber as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    except ExotelAuthError as error:
+        raise HTTPException(status_code=502, detail=str(error)) from None
+    except ExotelRateLimited as error:
+        raise HTTPException(status_code=429, detail=str(error)) from None
+    except ExotelRequestError as error:
+        raise HTTPException(status_code=400, detail=f"Exotel refused the call: {error}") from None
+    except ExotelError as error:
+        raise HTTPException(status_code=502, detail=f"Exotel unavailable: {error}") from None
+    return CallPlaced(call_sid=result.call_sid, to=result.to, status=result.status)
+
+
+class SeedCallRequest(BaseModel):
+    to: str
+
+
+@router.post("/call", response_model=CallPlaced, dependencies=[Depends(require_token)])
+async def place_call_seed(body: SeedCallRequest, request: Request) -> CallPlaced:
+    """The seed system's shape: `{"to": ...}` with the default campaign."""
+    return await place_call(CallRequest(to=body.to), request)
+
+
+@router.get("/calls", dependencies=[Depends(require_token)])
+async def list_calls(
+    request: Request,
+    campaign: str | None = None,
+    status: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = Query(None, description="created at or after (ISO 8601)"),
+    until: datetime | None = Query(None, description="created before (ISO 8601)"),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    format: str = Query("json", pattern="^(json|csv)$"),
+) -> Any:
+    """Call records, newest first; `format=csv` for a spreadsheet."""
+    store = request.app.state.store
+    records = await store.list_calls(campaign=campaign, status=status, outcome=outcome, since=since,
+                                     until=until, limit=limit, offset=offset)
+    rows = [store.to_dict(record) for record in records]
+    if format == "csv":
+        return PlainTextResponse(calls_csv(rows), media_type="text/csv")
+    return {"calls": rows, "count": len(rows)}
+
+
+@router.get("/calls/{call_sid}", dependencies=[Depends(require_token)])
+async def get_call(call_sid: str, request: Request) -> dict[str, Any]:
+    store = request.app.state.store
+    record = await store.find_call(call_sid)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"no call {call_sid}")
+    return store.to_dict(record)
+
+
+CSV_COLUMNS = ["call_sid", "campaign", "status", "outcome", "summary", "started_at", "ended_at",
+               "duration_secs", "end_reason", "escalated", "lead", "collected"]
+
+
+def calls_csv(rows: list[dict[str, Any]]) -> str:
+    """The records as CSV (lead and collected as JSON cells)."""
+    import json
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "lead": json.dumps(row["lead"], ensure_ascii=False),
+                         "collected": json.dumps(row["collected"], ensure_ascii=False)})
+    return out.getvalue()
