@@ -41,6 +41,7 @@ class CallSession:
     transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, t, ...}
     turns: list[dict[str, Any]] = field(default_factory=list)  # per-turn latency figures
     recording_path: str | None = None
+    on_update: Any = None  # called (no args) when the transcript grows, e.g. to save progress
     metrics: dict[str, float] = field(default_factory=dict)
     socket_opened_monotonic: float = field(default_factory=time.monotonic)
     start_received_monotonic: float = field(default_factory=time.monotonic)
@@ -93,6 +94,8 @@ class CallSession:
     def add_transcript(self, role: str, text: str, **extra: Any) -> None:
         if text and text.strip():
             self.transcript.append({"role": role, "text": text.strip(), "t": self.elapsed(), **extra})
+            if self.on_update is not None:
+                self.on_update()
 
     def set_outcome(self, outcome: str, summary: str | None = None) -> None:
         """The first explicit outcome wins (e.g. `transferred` is not overwritten by `error`)."""

@@ -64,5 +64,83 @@ def demo(
         raise typer.Exit(1)
 
 
+calls_app = typer.Typer(help="Read call records (from the shared database).", no_args_is_help=True)
+app.add_typer(calls_app, name="calls")
+
+
+@app.command()
+def run(
+    lead: Path | None = typer.Option(None, "--lead", help="A JSON file with one lead: {phone|to, name, id, ...}."),
+    leads: Path | None = typer.Option(None, "--leads", help="A CSV of leads (a phone column; id, name, timezone, ...)."),
+    campaign: str | None = typer.Option(None, "--campaign", help="Campaign name or YAML path."),
+    concurrency: int = typer.Option(5, help="Calls at once (campaign runs)."),
+    calls_per_minute: int = typer.Option(60, help="Dialling rate limit (Exotel allows 200/min)."),
+    window: str = typer.Option("10:00-19:00", help="Calling window in the lead's time zone."),
+    timezone: str = typer.Option("Asia/Kolkata", help="Time zone for leads without one."),
+    max_attempts: int = typer.Option(3, help="Tries per lead for busy/no-answer/failed."),
+    retry_delay: float = typer.Option(1800, help="Seconds before retrying a lead."),
+    dnc: Path | None = typer.Option(None, "--dnc", help="Do-not-call list: one number per line."),
+) -> None:
+    """Dial one lead (--lead) and follow the call, or run a campaign (--leads)."""
+    if (lead is None) == (leads is None):
+        typer.secho("error: give exactly one of --lead or --leads", fg="red", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    setup_logging("WARNING")
+    from bot.cli_runs import run_campaign, run_one_lead
+
+    try:
+        if lead is not None:
+            code = asyncio.run(run_one_lead(settings, lead, campaign))
+        else:
+            code = asyncio.run(run_campaign(settings, leads, campaign, concurrency=concurrency,
+                                            calls_per_minute=calls_per_minute, window=window,
+                                            timezone=timezone, max_attempts=max_attempts,
+                                            retry_delay=retry_delay, dnc=dnc))
+    except (SettingsError, CampaignError, ValueError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("stopped; run the same command again to resume without calling anyone twice")
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@calls_app.command("list")
+def calls_list(campaign: str | None = None, status: str | None = None, outcome: str | None = None,
+               limit: int = 50) -> None:
+    """The latest calls."""
+    from bot.cli_runs import list_calls
+
+    asyncio.run(list_calls(_settings(), campaign=campaign, status=status, outcome=outcome, limit=limit))
+
+
+@calls_app.command("show")
+def calls_show(call_sid: str) -> None:
+    """One call's record (transcript, outcome, details) as JSON."""
+    from bot.cli_runs import show_call
+
+    raise typer.Exit(asyncio.run(show_call(_settings(), call_sid)))
+
+
+@calls_app.command("export")
+def calls_export(csv_out: bool = typer.Option(True, "--csv/--json"), campaign: str | None = None,
+                 limit: int = 1000) -> None:
+    """Export records to stdout (CSV by default)."""
+    from bot.cli_runs import export_calls
+
+    asyncio.run(export_calls(_settings(), as_csv=csv_out, campaign=campaign, limit=limit))
+
+
+@app.command("applet-url")
+def applet_url_command() -> None:
+    """The signed dynamic URL to paste into Exotel's Voicebot applet."""
+    from bot.routers.exotel_connect import applet_url
+    from bot.signing import signing_key
+
+    settings = _settings()
+    typer.echo(applet_url(settings, signing_key(settings)))
+
+
 if __name__ == "__main__":
     app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, WebSocket
@@ -58,6 +59,8 @@ async def media_stream(websocket: WebSocket) -> None:
         f"call started: campaign={campaign.name} rate={session.sample_rate} "
         f"start={'yes' if handshake.had_start else 'no (media first)'}"
     )
+    if store is not None:
+        session.on_update = _progress_saver(store, session)
     live_calls: dict = websocket.app.state.live_calls
     live_calls[session.call_sid] = session
     try:
@@ -74,6 +77,24 @@ async def media_stream(websocket: WebSocket) -> None:
     finally:
         live_calls.pop(session.call_sid, None)
         await websocket.app.state.call_sink.call_finished(session)
+
+
+def _progress_saver(store, session: CallSession):
+    """Save the transcript as it grows, off the audio path (one write in flight at a time)."""
+    pending: dict[str, asyncio.Task | None] = {"task": None}
+
+    async def save() -> None:
+        try:
+            await store.save_progress(session.call_sid, session.transcript, session.collected)
+        except Exception as error:
+            logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
+
+    def schedule() -> None:
+        task = pending["task"]
+        if task is None or task.done():
+            pending["task"] = asyncio.create_task(save())
+
+    return schedule
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:

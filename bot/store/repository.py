@@ -592,6 +592,28 @@ class CallStore:
         row, _ = await self._upsert_call(call_sid, change)
         return row
 
+    async def calls_for_lead(self, campaign: str, lead_id: str, since: datetime | None = None) -> list[CallRecord]:
+        """Calls placed for a lead (newest first): how a resumed run finds a call whose Sid
+        it never got to store on the lead."""
+        stmt = select(CallRecord).where(CallRecord.campaign == campaign, CallRecord.lead_id == str(lead_id))
+        if since is not None:
+            stmt = stmt.where(CallRecord.created_at >= _aware(since))
+        async with self._read() as session:
+            return list((await session.execute(stmt.order_by(CallRecord.created_at.desc()))).scalars())
+
+    async def save_progress(self, call_sid: str, transcript: list[dict[str, Any]], collected: dict[str, Any]) -> bool:
+        """A live call's transcript and details so far (for `bot run` following it); the
+        status only moves forward to in-progress."""
+        def apply(row: CallRecord, _new: bool) -> bool:
+            changed = _assign(row, {"transcript": list(transcript), "collected": dict(collected)})
+            if row.status in ("initiated", "ringing"):
+                row.status = "in-progress"
+                changed = True
+            return changed
+
+        _, changed = await self._upsert_call(call_sid, apply)
+        return changed
+
     async def set_recording_path(self, call_sid: str, path: str | Path) -> bool:
         """Where this process saved the call's audio (the URL comes from Exotel's callback)."""
         _, changed = await self._upsert_call(call_sid, lambda row, _new: _assign(row, {"recording_path": str(path)}))
@@ -781,9 +803,15 @@ class CallStore:
         status: str | None = None,
         outcome: str | None = None,
         error: str | None = None,
+        not_an_attempt: bool = False,
     ) -> bool:
-        """dialling / in-call -> pending, due again at `at` (a retry). False otherwise."""
+        """dialling / in-call -> pending, due again at `at` (a retry). False otherwise.
+
+        `not_an_attempt`: the claim didn't dial (e.g. outside the calling window), so it
+        doesn't count against the lead's attempts."""
         values: dict[str, Any] = {"state": "pending", "next_attempt_at": _aware(at)}
+        if not_an_attempt:
+            values["attempts"] = CampaignLead.attempts - 1
         for key, value in (("last_status", status), ("last_outcome", outcome), ("last_error", error)):
             if value is not None:
                 values[key] = value

@@ -1,0 +1,254 @@
+"""Run a campaign: dial a CSV of leads with limits, retries and a calling window, resumably.
+
+State lives in the call-record store (campaign_runs / campaign_leads), so a run that crashed
+or was stopped with Ctrl-C carries on where it was without calling anyone twice: a lead is
+claimed (committed) before its REST request, leads left mid-dial without a Sid are reported
+for reconciliation instead of redialled, and leads in a call are settled from their record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+from loguru import logger
+
+from bot.campaigns import Campaign
+from bot.exotel_client import ExotelError
+from bot.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
+from bot.store import CallStore, LeadInput
+
+TERMINAL = {"completed", "busy", "no-answer", "failed", "canceled", "dial-failed"}
+PHONE_COLUMNS = ("phone", "to", "number", "mobile", "phone_number")
+
+
+@dataclass
+class RunnerOptions:
+    """How hard and when to dial."""
+
+    concurrency: int = 5
+    calls_per_minute: int = 60
+    window_start: time = time(10, 0)
+    window_end: time = time(19, 0)
+    timezone: str = "Asia/Kolkata"
+    max_attempts: int = 3
+    retry_delay_secs: float = 1800.0
+    retry_statuses: frozenset[str] = frozenset({"busy", "no-answer", "failed"})
+    do_not_call: frozenset[str] = frozenset()
+    poll_secs: float = 1.0
+    call_timeout_secs: float = 3600.0
+
+
+@dataclass
+class BadRow:
+    line: int
+    reason: str
+
+
+@dataclass
+class LoadReport:
+    run_id: str
+    added: int
+    resumed: bool
+    bad_rows: list[BadRow] = field(default_factory=list)
+    skipped_dnc: int = 0
+
+
+def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[BadRow], int]:
+    """Parse the CSV: a phone column (phone/to/number/mobile), optional id, name, timezone,
+    anything else kept on the lead. Bad rows come back with their line number."""
+    leads, bad, skipped = [], [], 0
+    seen: set[str] = set()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not any(c.strip().lower() in PHONE_COLUMNS for c in reader.fieldnames):
+            raise ValueError(f"{path}: no phone column (one of {', '.join(PHONE_COLUMNS)})")
+        for row in reader:
+            line = reader.line_num
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            raw = next((row[c] for c in PHONE_COLUMNS if row.get(c)), "")
+            try:
+                phone = normalize_indian_phone(raw)
+            except InvalidPhoneNumber as error:
+                bad.append(BadRow(line, str(error)))
+                continue
+            if phone in dnc:
+                skipped += 1
+                continue
+            lead_id = row.get("id") or row.get("lead_id") or phone
+            if lead_id in seen:
+                bad.append(BadRow(line, f"duplicate lead {lead_id!r}"))
+                continue
+            seen.add(lead_id)
+            payload = {k: v for k, v in row.items() if k not in PHONE_COLUMNS and v}
+            payload["id"] = lead_id
+            leads.append(LeadInput(line_number=line, lead_id=lead_id, phone=phone, payload=payload))
+    return leads, bad, skipped
+
+
+def read_dnc(path: Path | None) -> frozenset[str]:
+    """A do-not-call list: one number per line (any format), '#' comments allowed."""
+    if path is None:
+        return frozenset()
+    numbers = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            try:
+                numbers.add(normalize_indian_phone(line))
+            except InvalidPhoneNumber:
+                logger.warning(f"do-not-call list: unreadable entry {mask_phone(line)}")
+    return frozenset(numbers)
+
+
+def next_window_start(now: datetime, lead_tz: str, options: RunnerOptions) -> datetime | None:
+    """None if `now` is inside the lead's calling window, else when the window next opens (UTC)."""
+    try:
+        zone = ZoneInfo(lead_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo(options.timezone)
+    local = now.astimezone(zone)
+    if options.window_start <= local.time() < options.window_end:
+        return None
+    day = local.date() if local.time() < options.window_start else local.date() + timedelta(days=1)
+    return datetime.combine(day, options.window_start, tzinfo=zone).astimezone(UTC)
+
+
+class CampaignRunner:
+    """Dials one run's leads until every lead is done, failed or skipped."""
+
+    def __init__(self, store: CallStore, dialer: Any, campaign: Campaign, options: RunnerOptions,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None):
+        self._store = store
+        self._dialer = dialer
+        self._campaign = campaign
+        self._options = options
+        self._clock = clock
+        self._emit = on_event or (lambda kind, data: None)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._rate = RateLimitItemPerMinute(max(1, options.calls_per_minute))
+        self._slots = asyncio.Semaphore(max(1, options.concurrency))
+        self.in_flight: set[asyncio.Task] = set()
+
+    async def load(self, path: Path) -> LoadReport:
+        """Create the run (or resume the unfinished run of the same file and campaign)."""
+        leads, bad, skipped = read_leads(path, self._options.do_not_call)
+        source = str(path.resolve())
+        for progress in await self._store.unfinished_runs():
+            if progress.source_file == source and progress.campaign == self._campaign.name:
+                added = await self._store.add_leads(progress.run_id, leads)
+                return LoadReport(progress.run_id, added, True, bad, skipped)
+        run = await self._store.create_run(self._campaign.name, source)
+        added = await self._store.add_leads(run.id, leads)
+        return LoadReport(run.id, added, False, bad, skipped)
+
+    async def run(self, run_id: str) -> dict[str, int]:
+        """Dial until nothing is left; returns the lead counts per state."""
+        await self._settle_in_call(run_id)
+        while True:
+            progress = await self._store.run_progress(run_id)
+            if progress is None:
+                raise ValueError(f"no campaign run {run_id}")
+            active = progress.counts.get("pending", 0) + progress.counts.get("in-call", 0)
+            if active == 0 and not self.in_flight:
+                return progress.counts
+            await self._slots.acquire()
+            lead = await self._store.claim_next_lead(run_id, self._clock())
+            if lead is None:
+                self._slots.release()
+                await asyncio.sleep(self._options.poll_secs)
+                continue
+            task = asyncio.create_task(self._work(lead))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+
+    async def _work(self, lead: Any) -> None:
+        try:
+            await self._dial_and_follow(lead)
+        except Exception as error:  # one bad lead never stops the run
+            logger.exception(f"lead on line {lead.line_number} failed: {error}")
+            await self._store.finish_lead(lead.id, "failed", error=str(error)[:300])
+        finally:
+            self._slots.release()
+
+    async def _dial_and_follow(self, lead: Any) -> None:
+        now = self._clock()
+        opens = next_window_start(now, lead.payload.get("timezone") or self._options.timezone, self._options)
+        if opens is not None:
+            await self._store.reschedule_lead(lead.id, opens, status="outside-window", not_an_attempt=True)
+            self._emit("deferred", {"line": lead.line_number, "until": opens.isoformat()})
+            return
+        while not await self._limiter.hit(self._rate, "campaign", self._campaign.name):
+            await asyncio.sleep(0.2)
+        try:
+            result = await self._dialer.dial(lead.phone, self._campaign, dict(lead.payload), attempt=lead.attempts)
+        except InvalidPhoneNumber as error:
+            await self._store.finish_lead(lead.id, "failed", status="dial-failed", error=str(error))
+            return
+        except ExotelError as error:
+            self._emit("dial_error", {"line": lead.line_number, "error": str(error)})
+            await self._retry_or_fail(lead, "dial-failed", str(error))
+            return
+        await self._store.mark_lead_dialled(lead.id, result.call_sid)
+        self._emit("dialled", {"line": lead.line_number, "call_sid": result.call_sid})
+        await self._follow(lead, result.call_sid)
+
+    async def _follow(self, lead: Any, call_sid: str) -> None:
+        """Wait for the call's terminal status (status callbacks land in the shared store)."""
+        deadline = asyncio.get_running_loop().time() + self._options.call_timeout_secs
+        while asyncio.get_running_loop().time() < deadline:
+            record = await self._store.find_call(call_sid)
+            if record is not None and record.status in TERMINAL and (record.status != "completed" or record.ended_at):
+                break
+            await asyncio.sleep(self._options.poll_secs)
+        else:
+            await self._store.finish_lead(lead.id, "failed", status="timeout", error="no final status")
+            return
+        self._emit("finished", {"line": lead.line_number, "call_sid": call_sid, "status": record.status,
+                                "outcome": record.outcome})
+        if record.status in self._options.retry_statuses:
+            await self._retry_or_fail(lead, record.status, None)
+        else:
+            await self._store.finish_lead(lead.id, "done", status=record.status, outcome=record.outcome)
+
+    async def _retry_or_fail(self, lead: Any, status: str, error: str | None) -> None:
+        if lead.attempts >= self._options.max_attempts:
+            await self._store.finish_lead(lead.id, "failed", status=status, error=error)
+            return
+        at = self._clock() + timedelta(seconds=self._options.retry_delay_secs)
+        await self._store.reschedule_lead(lead.id, at, status=status, error=error)
+
+    async def _settle_in_call(self, run_id: str) -> None:
+        """After a crash: leads whose call was placed are followed, never dialled again.
+
+        A lead left `dialling` whose call made it into the store (the crash came between
+        Exotel's answer and storing the Sid on the lead) is adopted; one with no call on
+        record may or may not have reached Exotel, so it is left for a person to settle
+        (`to_reconcile`), never redialled blindly."""
+        for lead in await self._store.list_leads(run_id, state="dialling"):
+            since = lead.updated_at - timedelta(minutes=5) if lead.updated_at else None
+            placed = await self._store.calls_for_lead(self._campaign.name, lead.lead_id, since=since)
+            if placed:
+                await self._store.mark_lead_dialled(lead.id, placed[0].call_sid)
+        for lead in await self._store.list_leads(run_id, state="in-call"):
+            if lead.last_call_sid:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._resume_follow(lead))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+
+    async def _resume_follow(self, lead: Any) -> None:
+        try:
+            await self._follow(lead, lead.last_call_sid)
+        finally:
+            self._slots.release()

@@ -1,0 +1,192 @@
+"""The bodies of `bot run` and `bot calls ...`: dial, follow, summarise (rich output)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
+from bot.cli_services import cli_services
+from bot.phone import mask_phone
+from bot.settings import Settings
+
+console = Console()
+TERMINAL = {"completed", "busy", "no-answer", "failed", "canceled", "dial-failed"}
+
+
+def _campaign(services, name_or_path: str | None):
+    from bot.campaigns import load_campaign
+
+    if name_or_path and name_or_path.endswith((".yaml", ".yml")):
+        return load_campaign(Path(name_or_path))
+    if name_or_path and name_or_path not in services.campaigns.names():
+        raise ValueError(f"no campaign {name_or_path!r}; have {', '.join(services.campaigns.names())}")
+    return services.campaigns.get(name_or_path, services.settings.default_campaign)
+
+
+def _read_lead(path: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        lead = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(lead, dict):
+        raise ValueError(f"{path}: a lead must be a JSON object")
+    phone = lead.get("phone") or lead.get("to") or lead.get("number")
+    if not phone:
+        raise ValueError(f"{path}: the lead has no phone (or to/number) field")
+    return str(phone), {k: v for k, v in lead.items() if k not in ("to", "number")}
+
+
+async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str | None) -> int:
+    """Dial one lead, print the call live (status, transcript), then the outcome."""
+    phone, lead = _read_lead(lead_path)
+    async with cli_services(settings, dialling=True) as services:
+        campaign = _campaign(services, campaign_name or lead.get("campaign"))
+        result = await services.dialer.dial(phone, campaign, lead)
+        console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
+        record = await follow_call(services.store, result.call_sid)
+    print_outcome(record)
+    return 0 if record and record["status"] == "completed" else 1
+
+
+async def follow_call(store, call_sid: str, timeout: float = 3600.0, poll: float = 0.5) -> dict[str, Any] | None:
+    """Print status changes and transcript lines as they land in the store; the final record."""
+    shown, status, record = 0, None, None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        row = await store.find_call(call_sid)
+        if row is not None:
+            record = store.to_dict(row)
+            if record["status"] != status:
+                status = record["status"]
+                console.print(f"  status: [yellow]{status}[/]")
+            for entry in record["transcript"][shown:]:
+                who = "[green]bot[/]   " if entry["role"] == "assistant" else "[blue]caller[/]"
+                console.print(f"  {entry.get('t') or 0:6.1f}s {who} {entry['text']}")
+            shown = len(record["transcript"])
+            if status in TERMINAL and (status != "completed" or record["ended_at"]):
+                return record
+        await asyncio.sleep(poll)
+    return record
+
+
+def print_outcome(record: dict[str, Any] | None) -> None:
+    if record is None:
+        console.print("[red]no record of the call[/]")
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("status", "outcome", "summary", "end_reason", "duration_secs"):
+        table.add_row(key, str(record.get(key)))
+    table.add_row("collected", json.dumps(record["collected"], ensure_ascii=False))
+    if record.get("recording"):
+        table.add_row("recording", str(record["recording"].get("path") or record["recording"].get("url")))
+    v2v = [t["voice_to_voice"] for t in record.get("turns") or [] if "voice_to_voice" in t]
+    if v2v:
+        table.add_row("voice-to-voice", ", ".join(f"{value * 1000:.0f} ms" for value in v2v))
+    console.print(table)
+
+
+def _window(text: str) -> tuple[time, time]:
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"--window must look like 10:00-19:00 (got {text!r})") from None
+    return start, end
+
+
+async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str | None, *, concurrency: int,
+                       calls_per_minute: int, window: str, timezone: str, max_attempts: int,
+                       retry_delay: float, dnc: Path | None) -> int:
+    """Load (or resume) the run, dial with a progress bar, print the summary table."""
+    start, end = _window(window)
+    options = RunnerOptions(concurrency=concurrency, calls_per_minute=calls_per_minute, window_start=start,
+                            window_end=end, timezone=timezone, max_attempts=max_attempts,
+                            retry_delay_secs=retry_delay, do_not_call=read_dnc(dnc))
+    async with cli_services(settings, dialling=True) as services:
+        campaign = _campaign(services, campaign_name)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "dial_error":
+                console.print(f"  line {data['line']}: {data['error']}")
+
+        runner = CampaignRunner(services.store, services.dialer, campaign, options, on_event=on_event)
+        report = await runner.load(leads_path)
+        for bad in report.bad_rows:
+            console.print(f"[red]line {bad.line}[/]: {bad.reason} (skipped)")
+        if report.skipped_dnc:
+            console.print(f"{report.skipped_dnc} lead(s) on the do-not-call list (skipped)")
+        verb = "resuming" if report.resumed else "starting"
+        console.print(f"{verb} run {report.run_id} of [cyan]{campaign.name}[/]")
+        stats = await services.store.run_progress(report.run_id)
+        for lead_id in stats.to_reconcile:
+            console.print(f"[yellow]lead row {lead_id} was mid-dial when the last run stopped: "
+                          "not redialled; check Exotel and settle it[/]")
+        with progress:
+            task = progress.add_task(campaign.name, total=stats.total, note="")
+            runner_task = asyncio.create_task(runner.run(report.run_id))
+            while not runner_task.done():
+                now = await services.store.run_progress(report.run_id)
+                finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
+                progress.update(task, completed=finished,
+                                note=f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}")
+                await asyncio.wait({runner_task}, timeout=1.0)
+            counts = runner_task.result()
+            progress.update(task, completed=stats.total)
+        await print_run_summary(services.store, report.run_id, counts)
+    return 0
+
+
+async def print_run_summary(store, run_id: str, counts: dict[str, int]) -> None:
+    table = Table(title="campaign summary")
+    table.add_column("line", justify="right")
+    table.add_column("lead")
+    table.add_column("state")
+    table.add_column("attempts", justify="right")
+    table.add_column("last status")
+    table.add_column("outcome")
+    for lead in await store.list_leads(run_id):
+        table.add_row(str(lead.line_number), str(lead.payload.get("name") or lead.lead_id), lead.state,
+                      str(lead.attempts), lead.last_status or "", lead.last_outcome or "")
+    console.print(table)
+    console.print("  ".join(f"{state}: {count}" for state, count in counts.items() if count))
+
+
+async def list_calls(settings: Settings, **filters: Any) -> None:
+    async with cli_services(settings, dialling=False) as services:
+        rows = [services.store.to_dict(r) for r in await services.store.list_calls(**filters)]
+    table = Table()
+    for column in ("call_sid", "campaign", "status", "outcome", "started_at", "duration_secs"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(c) or "") for c in ("call_sid", "campaign", "status", "outcome",
+                                                        "started_at", "duration_secs")))
+    console.print(table)
+
+
+async def show_call(settings: Settings, call_sid: str) -> int:
+    async with cli_services(settings, dialling=False) as services:
+        row = await services.store.find_call(call_sid)
+        if row is None:
+            console.print(f"[red]no call {call_sid}[/]")
+            return 1
+        print(json.dumps(services.store.to_dict(row), indent=2, ensure_ascii=False))
+    return 0
+
+
+async def export_calls(settings: Settings, *, as_csv: bool, campaign: str | None, limit: int) -> None:
+    from bot.routers.calls import calls_csv
+
+    async with cli_services(settings, dialling=False) as services:
+        rows = [services.store.to_dict(r) for r in await services.store.list_calls(campaign=campaign, limit=limit)]
+    sys.stdout.write(calls_csv(rows) if as_csv else json.dumps(rows, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,48 @@
+"""What the CLI needs to dial and read records in its own process: the store, the Exotel
+client and the dialler, built from the same settings as the server (they share the database
+and the speech cache; the server takes the media sockets and status callbacks)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from bot.campaigns import CampaignBook
+from bot.settings import Settings
+from bot.signing import signing_key
+from bot.store import CallStore
+from pipelines.speech_cache import SpeechCache
+
+
+@dataclass
+class CliServices:
+    settings: Settings
+    store: CallStore
+    campaigns: CampaignBook
+    dialer: Any = None
+
+
+@asynccontextmanager
+async def cli_services(settings: Settings, *, dialling: bool):
+    """Open the store (and, for dialling, the Exotel client and dialler); close them after."""
+    from bot.dialer import Dialer
+    from bot.exotel_client import ExotelClient
+
+    store = await CallStore.open(settings.database_url, migrate=True)
+    client = None
+    try:
+        services = CliServices(settings, store, CampaignBook(settings.campaigns_dir))
+        if dialling:
+            settings.require_exotel()
+            client = ExotelClient(
+                str(settings.exotel_account_sid), str(settings.exotel_api_key),
+                settings.exotel_api_token.get_secret_value(), base_url=str(settings.exotel_api_base_url),
+            )
+            services.dialer = Dialer(settings, store, client, SpeechCache(settings.data_dir / "cache" / "speech"),
+                                     signing_key(settings))
+        yield services
+    finally:
+        if client is not None:
+            await client.aclose()
+        await store.close()

@@ -1,0 +1,169 @@
+"""Campaign runs: many leads through the fake Exotel REST API and the real server, with
+retries, a calling window, a rate limit, a do-not-call list, bad rows, and resume."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, time
+from pathlib import Path
+
+import pytest
+
+from bot.campaign_runner import CampaignRunner, RunnerOptions, next_window_start, read_dnc, read_leads
+from bot.exotel_emulator import HangUp
+from bot.fakes.exotel_rest import FakeExotelREST
+from bot.local_server import free_port, serve_locally
+from bot.routers.exotel_connect import applet_url
+from bot.settings import load_settings
+
+EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",
+          "exotel_caller_id": "08047112233", "exotel_app_id": "4242"}
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("id,name,phone,timezone\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@asynccontextmanager
+async def dialling_server(tmp_path: Path, outcomes, **fake_kwargs):
+    async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token", outcomes=outcomes,
+                              caller_script=lambda number: [HangUp(at=1.2)], ring_secs=0.05,
+                              **fake_kwargs) as exotel:
+        port = free_port()
+        settings = load_settings(_env_file=None, host="127.0.0.1", port=port, data_dir=tmp_path / "data",
+                                 public_base_url=f"http://127.0.0.1:{port}",
+                                 exotel_api_base_url=exotel.base_url, **EXOTEL)
+        async with serve_locally(settings) as server:
+            exotel.dynamic_url = applet_url(settings, server.app.state.signing_key)
+            yield server, exotel
+
+
+def fast_options(**overrides) -> RunnerOptions:
+    base = dict(concurrency=5, calls_per_minute=200, window_start=time(0, 0), window_end=time(23, 59, 59),
+                max_attempts=2, retry_delay_secs=0.3, poll_secs=0.1, call_timeout_secs=30)
+    base.update(overrides)
+    return RunnerOptions(**base)
+
+
+async def test_campaign_of_twenty_with_busy_no_answer_and_retries(tmp_path):
+    numbers = [f"98765{i:05d}" for i in range(20)]
+    attempts: Counter = Counter()
+
+    def outcome(number: str) -> str:
+        attempts[number] += 1
+        index = int(number[-5:])
+        if index % 5 == 0:
+            return "no-answer"  # never picks up: fails after 2 attempts
+        if index % 5 == 1 and attempts[number] == 1:
+            return "busy"  # busy first, answers on the retry
+        if index % 5 == 2:
+            return "failed" if attempts[number] == 1 else "answered"
+        return "answered"
+
+    csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},{n},Asia/Kolkata" for i, n in enumerate(numbers)])
+    async with dialling_server(tmp_path, outcome) as (server, exotel):
+        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+        runner = CampaignRunner(server.app.state.store, server.app.state.dialer, campaign, fast_options())
+        report = await runner.load(csv_path)
+        counts = await asyncio.wait_for(runner.run(report.run_id), timeout=120)
+        leads = await server.app.state.store.list_leads(report.run_id)
+        await exotel.drain()
+    assert report.added == 20 and report.bad_rows == []
+    assert counts["done"] == 16 and counts["failed"] == 4
+    by_phone = {lead.phone: lead for lead in leads}
+    for i, number in enumerate(numbers):
+        lead = by_phone["+91" + number]
+        expected_attempts = 1 if i % 5 in (3, 4) else 2
+        assert lead.attempts == expected_attempts, (i, lead.attempts, lead.last_status)
+    dialled = Counter(call.form["From"] for call in exotel.calls)
+    assert max(dialled.values()) <= 2 and sum(dialled.values()) == 20 + 12
+
+
+async def test_bad_rows_and_do_not_call_list(tmp_path):
+    csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,", "B,Bad,12345,", "C,Chetan,98765 00003,",
+                                                  "A,Dup,9876500004,", "D,Dnc,+91 98765 00005,"])
+    dnc_path = tmp_path / "dnc.txt"
+    dnc_path.write_text("# do not call\n09876500005\n")
+    leads, bad, skipped = read_leads(csv_path, read_dnc(dnc_path))
+    assert [lead.lead_id for lead in leads] == ["A", "C"]
+    assert [(row.line, "invalid phone number" in row.reason or "duplicate" in row.reason) for row in bad] == [
+        (3, True), (5, True)]
+    assert skipped == 1
+    (tmp_path / "nophone.csv").write_text("id,name\n1,x\n")
+    with pytest.raises(ValueError, match="no phone column"):
+        read_leads(tmp_path / "nophone.csv", frozenset())
+
+
+def test_calling_window_in_the_leads_time_zone():
+    options = RunnerOptions(window_start=time(10, 0), window_end=time(19, 0))
+    at_8am_ist = datetime(2026, 11, 23, 2, 30, tzinfo=UTC)  # 08:00 in Kolkata
+    opens = next_window_start(at_8am_ist, "Asia/Kolkata", options)
+    assert opens == datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # 10:00 IST
+    assert next_window_start(datetime(2026, 11, 23, 6, 0, tzinfo=UTC), "Asia/Kolkata", options) is None
+    at_8pm_ist = datetime(2026, 11, 23, 14, 30, tzinfo=UTC)
+    assert next_window_start(at_8pm_ist, "Asia/Kolkata", options) == datetime(2026, 11, 24, 4, 30, tzinfo=UTC)
+    # A lead in Dubai at 11:00 IST is at 09:30 local: not yet.
+    assert next_window_start(datetime(2026, 11, 23, 5, 30, tzinfo=UTC), "Asia/Dubai", options) is not None
+
+
+async def test_outside_the_window_nobody_is_dialled_and_no_attempt_is_used(tmp_path):
+    csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,Asia/Kolkata", "B,Bala,9876500002,"])
+    async with dialling_server(tmp_path, "answered") as (server, exotel):
+        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+        options = fast_options(window_start=time(10, 0), window_end=time(19, 0))
+        night = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)  # 22:30 IST
+        runner = CampaignRunner(server.app.state.store, server.app.state.dialer, campaign, options, clock=lambda: night)
+        report = await runner.load(csv_path)
+        task = asyncio.create_task(runner.run(report.run_id))
+        await asyncio.sleep(1.5)
+        task.cancel()
+        leads = await server.app.state.store.list_leads(report.run_id)
+    assert exotel.calls == []
+    assert [lead.state for lead in leads] == ["pending", "pending"]
+    assert all(lead.attempts == 0 for lead in leads)
+    assert all(lead.next_attempt_at.replace(tzinfo=UTC) == datetime(2026, 11, 24, 4, 30, tzinfo=UTC) for lead in leads)
+
+
+async def test_rate_limit_spaces_the_dialling(tmp_path):
+    csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},x,98765000{i:02d}," for i in range(6)])
+    async with dialling_server(tmp_path, "busy") as (server, exotel):
+        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+        runner = CampaignRunner(server.app.state.store, server.app.state.dialer, campaign,
+                                fast_options(calls_per_minute=3, max_attempts=1))
+        report = await runner.load(csv_path)
+        task = asyncio.create_task(runner.run(report.run_id))
+        await asyncio.sleep(2.0)
+        dialled_in_two_seconds = len(exotel.calls)
+        task.cancel()
+    assert dialled_in_two_seconds == 3
+
+
+async def test_resume_after_an_interrupted_run_never_dials_twice(tmp_path):
+    csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},98765100{i:02d}," for i in range(8)])
+    async with dialling_server(tmp_path, "answered") as (server, exotel):
+        store, dialer = server.app.state.store, server.app.state.dialer
+        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+        first = CampaignRunner(store, dialer, campaign, fast_options(concurrency=2))
+        report = await first.load(csv_path)
+        task = asyncio.create_task(first.run(report.run_id))
+        while len(exotel.calls) < 3:
+            await asyncio.sleep(0.05)
+        task.cancel()  # Ctrl-C mid-run: two calls may be live
+        for in_flight in list(first.in_flight):
+            in_flight.cancel()
+        await asyncio.sleep(0.1)
+        second = CampaignRunner(store, dialer, campaign, fast_options(concurrency=2))
+        resumed = await second.load(csv_path)
+        counts = await asyncio.wait_for(second.run(resumed.run_id), timeout=90)
+        progress = await store.run_progress(resumed.run_id)
+        await exotel.drain()
+    assert resumed.resumed and resumed.run_id == report.run_id and resumed.added == 0
+    dialled = Counter(call.form["From"] for call in exotel.calls)
+    assert set(dialled.values()) == {1}, f"someone was called twice: {dialled}"
+    # A lead interrupted while its REST request was in flight may or may not have been
+    # dialled: it is reported for reconciliation, never redialled.
+    assert counts["done"] + len(progress.to_reconcile) == 8
+    assert len(progress.to_reconcile) <= 1
