@@ -60,7 +60,12 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
 
 
 async def _close_services(app: FastAPI) -> None:
+    """Graceful shutdown: let live calls finish writing their records before the store closes."""
     state = app.state
+    for _ in range(150):  # up to 15 s; uvicorn has already closed their sockets
+        if not state.live_calls:
+            break
+        await asyncio.sleep(0.1)
     await state.call_sink.drain()
     if state.exotel is not None:
         await state.exotel.aclose()

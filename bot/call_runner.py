@@ -97,9 +97,9 @@ async def run_call(
         session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
         if call.recorder is not None:
             await call.recorder.start()
+        session.add_transcript("assistant", greeting)  # in the record even if the caller hangs up mid-way
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1
-            session.add_transcript("assistant", greeting)
             await call.injector.play_prepared(prepared_greeting)
         else:
             await worker.queue_frames(greeting_frames(greeting))

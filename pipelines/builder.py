@@ -195,7 +195,13 @@ def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSessi
 
     @aggregators.assistant().event_handler("on_assistant_turn_stopped")
     async def _assistant(_aggregator, message):
-        session.add_transcript("assistant", message.content or "", interrupted=bool(message.interrupted))
+        text = (message.content or "").strip()
+        last = next((e for e in reversed(session.transcript) if e["role"] == "assistant"), None)
+        if last is not None and last["text"] == text and not last.get("confirmed"):
+            last["confirmed"] = True  # the greeting, recorded when it started, has now been spoken
+            last["interrupted"] = bool(message.interrupted)
+            return
+        session.add_transcript("assistant", text, interrupted=bool(message.interrupted))
 
 
 def greeting_frames(text: str) -> list[Frame]:

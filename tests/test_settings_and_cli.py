@@ -138,3 +138,43 @@ def test_campaign_dtmf_keys_and_field_types_are_checked(tmp_path):
     bad.write_text("greeting: hi\nlead_fields: [{name: budget, type: money}]\n")
     with pytest.raises(CampaignError, match="lead_fields.0.type"):
         load_campaign(bad)
+
+
+def test_sigterm_finishes_live_calls_records(tmp_path):
+    """A server stopped mid-call (deploy, scale-in) still completes the call's record."""
+    import asyncio
+    import signal
+    import sqlite3
+
+    from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        emulator = ExotelEmulator(EmulatorConfig(url=f"ws://127.0.0.1:{port}/media", call_sid="CA-sigterm",
+                                                 max_secs=20))
+
+        async def call_then_stop():
+            running = asyncio.create_task(emulator.run([]))
+            await asyncio.sleep(2.0)
+            process.send_signal(signal.SIGTERM)
+            return await running
+
+        result = asyncio.run(call_then_stop())
+        assert process.wait(timeout=30) is not None
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert result.closed_by == "server"
+    row = sqlite3.connect(tmp_path / "calls.db").execute(
+        "select status, end_reason, transcript from call_records where call_sid = 'CA-sigterm'").fetchone()
+    assert row is not None, "the record was written"
+    assert row[0] == "completed" and row[1] in ("socket_closed", "bot_hangup")
