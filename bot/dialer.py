@@ -67,7 +67,7 @@ class Dialer:
             custom_field=custom_field(campaign, lead, ref),
             time_limit=int(min(campaign.max_call_secs + 60, 14400)),
             time_out=45,
-            record=False,
+            record=campaign.record,  # Exotel keeps its own recording too (RecordingUrl)
         )
         await self._store.record_dialled(
             placed.sid, campaign.name, lead, number, custom_field(campaign, lead, ref), attempt,

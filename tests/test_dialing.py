@@ -66,6 +66,7 @@ async def test_one_lead_dialled_answered_and_recorded(tmp_path):
     assert dial_form["Url"].endswith("/acme/exoml/start_voice/4242") and dial_form["CallType"] == "trans"
     assert "/webhooks/exotel/call-status?ref=" in dial_form["StatusCallback"]
     assert len(dial_form["CustomField"]) <= 128 and "L-7" in dial_form["CustomField"]
+    assert dial_form["Record"] == "true" and int(dial_form["TimeLimit"]) == 480 + 60
     assert emulated.violations == [] and emulated.closed_by == "server"
     assert record["campaign"] == "real_estate" and record["lead"]["name"] == "Kavya"
     assert record["transcript"][0]["text"].startswith("Hello Kavya"), "the greeting names the lead"
@@ -120,3 +121,40 @@ async def test_without_exotel_credentials_posting_a_call_says_what_is_missing(tm
             openapi = (await client.get("/openapi.json")).json()
     assert response.status_code == 503 and "EXOTEL_API_TOKEN" in response.text
     assert {"/calls", "/calls/{call_sid}", "/webhooks/exotel/call-status", "/exotel/connect"} <= set(openapi["paths"])
+
+
+async def test_post_call_webhook_receives_the_record_with_retries(tmp_path):
+    from aiohttp import web
+
+    received: list[dict] = []
+    failures = {"left": 1}
+
+    async def hook(request: web.Request) -> web.Response:
+        if failures["left"]:
+            failures["left"] -= 1
+            return web.Response(status=503)
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    tweaks = {"real_estate": {**SHORT_GREETING["real_estate"], "webhook_url": f"http://127.0.0.1:{port}/hook"}}
+    try:
+        async with agent_stack(tmp_path, stt_script=[], llm=qualifying_agent, campaign_tweaks=tweaks,
+                               elevenlabs_kwargs=EL_FAST) as stack:
+            emu = stack.emulator()
+            await emu.run([HangUp(at=2)])
+            for _ in range(100):
+                if received:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await runner.cleanup()
+    assert failures["left"] == 0 and len(received) == 1, "delivered after one failed attempt"
+    assert received[0]["call_sid"] == emu.config.call_sid and received[0]["end_reason"] == "caller_hangup"
+    assert received[0]["transcript"][0]["role"] == "assistant"
