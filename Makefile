@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 run: $(STAMP)
-	$(BIN)/bot demo
+	$(BIN)/bot run --lead examples/lead.json
 
 serve: $(STAMP)
 	$(BIN)/python server.py

@@ -142,6 +142,13 @@ class VoicemailConfig(_Strict):
 DTMFAction = Literal["transfer_to_human", "end_call", "repeat"]
 
 
+class ScriptedQuestion(_Strict):
+    """A question the offline scripted agent asks, and the lead field its answer fills."""
+
+    ask: str = Field(min_length=1)
+    field: str | None = None
+
+
 class Campaign(_Strict):
     """A campaign: who the agent is, what it says, how it listens, what it collects."""
 
@@ -169,9 +176,10 @@ class Campaign(_Strict):
     fillers: FillerConfig = Field(default_factory=FillerConfig)
     dtmf: dict[str, DTMFAction] = Field(default_factory=lambda: {"0": "transfer_to_human"})
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
-    scripted_questions: list[str] = Field(
+    scripted_questions: list[ScriptedQuestion | str] = Field(
         default_factory=list,
-        description="For the offline scripted agent: the questions it asks in order.",
+        description="For the offline scripted agent: the questions it asks in order (a plain "
+        "string fills the lead field at the same position).",
     )
 
     @field_validator("system_prompt", "greeting", "goodbye", "handoff", "apology")
@@ -214,6 +222,16 @@ class Campaign(_Strict):
 
     def render_greeting(self, lead: dict[str, Any]) -> str:
         return self.render(self.greeting, lead)
+
+    def scripted_plan(self) -> list[ScriptedQuestion]:
+        """The scripted agent's questions with the field each one fills."""
+        plan = []
+        for index, item in enumerate(self.scripted_questions):
+            if isinstance(item, str):
+                field = self.lead_fields[index].name if index < len(self.lead_fields) else None
+                item = ScriptedQuestion(ask=item, field=field)
+            plan.append(item)
+        return plan
 
 
 class LeadFields:

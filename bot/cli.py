@@ -80,6 +80,7 @@ def run(
     max_attempts: int = typer.Option(3, help="Tries per lead for busy/no-answer/failed."),
     retry_delay: float = typer.Option(1800, help="Seconds before retrying a lead."),
     dnc: Path | None = typer.Option(None, "--dnc", help="Do-not-call list: one number per line."),
+    simulate: bool = typer.Option(False, "--simulate", help="Use the built-in Exotel simulator even with credentials."),
 ) -> None:
     """Dial one lead (--lead) and follow the call, or run a campaign (--leads)."""
     if (lead is None) == (leads is None):
@@ -91,13 +92,13 @@ def run(
 
     try:
         if lead is not None:
-            code = asyncio.run(run_one_lead(settings, lead, campaign))
+            code = asyncio.run(run_one_lead(settings, lead, campaign, simulate=simulate or None))
         else:
             code = asyncio.run(run_campaign(settings, leads, campaign, concurrency=concurrency,
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,
                                             retry_delay=retry_delay, dnc=dnc))
-    except (SettingsError, CampaignError, ValueError, FileNotFoundError) as error:
+    except (SettingsError, CampaignError, ValueError, FileNotFoundError) as error:  # incl. ScenarioError
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

@@ -45,15 +45,45 @@ def _read_lead(path: Path) -> tuple[str, dict[str, Any]]:
     return str(phone), {k: v for k, v in lead.items() if k not in ("to", "number")}
 
 
-async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str | None) -> int:
-    """Dial one lead, print the call live (status, transcript), then the outcome."""
+async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str | None,
+                       simulate: bool | None = None) -> int:
+    """Dial one lead, print the call live (status, transcript), then the outcome.
+
+    Without Exotel credentials (or with `simulate`), the call goes to the built-in simulator."""
     phone, lead = _read_lead(lead_path)
+    if simulate or (simulate is None and not settings.exotel_configured):
+        return await simulate_one_lead(settings, phone, lead, campaign_name)
     async with cli_services(settings, dialling=True) as services:
         campaign = _campaign(services, campaign_name or lead.get("campaign"))
         result = await services.dialer.dial(phone, campaign, lead)
         console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
         record = await follow_call(services.store, result.call_sid)
     print_outcome(record)
+    return 0 if record and record["status"] == "completed" else 1
+
+
+async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any], campaign_name: str | None) -> int:
+    """The same call, placed through the built-in Exotel simulator with a simulated caller."""
+    from bot.campaigns import CampaignBook
+    from bot.scenario import load_scenario, scenario_for
+    from bot.simulator import describe_stand_ins, simulated_exotel
+
+    book = CampaignBook(settings.campaigns_dir)
+    campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name or lead.get("campaign"))
+    scenario = load_scenario(scenario_for(settings.campaigns_dir, campaign.name))
+    console.print("[bold]No Exotel credentials: simulating the call on this machine.[/]")
+    events = scenario.caller_events(settings.exotel_sample_rate or 8000)
+    async with simulated_exotel(settings, events) as (server, exotel):
+        for part in describe_stand_ins(server):
+            console.print(f"  {part}")
+        result = await server.app.state.dialer.dial(phone, campaign, lead)
+        console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
+        record = await follow_call(server.app.state.store, result.call_sid)
+        await exotel.drain()
+    print_outcome(record)
+    if record and record.get("recording"):
+        console.print(f"recording (caller left, bot right): {record['recording'].get('path')}")
+    console.print(f"call record: {settings.database_url}  (bot calls show {result.call_sid})")
     return 0 if record and record["status"] == "completed" else 1
 
 

@@ -61,7 +61,19 @@ class HangUp:
     reason: str = "callended"
 
 
-CallerEvent = Say | Dtmf | SendRaw | HangUp
+@dataclass
+class Reply:
+    """The caller answers: says `pcm` once the bot has spoken since the caller's last line and
+    then stayed quiet for `after` seconds (its audio played out). With `barge_in_after`, the
+    caller instead cuts in that many seconds after the bot starts speaking."""
+
+    pcm: bytes
+    after: float = 0.7
+    barge_in_after: float | None = None
+    text: str = ""
+
+
+CallerEvent = Say | Dtmf | SendRaw | HangUp | Reply
 
 
 @dataclass
@@ -159,6 +171,7 @@ class ExotelEmulator:
         self._send_lock = asyncio.Lock()
         self._closed = asyncio.Event()
         self._seq = 0
+        self._last_line_at = 0.0
         self.transcript_hook = None  # optional callable(event, detail) for live display
 
     # ------------------------------------------------------------------ helpers
@@ -247,7 +260,8 @@ class ExotelEmulator:
                 if end > len(timeline):
                     timeline.extend(bytes(end - len(timeline)))
                 timeline[offset:end] = event.pcm
-        others = sorted((e for e in script if not isinstance(e, Say)), key=lambda e: e.at)
+        replies = [e for e in script if isinstance(e, Reply)]
+        others = sorted((e for e in script if not isinstance(e, (Say, Reply))), key=lambda e: e.at)
         silence = bytes(chunk_bytes)
         chunk = 0
         t0 = self.result.started_at
@@ -274,6 +288,12 @@ class ExotelEmulator:
                     await self._ws.close()
                     return
             start = chunk * chunk_bytes
+            if replies and start >= len(timeline) and self._reply_due(replies[0]):
+                reply = replies.pop(0)
+                timeline.extend(bytes(start - len(timeline)))
+                timeline.extend(reply.pcm)
+                self._last_line_at = self._now()
+                self._event("caller_said", reply.text or f"{len(reply.pcm)} bytes")
             pcm = bytes(timeline[start : start + chunk_bytes]) if start < len(timeline) else silence
             if len(pcm) < chunk_bytes:
                 pcm += bytes(chunk_bytes - len(pcm))
@@ -289,6 +309,16 @@ class ExotelEmulator:
         if not self._closed.is_set():
             self.result.closed_by = self.result.closed_by or "emulator"
             await self._ws.close()
+
+    def _reply_due(self, reply: Reply) -> bool:
+        """Has the bot spoken since the caller's last line, and is it the moment to answer?"""
+        spoken = [seg for seg in self.result.segments if seg.start >= self._last_line_at]
+        if not spoken:
+            return False
+        now = self._now()
+        if reply.barge_in_after is not None:
+            return now < self._queue_end and now - spoken[0].start >= reply.barge_in_after
+        return now - self._queue_end >= reply.after
 
     # ------------------------------------------------------------------ inbound (bot side)
     async def _receive_bot(self) -> None:

@@ -4,8 +4,9 @@ transport in -> tap -> DTMF keys -> Deepgram STT -> voicemail check -> user turn
 owned by the aggregator) -> OpenAI LLM (tools) -> TTS -> filler/prepared audio -> transport out
 -> assistant turn. Pipecat's native interruption stops the bot when the caller speaks.
 
-Providers whose key is missing fall back: TTS to Piper (offline); without STT or LLM the call
-only greets and listens (barge-in still works) until the offline stand-ins take their place.
+Providers whose key is missing fall back to offline stand-ins (or a campaign picks them):
+TTS -> Piper's bundled voice, STT -> pocketsphinx, LLM -> a scripted agent that asks the
+campaign's questions and extracts the answers.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from pipelines.providers.deepgram import build_deepgram_stt
 from pipelines.providers.elevenlabs import build_elevenlabs_tts
 from pipelines.providers.openai import build_openai_llm
 from pipelines.providers.piper import BUNDLED_VOICES, SharedPiperTTSService
+from pipelines.providers.pocketsphinx_stt import PocketsphinxSTTService
+from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.recorder import CallRecorder
 from pipelines.tools import AgentTools, tools_schema
@@ -97,10 +100,11 @@ def build_vad(turn_taking: TurnTakingConfig) -> SharedSileroVADAnalyzer:
     )
 
 
-def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool) -> UserTurnStrategies:
-    """Barge-in on VAD (or on N words while the bot talks); end of turn per the campaign."""
+def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt: bool = True) -> UserTurnStrategies:
+    """Barge-in on VAD (or on N words while the bot talks, with a streaming STT's interim
+    words); end of turn per the campaign."""
     interrupt = turn_taking.interruptions
-    if has_stt and turn_taking.min_words > 1:
+    if has_stt and streaming_stt and turn_taking.min_words > 1:
         start = [MinWordsUserTurnStartStrategy(min_words=turn_taking.min_words, enable_interruptions=interrupt)]
     else:
         start = [VADUserTurnStartStrategy(enable_interruptions=interrupt)]
@@ -127,19 +131,22 @@ def build_call_pipeline(
     rate = session.sample_rate
     control = CallControl(session, campaign)
     tts_config = effective_tts(campaign, settings)
-    has_stt = campaign.stt.provider == "deepgram" and settings.deepgram_api_key is not None
-    has_llm = campaign.llm.provider == "openai" and settings.openai_api_key is not None
-    conversational = has_stt and has_llm
-    if not conversational:
-        logger.info("no STT/LLM key: this call greets and listens (offline stand-ins come later)")
+    deepgram = campaign.stt.provider == "deepgram" and settings.deepgram_api_key is not None
+    openai = campaign.llm.provider == "openai" and settings.openai_api_key is not None
+    conversational = True
+    if not (deepgram and openai):
+        logger.info(
+            f"offline stand-ins: STT {'Deepgram' if deepgram else 'pocketsphinx'}, "
+            f"LLM {'OpenAI' if openai else 'scripted agent'}, TTS {tts_config.provider}"
+        )
 
     system_prompt = campaign.render(campaign.system_prompt, session.lead)
-    context = LLMContext(tools=tools_schema(campaign)) if conversational else LLMContext()
+    context = LLMContext(tools=tools_schema(campaign)) if openai else LLMContext()
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
             vad_analyzer=build_vad(campaign.turn_taking),
-            user_turn_strategies=turn_strategies(campaign.turn_taking, has_stt),
+            user_turn_strategies=turn_strategies(campaign.turn_taking, True, streaming_stt=deepgram),
             user_turn_stop_timeout=campaign.turn_taking.user_turn_stop_timeout_secs,
             user_mute_strategies=[MuteWhileEnding(control)],
         ),
@@ -150,15 +157,18 @@ def build_call_pipeline(
         CallTap(session),
         DTMFActions(campaign.dtmf, control),
     ]
-    if conversational:
-        llm = build_openai_llm(campaign.llm, settings, system_prompt)
+    if openai:
+        llm: FrameProcessor = build_openai_llm(campaign.llm, settings, system_prompt)
         AgentTools(campaign, control).register(llm)
-        processors += [build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)]
-        if campaign.voicemail.enabled:
-            processors += [VoicemailDetector(campaign.voicemail, control)]
-        processors += [aggregators.user(), llm]
     else:
-        processors += [aggregators.user()]
+        llm = ScriptedAgent(campaign, control)
+    if deepgram:
+        processors += [build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)]
+    else:
+        processors += [PocketsphinxSTTService(sample_rate=session.pipeline_in_rate)]
+    if campaign.voicemail.enabled:
+        processors += [VoicemailDetector(campaign.voicemail, control)]
+    processors += [aggregators.user(), llm]
     processors += [build_tts(tts_config, settings, rate), injector, transport.output()]
     recorder = None
     if campaign.record:

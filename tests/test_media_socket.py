@@ -120,7 +120,9 @@ async def test_barge_in_sends_clear_at_once_and_nothing_stale(live_server):
     clear_at = result.clears_at[0]
     # VAD start (0.2 s) + one 100 ms media chunk + processing: well under half a second.
     assert 2.0 < clear_at < 2.6, clear_at
-    assert not [t for t in result.media_at if t > clear_at], "no media of the interrupted utterance after clear"
+    # Nothing of the interrupted greeting after the clear (the agent's reply to the caller,
+    # seconds later once the offline STT has heard them, is a new utterance).
+    assert not [t for t in result.media_at if clear_at < t < clear_at + 0.5], "no stale media after clear"
     assert result.dropped_by_clear_bytes > 0, "the clear dropped audio queued at Exotel"
     assert result.played_secs < 3.0
     session = await wait_finished(live_server, emu.config.call_sid)
