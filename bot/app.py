@@ -28,6 +28,10 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
     from serializers.exotel_events import StreamStart
 
     shared_silero_session()
+    if not (settings.deepgram_api_key and settings.openai_api_key):
+        from pipelines.providers.whisper_stt import shared_whisper_model
+
+        shared_whisper_model()  # the offline STT stand-in: load its model before the first call
     for campaign in campaigns.all():
         try:
             session = CallSession.from_handshake(StreamStart(stream_sid="warm-up", call_sid="warm-up"), {})

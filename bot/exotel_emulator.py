@@ -292,7 +292,8 @@ class ExotelEmulator:
                 reply = replies.pop(0)
                 timeline.extend(bytes(start - len(timeline)))
                 timeline.extend(reply.pcm)
-                self._last_line_at = self._now()
+                # The bot's answer is whatever it plays after the caller has finished this line.
+                self._last_line_at = self._now() + len(reply.pcm) / (2 * c.sample_rate * c.speed)
                 self._event("caller_said", reply.text or f"{len(reply.pcm)} bytes")
             pcm = bytes(timeline[start : start + chunk_bytes]) if start < len(timeline) else silence
             if len(pcm) < chunk_bytes:

@@ -5,7 +5,7 @@ owned by the aggregator) -> OpenAI LLM (tools) -> TTS -> filler/prepared audio -
 -> assistant turn. Pipecat's native interruption stops the bot when the caller speaks.
 
 Providers whose key is missing fall back to offline stand-ins (or a campaign picks them):
-TTS -> Piper's bundled voice, STT -> pocketsphinx, LLM -> a scripted agent that asks the
+TTS -> Piper's bundled voice, STT -> Whisper tiny.en (bundled), LLM -> a scripted agent that asks the
 campaign's questions and extracts the answers.
 """
 
@@ -47,7 +47,7 @@ from pipelines.providers.deepgram import build_deepgram_stt
 from pipelines.providers.elevenlabs import build_elevenlabs_tts
 from pipelines.providers.openai import build_openai_llm
 from pipelines.providers.piper import BUNDLED_VOICES, SharedPiperTTSService
-from pipelines.providers.pocketsphinx_stt import PocketsphinxSTTService
+from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.recorder import CallRecorder
@@ -136,7 +136,7 @@ def build_call_pipeline(
     conversational = True
     if not (deepgram and openai):
         logger.info(
-            f"offline stand-ins: STT {'Deepgram' if deepgram else 'pocketsphinx'}, "
+            f"offline stand-ins: STT {'Deepgram' if deepgram else 'Whisper tiny.en'}, "
             f"LLM {'OpenAI' if openai else 'scripted agent'}, TTS {tts_config.provider}"
         )
 
@@ -165,7 +165,7 @@ def build_call_pipeline(
     if deepgram:
         processors += [build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)]
     else:
-        processors += [PocketsphinxSTTService(sample_rate=session.pipeline_in_rate)]
+        processors += [WhisperSTTService(sample_rate=session.pipeline_in_rate)]
     if campaign.voicemail.enabled:
         processors += [VoicemailDetector(campaign.voicemail, control)]
     processors += [aggregators.user(), llm]

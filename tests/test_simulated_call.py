@@ -23,7 +23,7 @@ def test_bot_run_lead_offline_completes_a_call_with_record_and_recording(tmp_pat
                           env=env, capture_output=True, text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr[-3000:]
-    assert "simulating the call" in out and "pocketsphinx" in out and "scripted stand-in" in out
+    assert "simulating the call" in out and "Whisper" in out and "scripted stand-in" in out
     assert "Hello Rahul" in out, "the greeting names the lead"
     assert out.count("caller ") >= 3, "several caller turns"
     assert "Goodbye" in out and "bot_hangup" in out, "ended by end_call after the goodbye"

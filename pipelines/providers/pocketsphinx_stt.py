@@ -1,10 +1,10 @@
 """Offline speech recognition with pocketsphinx and the English model inside its PyPI package.
 
-A stand-in for Deepgram when there is no key: each VAD-delimited segment (Pipecat's
-SegmentedSTTService) is upsampled to the 16 kHz the model needs and decoded in a worker
-thread, off the event loop. Measured on 8 kHz phone-quality Piper speech: about one word in
-three wrong (bench/offline_stt_wer.py), enough for the scripted agent's keyword extraction,
-not for a real conversation.
+A candidate offline STT, kept as the comparison point for bench/offline_stt_wer.py (and for
+checking what callers heard in tests). Measured on 8 kHz phone-quality speech it gets about
+one word in five wrong, against Whisper tiny.en's ~0%, at the same speed, so the offline
+stand-in is pipelines/providers/whisper_stt.py. Each segment is upsampled to the 16 kHz the
+model needs and decoded in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
