@@ -76,6 +76,16 @@ async def _close_services(app: FastAPI) -> None:
     await state.store.close()
 
 
+def create_app_from_env() -> FastAPI:
+    """The app for one worker process of a multi-process server (settings read in the worker)."""
+    from bot.logging_setup import setup_logging
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Load campaigns (failing fast on a bad file) and wire the routers."""
     campaigns = CampaignBook(settings.campaigns_dir)

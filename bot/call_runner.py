@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 
 from fastapi import WebSocket
@@ -184,3 +185,4 @@ def _record_metrics(session: CallSession, transport: ExotelTransport, call: Call
     session.metrics["bad_messages_in"] = serializer.problems.total
     session.metrics["fillers_played"] = call.injector.played
     session.metrics["duration_secs"] = time.monotonic() - session.socket_opened_monotonic
+    session.metrics["worker_pid"] = os.getpid()

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         description="How Exotel reaches this server (media socket, dynamic URL, status callback).",
     )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    workers: int = Field(
+        1, ge=0, le=64, description="Server processes sharing the port; 0 = one per CPU core."
+    )
 
     # --- media socket -------------------------------------------------------------------
     media_auth_user: str | None = Field(None, description="Basic-auth user Exotel must send.")

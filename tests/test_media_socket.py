@@ -270,7 +270,7 @@ async def test_health(live_server):
     async with httpx.AsyncClient(base_url=live_server.http_url) as client:
         response = await client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "live_calls": 0}
+    assert response.json()["status"] == "ok" and response.json()["live_calls"] == 0
 
 
 @pytest.mark.settings(public_base_url="https://bot.example.in", media_auth_user="ex", media_auth_password="p@ss")
