@@ -23,5 +23,10 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python server.py
 
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/turn_latency.py
+	$(BIN)/python bench/capacity.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache

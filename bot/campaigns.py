@@ -12,8 +12,9 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bot.yaml_files import load_yaml_model
 
 DEFAULT_OUTCOMES = [
     "interested",
@@ -262,24 +263,8 @@ def render_template(template: str, lead: dict[str, Any], **extra: str) -> str:
 
 
 def load_campaign(path: Path) -> Campaign:
-    """Read and validate one campaign file."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CampaignError(f"{path}: campaign file not found") from None
-    except yaml.YAMLError as error:
-        raise CampaignError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(raw, dict):
-        raise CampaignError(f"{path}: a campaign must be a YAML mapping")
-    raw.setdefault("name", path.stem)
-    try:
-        return Campaign.model_validate(raw)
-    except ValidationError as error:
-        item = error.errors()[0]
-        field = ".".join(str(p) for p in item["loc"]) or "(file)"
-        more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        reason = item["msg"].removeprefix("Value error, ")
-        raise CampaignError(f"{path}: {field}: {reason}{more}") from None
+    """Read and validate one campaign file (its name defaults to the file's)."""
+    return load_yaml_model(path, Campaign, CampaignError, defaults={"name": path.stem})
 
 
 class CampaignBook:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.exotel_emulator import CallerEvent, Dtmf, HangUp, Reply
+from bot.yaml_files import load_yaml_model
 
 
 class ScenarioError(ValueError):
@@ -46,17 +46,7 @@ class Scenario(BaseModel):
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: scenario file not found") from None
-    except yaml.YAMLError as error:
-        raise ScenarioError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as error:
-        item = error.errors()[0]
-        raise ScenarioError(f"{path}: {'.'.join(map(str, item['loc']))}: {item['msg']}") from None
+    return load_yaml_model(path, Scenario, ScenarioError)
 
 
 def scenario_for(campaigns_dir: Path, campaign: str) -> Path:
