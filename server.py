@@ -23,7 +23,8 @@ if __name__ == "__main__":
         sys.exit(f"error: {error}")
     workers = settings.workers or os.cpu_count() or 1
     if workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                    ws_per_message_deflate=False)  # media is incompressible PCM: don't spend CPU on it
     else:
         uvicorn.run("bot.app:create_app_from_env", factory=True, workers=workers,
-                    host=settings.host, port=settings.port, log_level="warning")
+                    host=settings.host, port=settings.port, log_level="warning", ws_per_message_deflate=False)

@@ -154,7 +154,7 @@ async def _prepare_during_call(
 
         apology = await _piper("en_US-joe-medium", campaign.render(campaign.apology, lead), rate)
     call.control.prepared_apology = apology
-    if campaign.fillers.enabled and call.conversational:
+    if campaign.fillers.enabled:
         fillers = [await prepare_line(cache, campaign, settings, phrase, rate) for phrase in campaign.fillers.phrases]
         call.injector.set_fillers([f for f in fillers if f])
 

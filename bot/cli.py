@@ -36,7 +36,7 @@ def serve() -> None:
     except CampaignError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning", ws_per_message_deflate=False)
 
 
 @app.command()

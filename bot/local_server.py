@@ -44,7 +44,8 @@ async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
     port = settings.port if settings.port else free_port()
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                       ws_per_message_deflate=False)
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

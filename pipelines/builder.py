@@ -67,7 +67,6 @@ class CallPipeline:
     context: LLMContext
     injector: FillerInjector
     tts_config: TTSConfig
-    conversational: bool
     observers: list[BaseObserver] = field(default_factory=list)
     recorder: CallRecorder | None = None
 
@@ -133,7 +132,6 @@ def build_call_pipeline(
     tts_config = effective_tts(campaign, settings)
     deepgram = campaign.stt.provider == "deepgram" and settings.deepgram_api_key is not None
     openai = campaign.llm.provider == "openai" and settings.openai_api_key is not None
-    conversational = True
     if not (deepgram and openai):
         logger.info(
             f"offline stand-ins: STT {'Deepgram' if deepgram else 'Whisper tiny.en'}, "
@@ -177,9 +175,10 @@ def build_call_pipeline(
         processors.append(recorder.processor)
     processors.append(aggregators.assistant())
 
-    observers: list[BaseObserver] = [TurnMetricsObserver(session, campaign.turn_taking.vad.stop_secs)]
-    if conversational:
-        observers.append(IdleWatcher(campaign.idle, control))
+    observers: list[BaseObserver] = [
+        TurnMetricsObserver(session, campaign.turn_taking.vad.stop_secs),
+        IdleWatcher(campaign.idle, control),
+    ]
     worker = PipelineWorker(
         Pipeline(processors),
         params=PipelineParams(
@@ -193,7 +192,7 @@ def build_call_pipeline(
     )
     control.attach(worker, injector)
     _record_transcript(aggregators, session)
-    return CallPipeline(worker, control, context, injector, tts_config, conversational, observers, recorder)
+    return CallPipeline(worker, control, context, injector, tts_config, observers, recorder)
 
 
 def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSession) -> None:

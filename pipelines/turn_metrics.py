@@ -1,9 +1,10 @@
 """Per-turn latency figures, watched from outside the pipeline (a Pipecat observer).
 
 For each caller turn: when the caller stopped speaking (VAD stop minus its stop_secs), the
-final transcript, the LLM's first token, the TTS's first audio, and the first bot audio sent
-to Exotel; plus each provider's own TTFB from Pipecat's metrics. Voice-to-voice latency is
-first bot audio sent minus end of caller speech.
+final transcript, the LLM's first token, the TTS's first audio, and BotStartedSpeaking (the
+output transport announces it as it takes the reply's first chunk, immediately before
+writing it to Exotel: the first payload goes out without pacing); plus each provider's own
+TTFB from Pipecat's metrics. Voice-to-voice latency is that moment minus end of caller speech.
 """
 
 from __future__ import annotations
