@@ -164,7 +164,10 @@ async def test_hang_up_without_mark_echoes_follows_the_playback_clock(live_serve
     result = await emu.run([])
     assert result.closed_by == "server"
     assert result.unplayed_at_close_secs < 0.1
-    assert result.closed_at < 12, "never waits forever for a mark that never comes"
+    played_until = result.segments[-1].end - result.started_at
+    # Greeting + goodbye play out, then the close follows the playback clock (+ grace), not a
+    # mark that never comes.
+    assert result.closed_at < played_until + 2.0, (result.closed_at, played_until)
 
 
 async def test_exotel_stop_ends_the_pipeline_promptly(live_server):
