@@ -151,10 +151,12 @@ async def test_resume_after_an_interrupted_run_never_dials_twice(tmp_path):
         task = asyncio.create_task(first.run(report.run_id))
         while len(exotel.calls) < 3:
             await asyncio.sleep(0.05)
-        task.cancel()  # Ctrl-C mid-run: two calls may be live
-        for in_flight in list(first.in_flight):
-            in_flight.cancel()
-        await asyncio.sleep(0.1)
+        # Ctrl-C mid-run: two calls may be live. The cancelled tasks unwind (their open
+        # transactions roll back) as they would when the CLI's event loop stops.
+        stopped = [task, *first.in_flight]
+        for running in stopped:
+            running.cancel()
+        await asyncio.gather(*stopped, return_exceptions=True)
         second = CampaignRunner(store, dialer, campaign, fast_options(concurrency=2))
         resumed = await second.load(csv_path)
         counts = await asyncio.wait_for(second.run(resumed.run_id), timeout=90)
@@ -166,4 +168,4 @@ async def test_resume_after_an_interrupted_run_never_dials_twice(tmp_path):
     # A lead interrupted while its REST request was in flight may or may not have been
     # dialled: it is reported for reconciliation, never redialled.
     assert counts["done"] + len(progress.to_reconcile) == 8
-    assert len(progress.to_reconcile) <= 1
+    assert len(progress.to_reconcile) <= 2  # at most the two leads in flight (concurrency 2)
