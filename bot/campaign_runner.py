@@ -22,12 +22,12 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from loguru import logger
 
+from bot.call_status import call_is_over
 from bot.campaigns import Campaign
 from bot.exotel_client import ExotelError
 from bot.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
 from bot.store import CallStore, LeadInput
 
-TERMINAL = {"completed", "busy", "no-answer", "failed", "canceled", "dial-failed"}
 PHONE_COLUMNS = ("phone", "to", "number", "mobile", "phone_number")
 
 
@@ -208,7 +208,7 @@ class CampaignRunner:
         deadline = asyncio.get_running_loop().time() + self._options.call_timeout_secs
         while asyncio.get_running_loop().time() < deadline:
             record = await self._store.find_call(call_sid)
-            if record is not None and record.status in TERMINAL and (record.status != "completed" or record.ended_at):
+            if record is not None and call_is_over(record.status, record.ended_at):
                 break
             await asyncio.sleep(self._options.poll_secs)
         else:

@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bot.call_status import call_is_over
 from bot.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.cli_services import cli_services
 from bot.phone import mask_phone
 from bot.settings import Settings
 
 console = Console()
-TERMINAL = {"completed", "busy", "no-answer", "failed", "canceled", "dial-failed"}
 
 
 def _campaign(services, name_or_path: str | None):
@@ -103,7 +103,7 @@ async def follow_call(store, call_sid: str, timeout: float = 3600.0, poll: float
                 who = "[green]bot[/]   " if entry["role"] == "assistant" else "[blue]caller[/]"
                 console.print(f"  {entry.get('t') or 0:6.1f}s {who} {entry['text']}")
             shown = len(record["transcript"])
-            if status in TERMINAL and (status != "completed" or record["ended_at"]):
+            if call_is_over(status, record["ended_at"]):
                 return record
         await asyncio.sleep(poll)
     return record

@@ -52,6 +52,8 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from bot.call_status import TERMINAL_CALL_STATUSES
+from bot.call_status import exotel_status as normalize_status  # Exotel's words only
 from bot.phone import mask_phone, normalize_indian_phone
 
 SINGAPORE_BASE_URL = "https://api.exotel.com"
@@ -61,13 +63,9 @@ BASE_URLS = {"singapore": SINGAPORE_BASE_URL, "mumbai": MUMBAI_BASE_URL}
 MAX_CUSTOM_FIELD = 128
 MAX_TIME_LIMIT = 14_400
 STATUS_CALLBACK_EVENTS = ("terminal", "answered")
-CALL_STATUSES = (
-    "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled",
-)
 AUTH_ERROR_MESSAGE = (
     "Exotel rejected the credentials (EXOTEL_API_KEY / EXOTEL_API_TOKEN / EXOTEL_ACCOUNT_SID)"
 )
-TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 
 
 # --------------------------------------------------------------------------- errors
@@ -188,7 +186,7 @@ class StatusUpdate:
 
     @property
     def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_CALL_STATUSES
 
 
 # --------------------------------------------------------------------------- client
@@ -542,34 +540,6 @@ def _placed_call(data: Any) -> PlacedCall:
 
 
 # --------------------------------------------------------------------------- status callback
-
-_STATUS_WORDS = {
-    "queued": "initiated",
-    "initiated": "initiated",
-    "initiating": "initiated",
-    "ringing": "ringing",
-    "in-progress": "in-progress",
-    "inprogress": "in-progress",
-    "answered": "in-progress",
-    "completed": "completed",
-    "complete": "completed",
-    "busy": "busy",
-    "no-answer": "no-answer",
-    "noanswer": "no-answer",
-    "not-answered": "no-answer",
-    "failed": "failed",
-    "canceled": "canceled",
-    "cancelled": "canceled",
-}
-
-
-def normalize_status(value: Any) -> str | None:
-    """Exotel's status word as one of CALL_STATUSES (`no_answer`, `Cancelled`, ... tolerated)."""
-    if value is None:
-        return None
-    word = re.sub(r"[\s_]+", "-", str(value).strip().lower())
-    return _STATUS_WORDS.get(word)
-
 
 def _text(value: Any) -> str | None:
     if value is None:

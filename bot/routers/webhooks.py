@@ -7,6 +7,7 @@ from loguru import logger
 
 from bot.exotel_client import InvalidStatusCallback, parse_status_callback
 from bot.signing import verify
+from bot.store import StatusUpdate
 
 router = APIRouter(tags=["webhooks"])
 
@@ -23,10 +24,11 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
         update = parse_status_callback(request.headers.get("content-type"), body)
     except InvalidStatusCallback as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
-    changed = await state.store.apply_status({
-        "CallSid": update.call_sid, "Status": update.status, "RecordingUrl": update.recording_url,
-        "AnsweredBy": update.answered_by, "ConversationDuration": update.duration,
-    })
+    changed = await state.store.apply_status(StatusUpdate(
+        call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
+        answered_by=update.answered_by,
+        duration_secs=float(update.duration) if update.duration is not None else None,
+    ))
     logger.bind(call_sid=update.call_sid).info(
         f"status callback: {update.status}{'' if changed else ' (no change)'}"
     )

@@ -7,10 +7,9 @@
 See `bot.store.repository` for the rules (status ordering, lead claiming, resume).
 """
 
+from bot.call_status import CALL_STATUSES, TERMINAL_CALL_STATUSES
 from bot.store.models import (
-    CALL_STATUSES,
     LEAD_STATES,
-    TERMINAL_CALL_STATUSES,
     Base,
     CallRecord,
     CampaignLead,

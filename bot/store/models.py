@@ -39,29 +39,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-# --- vocabularies ---------------------------------------------------------------------------
+from bot.call_status import CALL_STATUSES
 
-CALL_STATUSES: tuple[str, ...] = (
-    "initiated",
-    "ringing",
-    "in-progress",
-    "completed",
-    "busy",
-    "no-answer",
-    "failed",
-    "canceled",
-    "dial-failed",
-)
-TERMINAL_CALL_STATUSES: frozenset[str] = frozenset(
-    {"completed", "busy", "no-answer", "failed", "canceled", "dial-failed"}
-)
-# How far along a call is: a status only ever moves to a higher rank (terminal is final).
-STATUS_RANK: dict[str, int] = {
-    "initiated": 0,
-    "ringing": 1,
-    "in-progress": 2,
-    **{s: 3 for s in TERMINAL_CALL_STATUSES},
-}
+# --- vocabularies ---------------------------------------------------------------------------
 
 LEAD_STATES: tuple[str, ...] = ("pending", "dialling", "in-call", "done", "failed", "skipped")
 FINAL_LEAD_STATES: frozenset[str] = frozenset({"done", "failed", "skipped"})

@@ -54,13 +54,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
 from bot.store.models import (
     ACTIVE_LEAD_STATES,
-    CALL_STATUSES,
     FINAL_LEAD_STATES,
     LEAD_STATES,
-    STATUS_RANK,
-    TERMINAL_CALL_STATUSES,
     CallRecord,
     CampaignLead,
     CampaignRun,
@@ -134,32 +132,6 @@ def install_sqlite_hooks(engine: AsyncEngine) -> None:
 
 
 # --- value objects --------------------------------------------------------------------------
-
-
-_STATUS_ALIASES = {
-    "queued": "initiated",
-    "initiated": "initiated",
-    "ringing": "ringing",
-    "answered": "in-progress",
-    "in-progress": "in-progress",
-    "inprogress": "in-progress",
-    "completed": "completed",
-    "busy": "busy",
-    "no-answer": "no-answer",
-    "noanswer": "no-answer",
-    "failed": "failed",
-    "canceled": "canceled",
-    "cancelled": "canceled",
-    "dial-failed": "dial-failed",
-}
-
-
-def normalize_status(raw: str | None) -> str | None:
-    """Exotel's (or Twilio-style) status words to ours; None for empty or unknown ones."""
-    if not raw:
-        return None
-    key = re.sub(r"[\s_]+", "-", str(raw).strip().lower())
-    return _STATUS_ALIASES.get(key)
 
 
 def _first(form: Mapping[str, Any], *keys: str) -> Any:
