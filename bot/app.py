@@ -43,8 +43,7 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
 
 async def _open_services(app: FastAPI, settings: Settings) -> None:
     """The call-record store (migrated to the latest schema) and, with credentials, the dialler."""
-    from bot.dialer import Dialer
-    from bot.exotel_client import ExotelClient
+    from bot.dialer import Dialer, exotel_client_for
     from bot.store import CallStore
 
     state = app.state
@@ -55,10 +54,7 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
     state.dialer_unavailable = "dialling needs EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN, " \
         "EXOTEL_CALLER_ID and EXOTEL_APP_ID"
     if settings.exotel_configured:
-        state.exotel = ExotelClient(
-            str(settings.exotel_account_sid), str(settings.exotel_api_key),
-            settings.exotel_api_token.get_secret_value(), base_url=str(settings.exotel_api_base_url),
-        )
+        state.exotel = exotel_client_for(settings)
         state.dialer = Dialer(settings, state.store, state.exotel, state.speech_cache,
                               state.signing_key, state.background)
 
@@ -116,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.store = None
     app.state.dialer = None
     app.state.signing_key = signing_key(settings)
-    app.state.speech_cache = SpeechCache(settings.data_dir / "cache" / "speech")
+    app.state.speech_cache = SpeechCache(settings.speech_cache_dir)
     app.state.background = set()  # strong refs to fire-and-forget tasks (greeting preparation)
     app.include_router(health.router)
     app.include_router(media.router)

@@ -26,8 +26,7 @@ class CliServices:
 @asynccontextmanager
 async def cli_services(settings: Settings, *, dialling: bool):
     """Open the store (and, for dialling, the Exotel client and dialler); close them after."""
-    from bot.dialer import Dialer
-    from bot.exotel_client import ExotelClient
+    from bot.dialer import Dialer, exotel_client_for
 
     store = await CallStore.open(settings.database_url, migrate=True)
     client = None
@@ -35,11 +34,8 @@ async def cli_services(settings: Settings, *, dialling: bool):
         services = CliServices(settings, store, CampaignBook(settings.campaigns_dir))
         if dialling:
             settings.require_exotel()
-            client = ExotelClient(
-                str(settings.exotel_account_sid), str(settings.exotel_api_key),
-                settings.exotel_api_token.get_secret_value(), base_url=str(settings.exotel_api_base_url),
-            )
-            services.dialer = Dialer(settings, store, client, SpeechCache(settings.data_dir / "cache" / "speech"),
+            client = exotel_client_for(settings)
+            services.dialer = Dialer(settings, store, client, SpeechCache(settings.speech_cache_dir),
                                      signing_key(settings))
         yield services
     finally:

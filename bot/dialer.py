@@ -24,6 +24,15 @@ from bot.store import CallStore
 from pipelines.speech_cache import SpeechCache
 
 
+def exotel_client_for(settings: Settings) -> ExotelClient:
+    """The REST client for the configured account (call `settings.require_exotel()` first)."""
+    assert settings.exotel_api_token is not None
+    return ExotelClient(
+        str(settings.exotel_account_sid), str(settings.exotel_api_key),
+        settings.exotel_api_token.get_secret_value(), base_url=str(settings.exotel_api_base_url),
+    )
+
+
 @dataclass
 class DialResult:
     call_sid: str

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         return bool(self.media_auth_user and self.media_auth_password)
 
     @property
+    def speech_cache_dir(self) -> Path:
+        """Where pre-synthesized lines live (shared by every worker process)."""
+        return self.data_dir / "cache" / "speech"
+
+    @property
     def exotel_configured(self) -> bool:
         """All five Exotel credentials are set (else dialling uses the simulator)."""
         return all([self.exotel_account_sid, self.exotel_api_key, self.exotel_api_token,
