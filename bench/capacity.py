@@ -36,19 +36,18 @@ import argparse
 import asyncio
 import gc
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from bench.measures import percentile, reply_latencies, speech_end_offset  # noqa: E402
 from bot.exotel_emulator import HangUp, Say  # noqa: E402
 from bot.fakes.openai_chat import Reply  # noqa: E402
 from bot.logging_setup import setup_logging  # noqa: E402
@@ -68,21 +67,8 @@ ADDED_P95_LIMIT = 0.100
 RESULTS = ROOT / "bench" / "results"
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
 def r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-def speech_end_offset(pcm: bytes, rate: int = 8000) -> float:
-    samples = np.abs(np.frombuffer(pcm, dtype=np.int16))
-    voiced = np.nonzero(samples > 500)[0]
-    return (voiced[-1] + 1) / rate if len(voiced) else 0.0
 
 
 def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, list[float]]:
@@ -128,7 +114,7 @@ class Sampler:
 
 def run_callers(jobs: list[tuple], ramp_secs: float) -> tuple[list, float]:
     """In a separate process: run the emulated callers; their results and this process's CPU."""
-    from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
+    from bot.exotel_emulator import ExotelEmulator
 
     async def go():
         emus = [(ExotelEmulator(config), script) for config, script in jobs]
@@ -179,16 +165,8 @@ async def run_level(stack, n: int, seconds: float, pcms: list[bytes], proc: psut
             sessions.append(session)
     v2v = [t["voice_to_voice"] for s in sessions if s for t in s.turns if t.get("voice_to_voice") is not None]
     added = [v - FLOOR for v in v2v]
-    caller_v2v = []
-    for result, ends in zip(results, ends_by_call):
-        for end in ends:
-            chunk = int(end / 0.1)
-            if chunk >= len(result.caller_chunks_sent_at):
-                continue
-            sent = result.caller_chunks_sent_at[chunk] + (end - chunk * 0.1)
-            first = next((t for t in result.media_at if t > sent), None)
-            if first is not None and first - sent < TURN_GAP_SECS:
-                caller_v2v.append(first - sent)
+    caller_v2v = [latency for result, ends in zip(results, ends_by_call)
+                  for latency in reply_latencies(result, ends, TURN_GAP_SECS)]
     greet = [r.first_media_after_start for r in results if r.first_media_after_start is not None]
     # Where the greeting's time goes, server side (from `start` received).
     pipe_start = [s.metrics["pipeline_started_after_start_secs"] for s in sessions

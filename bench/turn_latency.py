@@ -32,11 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measures import percentile, reply_latencies, speech_end_offset  # noqa: E402
 from bot.exotel_emulator import HangUp, Say  # noqa: E402
 from bot.fakes.openai_chat import Reply  # noqa: E402
 from bot.logging_setup import setup_logging  # noqa: E402
@@ -53,19 +53,6 @@ SCENARIOS = {
     "smart_turn_default": {"stt_ms": 150, "llm_ms": 350, "tts_ms": 150, "smart_turn_stop_secs": 3.0},
 }
 TURN_GAP_SECS = 6.0  # room for each reply (even a slow turn decision) before the next line
-
-
-def speech_end_offset(pcm: bytes, rate: int = 8000) -> float:
-    """Seconds from the start of `pcm` to its last clearly voiced sample."""
-    samples = np.abs(np.frombuffer(pcm, dtype=np.int16))
-    voiced = np.nonzero(samples > 500)[0]
-    return (voiced[-1] + 1) / rate if len(voiced) else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def run_scenario(name: str, latencies: dict[str, int], calls: int, turns: int, verbose: bool = False) -> dict:
@@ -98,14 +85,7 @@ async def run_scenario(name: str, latencies: dict[str, int], calls: int, turns: 
                     at += len(pcm) / 16000 + TURN_GAP_SECS
                 script.append(HangUp(at=at))
                 result = await emu.run(script)
-                for end in ends:
-                    chunk = int(end / 0.1)
-                    if chunk >= len(result.caller_chunks_sent_at):
-                        continue
-                    sent = result.caller_chunks_sent_at[chunk] + (end - chunk * 0.1)
-                    first = next((t for t in result.media_at if t > sent), None)
-                    if first is not None and first - sent < TURN_GAP_SECS:
-                        v2v.append(float(first - sent))
+                v2v += reply_latencies(result, ends, TURN_GAP_SECS)
                 for _ in range(200):
                     session = stack.finished(emu.config.call_sid)
                     if session:
