@@ -19,7 +19,7 @@ from pipecat.workers.runner import WorkerRunner
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
 from bot.settings import Settings
-from pipelines.builder import CallPipeline, build_call_pipeline, greeting_frames
+from pipelines.builder import OFFLINE_VOICE, CallPipeline, build_call_pipeline, greeting_frames
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
 from pipelines.providers.synthesis import synthesize_line
 from pipelines.speech_cache import SpeechCache, speech_key
@@ -150,9 +150,9 @@ async def _prepare_during_call(
     lead = call.control.session.lead
     apology = await prepare_line(cache, campaign, settings, campaign.render(campaign.apology, lead), rate)
     if apology is None:  # the campaign's TTS can't do it: Piper always can
-        from pipelines.providers.synthesis import _piper
+        from pipelines.providers.synthesis import synthesize_with_piper
 
-        apology = await _piper("en_US-joe-medium", campaign.render(campaign.apology, lead), rate)
+        apology = await synthesize_with_piper(OFFLINE_VOICE, campaign.render(campaign.apology, lead), rate)
     call.control.prepared_apology = apology
     if campaign.fillers.enabled:
         fillers = [await prepare_line(cache, campaign, settings, phrase, rate) for phrase in campaign.fillers.phrases]

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import soxr
 
-from pipelines.providers.piper import synthesize_pcm
+from pipelines.providers.piper import DEFAULT_VOICE, synthesize_pcm
 
 
 def resample_pcm(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
@@ -20,7 +20,7 @@ def resample_pcm(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def speak(text: str, sample_rate: int = 8000, voice: str = "en_US-joe-medium") -> bytes:
+def speak(text: str, sample_rate: int = 8000, voice: str = DEFAULT_VOICE) -> bytes:
     """`text` spoken as 16-bit mono PCM at `sample_rate` (blocking; cached)."""
     pcm, rate = synthesize_pcm(voice, text)
     return resample_pcm(pcm, rate, sample_rate)

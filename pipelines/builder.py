@@ -46,7 +46,7 @@ from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
 from pipelines.providers.elevenlabs import build_elevenlabs_tts
 from pipelines.providers.openai import build_openai_llm
-from pipelines.providers.piper import BUNDLED_VOICES, SharedPiperTTSService
+from pipelines.providers.piper import BUNDLED_VOICES, DEFAULT_VOICE, SharedPiperTTSService
 from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
@@ -55,7 +55,7 @@ from pipelines.tools import AgentTools, tools_schema
 from pipelines.turn_metrics import TurnMetricsObserver
 from pipelines.voicemail import VoicemailDetector
 
-OFFLINE_VOICE = "en_US-joe-medium"
+OFFLINE_VOICE = DEFAULT_VOICE
 
 
 @dataclass

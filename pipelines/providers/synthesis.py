@@ -8,7 +8,7 @@ import httpx
 
 from bot.campaigns import TTSConfig
 from bot.settings import Settings
-from pipelines.providers.piper import synthesize_pcm
+from pipelines.providers.piper import DEFAULT_VOICE, synthesize_pcm
 
 ELEVENLABS_RATES = (8000, 16000, 22050, 24000, 44100)
 
@@ -23,11 +23,12 @@ async def synthesize_line(
     """`text` as 16-bit mono PCM at `sample_rate`, from the campaign's TTS provider."""
     if tts.provider == "elevenlabs" and settings.elevenlabs_api_key:
         return await _elevenlabs(tts, text, sample_rate, settings)
-    voice = tts.voice if tts.provider == "piper" else (piper_fallback_voice or "en_US-joe-medium")
-    return await _piper(voice, text, sample_rate)
+    voice = tts.voice if tts.provider == "piper" else (piper_fallback_voice or DEFAULT_VOICE)
+    return await synthesize_with_piper(voice, text, sample_rate)
 
 
-async def _piper(voice: str, text: str, sample_rate: int) -> bytes:
+async def synthesize_with_piper(voice: str, text: str, sample_rate: int) -> bytes:
+    """Piper, offline: the line any call can fall back on when its TTS provider can't speak."""
     from bot.speech_synth import resample_pcm
 
     pcm, rate = await asyncio.to_thread(synthesize_pcm, voice, text)
