@@ -1,0 +1,78 @@
+"""The shared, quiet-skipping Silero analyzer decides as Pipecat's own one does, for less work."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from bot.speech_synth import speak
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipelines.providers.silero import SharedSileroVADAnalyzer
+
+LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat"]
+CHUNK = 1600  # 100 ms at 8 kHz, as Exotel sends it
+PARAMS = VADParams(confidence=0.7, start_secs=0.2, stop_secs=0.2, min_volume=0.6)
+
+
+def call_audio(noise_dbfs: float | None, seed: int = 7) -> bytes:
+    """Caller lines with 2.3 s of listening between them, on a line with optional hiss."""
+    parts = []
+    for line in LINES:
+        parts += [np.zeros(int(8000 * 2.3), np.int16), np.frombuffer(speak(line), np.int16)]
+    parts.append(np.zeros(8000 * 2, np.int16))
+    audio = np.concatenate(parts).astype(np.float32)
+    if noise_dbfs is not None:
+        audio += np.random.default_rng(seed).normal(0, 32768 * 10 ** (noise_dbfs / 20), len(audio))
+    return np.clip(audio, -32768, 32767).astype(np.int16).tobytes()
+
+
+def transitions(analyzer, audio: bytes) -> list[tuple[float, VADState]]:
+    analyzer.set_sample_rate(8000)
+    out, last = [], None
+    for i in range(0, len(audio), CHUNK):
+        state = analyzer._run_analyzer(audio[i : i + CHUNK])
+        if state != last and state in (VADState.SPEAKING, VADState.QUIET):
+            out.append((i / 16000, state))
+        last = state if state in (VADState.SPEAKING, VADState.QUIET) else last
+    return out
+
+
+@pytest.mark.parametrize("noise_dbfs", [None, -70, -55, -45])
+def test_same_speech_decisions_as_pipecats_analyzer(noise_dbfs):
+    audio = call_audio(noise_dbfs)
+    theirs = transitions(SileroVADAnalyzer(params=PARAMS), audio)
+    ours = transitions(SharedSileroVADAnalyzer(params=PARAMS), audio)
+    assert [s for _, s in ours] == [s for _, s in theirs]
+    assert len([s for _, s in ours if s == VADState.SPEAKING]) == len(LINES)
+    for (t_ours, _), (t_theirs, _) in zip(ours, theirs):
+        assert abs(t_ours - t_theirs) <= 0.1 + 1e-9, (ours, theirs)
+
+
+def test_quiet_windows_are_not_scored():
+    analyzer = SharedSileroVADAnalyzer(params=PARAMS)
+    transitions(analyzer, call_audio(-70))
+    total = analyzer.windows_scored + analyzer.windows_skipped
+    # About half of this clip is the caller listening; the model runs on well under 3/4 of it.
+    assert analyzer.windows_skipped > 0.3 * total
+    assert analyzer.windows_scored < 0.7 * total
+
+
+def test_min_volume_zero_scores_every_window():
+    analyzer = SharedSileroVADAnalyzer(params=VADParams(min_volume=0.0))
+    transitions(analyzer, call_audio(None)[: 8000 * 2 * 3])
+    assert analyzer.windows_skipped == 0
+
+
+async def test_analysis_runs_inline_without_a_thread_per_call():
+    before = threading.active_count()
+    analyzers = [SharedSileroVADAnalyzer(params=PARAMS) for _ in range(5)]
+    speech = speak(LINES[0])
+    for analyzer in analyzers:
+        analyzer.set_sample_rate(8000)
+        for i in range(0, len(speech), CHUNK):
+            await analyzer.analyze_audio(speech[i : i + CHUNK])
+    assert threading.active_count() == before
+    assert all(a._model.session is analyzers[0]._model.session for a in analyzers)
