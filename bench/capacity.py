@@ -1,31 +1,34 @@
-"""How many simultaneous calls one server process carries before latency or audio suffers.
+"""How many simultaneous calls the server carries on this machine before latency or audio suffers.
 
-    .venv/bin/python bench/capacity.py [--calls 1,10,25,50] [--seconds 20] [--compare-calls 10]
-                                       [--ramp-secs 0] [--same-process]
+    .venv/bin/python bench/capacity.py [--calls 1,25,50,100] [--seconds 20] [--workers 0]
+                                       [--ramp-secs 10] [--compare-calls 10] [--profile]
 
-For each concurrency level N, N full calls run at once over real sockets: the real server
-(tests/agent_stack.py) with wire-level fakes of Deepgram (150 ms), OpenAI (350 ms to first
-token) and ElevenLabs (150 ms to first byte, 30 ms per character), and N emulated Exotel
-callers (bot/exotel_emulator.py) that each say 2-3 short lines (Piper speech, cached) at fixed
-times and hang up after `--seconds`. The greeting is pre-synthesized into the server's speech
-cache (as the dialler does), after one un-counted warm-up call that speaks it live.
+The agent runs as deployed (bench/process_stack.py): `server.py` with WORKERS processes (0 = one
+per core) sharing the port and the SQLite store, the wire-level fakes of Deepgram (150 ms),
+OpenAI (350 ms to first token) and ElevenLabs (150 ms to first byte, 30 ms per character) in a
+process of their own, and N emulated Exotel callers (bot/exotel_emulator.py) in this process.
+Every call: the pre-synthesized greeting (as the dialler leaves it in the shared speech cache),
+a first caller line, then a second line started 1 s into the bot's reply (a barge-in), the
+reply to it, maybe a third line, and a hang-up after `--seconds`. Calls start spread over
+`--ramp-secs` (a dialler places calls at a rate; 0 = all in the same instant).
 
 Per level:
-- protocol violations (sum over calls, as the emulator judges them) and playback gaps;
-- greeting latency: socket open -> first bot media, p50/p95 (caller's view);
-- voice-to-voice p50/p95 from the server's per-turn metrics (session.turns[*].voice_to_voice),
-  and "added" = v2v - floor, floor = VAD stop 0.2 + speech timeout 0.3 + LLM 0.35 + TTS 0.15
-  = 1.0 s (as bench/turn_latency.py);
-- CPU: the server process's CPU seconds (user+system) over the level, per call and per
-  call-second. NOTE: the three provider fakes run in the server's process, so this is an upper
-  bound on the server's own cost. The emulated callers run in a separate (spawned) process by
-  default, their CPU reported apart; --same-process puts them on the server's event loop too;
-- RSS growth per call: (peak RSS while the calls run - RSS before the level) / N;
-- event-loop lag (how late a 50 ms sleep wakes up), to explain latency under load.
+- protocol violations and playback gaps (as the emulator judges them);
+- greeting: socket open -> first bot media, p50/p95 (caller's view);
+- voice-to-voice p50/p95 from the server's per-turn metrics (the call record's turns), and
+  "added" = v2v - floor, floor = VAD stop 0.2 + speech timeout 0.3 + LLM 0.35 + TTS 0.15 = 1.0 s;
+- barge-in: from when the caller's audio holding the onset of speech left the emulator to the
+  `clear` it got, p50/p95 (target: VAD start 0.2 s + 50 ms), and stale media (bot audio that
+  arrived after the `clear` while the caller was still talking; target 0);
+- CPU seconds of the server's processes, of the fakes' process and of this (callers') process,
+  per call and per call-second; RSS growth of the workers per call; this process's loop lag
+  (a lagging caller process would show up as false gaps).
 
-Levels go up until one has gaps or added p95 > 100 ms; the highest clean level is reported.
-Then (unless --compare-calls 0) bench/transport_compare.py runs our transport and Pipecat's
-built-in one side by side on the same TTS-free audio.
+Levels go up until one is not clean (gaps, violations, added p95 > 100 ms, or barge-in over
+target); the highest clean level is reported. `--profile` records the server's workers with
+py-spy while the last level runs (bench/results/profile_*.txt, collapsed stacks). Then (unless
+--compare-calls 0) bench/transport_compare.py runs our transport and Pipecat's built-in one side
+by side on the same TTS-free audio.
 
 Writes bench/results/latest.json, latest.md and latency_vs_calls.png.
 """
@@ -36,6 +39,9 @@ import argparse
 import asyncio
 import gc
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,23 +53,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.measures import percentile, reply_latencies, speech_end_offset  # noqa: E402
+from bench.measures import percentile, reply_latencies, speech_end_offset, speech_start_offset  # noqa: E402
+from bench.process_stack import ProcessStack, process_stack  # noqa: E402
 from bot.exotel_emulator import HangUp, Say  # noqa: E402
-from bot.fakes.openai_chat import Reply  # noqa: E402
 from bot.logging_setup import setup_logging  # noqa: E402
 from bot.speech_synth import speak  # noqa: E402
-from tests.agent_stack import agent_stack  # noqa: E402
 
 LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
          "Maybe in three months", "Weekends are better for me", "Thank you"]
 REPLY = "Okay, noted. Could you tell me a little more?"
 GREETING = "Hello {lead.name}, this is Priya. Got a minute?"
 STT_MS, LLM_MS, TTS_MS, MS_PER_CHAR = 150, 350, 150, 30
-VAD_STOP, SPEECH_TIMEOUT = 0.2, 0.3
+VAD_START, VAD_STOP, SPEECH_TIMEOUT = 0.2, 0.2, 0.3
 FLOOR = max(VAD_STOP + SPEECH_TIMEOUT, VAD_STOP + STT_MS / 1000) + LLM_MS / 1000 + TTS_MS / 1000
 FIRST_LINE_AT = 3.0
+BARGE_IN_AFTER = FLOOR + 1.0  # after the first line ends: 1 s into the bot's ~2.8 s reply
 TURN_GAP_SECS = 5.5  # after a line ends: room for the reply (~1 s to start, ~3 s long)
 ADDED_P95_LIMIT = 0.100
+BARGE_IN_LIMIT = VAD_START + 0.050
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -71,26 +78,52 @@ def r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, list[float]]:
-    """2-3 lines at fixed times (rotated per call), then hang up at `seconds`."""
-    script, ends, at = [], [], FIRST_LINE_AT
+def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, list[float], list[tuple[float, float]]]:
+    """Line 1 at 3 s; line 2 starts 1 s into the bot's reply to it (a barge-in); maybe line 3;
+    hang up at `seconds`. Lines rotate per call. Returns the script, each line's end (for
+    voice-to-voice) and each barge-in's (speech onset, speech end), as seconds into the call."""
+    script, ends, barge_ins = [], [], []
+    at = FIRST_LINE_AT
     for k in range(3):
         pcm = pcms[(index + k) % len(pcms)]
         if at + len(pcm) / 16000 + 2.0 > seconds:
             break
         script.append(Say(at=at, pcm=pcm))
-        ends.append(at + speech_end_offset(pcm))
-        at += len(pcm) / 16000 + TURN_GAP_SECS
+        end = at + speech_end_offset(pcm)
+        ends.append(end)
+        if k == 1:
+            barge_ins.append((at + speech_start_offset(pcm), end))
+        at = end + (BARGE_IN_AFTER if k == 0 else TURN_GAP_SECS)
     script.append(HangUp(at=seconds))
-    return script, ends
+    return script, ends, barge_ins
+
+
+def barge_in_figures(result, barge_ins: list[tuple[float, float]]) -> tuple[list[float], int, int]:
+    """Per barge-in: onset (when the emulator sent the chunk holding the first voiced sample)
+    -> the first `clear` after it; stale = bot media that arrived after that clear while the
+    caller was still talking. Returns (latencies, stale messages, barge-ins with no clear)."""
+    chunk_secs = result.config.chunk_ms / 1000
+    latencies, stale, missed = [], 0, 0
+    for onset, end in barge_ins:
+        first, last = int(onset / chunk_secs), int(end / chunk_secs)
+        if last >= len(result.caller_chunks_sent_at):
+            continue
+        onset_sent, end_sent = result.caller_chunks_sent_at[first], result.caller_chunks_sent_at[last]
+        clear = next((t for t in result.clears_at if onset_sent <= t <= end_sent + 1.0), None)
+        if clear is None:
+            missed += 1
+            continue
+        latencies.append(clear - onset_sent)
+        stale += sum(1 for t in result.media_at if clear < t <= end_sent)
+    return latencies, stale, missed
 
 
 class Sampler:
-    """Peak RSS and event-loop lag while a level runs."""
+    """Peak RSS of the server's workers, and this process's event-loop lag, while a level runs."""
 
-    def __init__(self, proc: psutil.Process, every: float = 0.05):
-        self.proc, self.every = proc, every
-        self.peak_rss = proc.memory_info().rss
+    def __init__(self, stack: ProcessStack, every: float = 0.05):
+        self.stack, self.every = stack, every
+        self.peak_rss = stack.workers_rss()
         self.lags: list[float] = []
         self._task: asyncio.Task | None = None
         self._n = 0
@@ -101,8 +134,8 @@ class Sampler:
             await asyncio.sleep(self.every)
             self.lags.append(time.monotonic() - t - self.every)
             self._n += 1
-            if self._n % 4 == 0:
-                self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
+            if self._n % 10 == 0:
+                self.peak_rss = max(self.peak_rss, self.stack.workers_rss())
 
     def __enter__(self):
         self._task = asyncio.create_task(self._run())
@@ -112,86 +145,70 @@ class Sampler:
         self._task.cancel()
 
 
-def run_callers(jobs: list[tuple], ramp_secs: float) -> tuple[list, float]:
-    """In a separate process: run the emulated callers; their results and this process's CPU."""
-    from bot.exotel_emulator import ExotelEmulator
-
-    async def go():
-        emus = [(ExotelEmulator(config), script) for config, script in jobs]
-        return await asyncio.gather(*(_delayed(i * ramp_secs / len(emus), emu.run(script))
-                                      for i, (emu, script) in enumerate(emus)))
-
-    proc = psutil.Process()
-    cpu0 = sum(proc.cpu_times()[:2])
-    results = asyncio.run(go())
-    for result in results:
-        result.segments, result.events = [], []  # not needed; keeps the pickle small
-    return results, sum(proc.cpu_times()[:2]) - cpu0
-
-
 async def _delayed(delay: float, coro):
     if delay > 0:
         await asyncio.sleep(delay)
     return await coro
 
 
-async def run_level(stack, n: int, seconds: float, pcms: list[bytes], proc: psutil.Process,
-                    ramp_secs: float = 0.0, pool=None) -> dict:
+async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[bytes], ramp_secs: float = 0.0,
+                    profile_to: Path | None = None) -> dict:
     gc.collect()
-    rss0 = proc.memory_info().rss
-    cpu0 = sum(proc.cpu_times()[:2])
+    me = psutil.Process()
+    rss0 = stack.workers_rss()
+    cpu0, fakes0, callers0 = stack.server_cpu(), stack.fakes_cpu(), sum(me.cpu_times()[:2])
     t0 = time.monotonic()
-    emus, ends_by_call = [], []
+    emus, ends_by_call, barges_by_call = [], [], []
     for i in range(n):
         emu = stack.emulator(max_secs=seconds + 10)
-        script, ends = call_script(i, pcms, seconds)
+        script, ends, barge_ins = call_script(i, pcms, seconds)
         emus.append((emu, script))
         ends_by_call.append(ends)
-    with Sampler(proc) as sampler:
-        caller_cpu = None
-        if pool is None:
-            results = await asyncio.gather(*(_delayed(i * ramp_secs / n, emu.run(script))
-                                             for i, (emu, script) in enumerate(emus)))
-        else:
-            jobs = [(emu.config, script) for emu, script in emus]
-            results, caller_cpu = await asyncio.get_running_loop().run_in_executor(pool, run_callers, jobs, ramp_secs)
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        barges_by_call.append(barge_ins)
+    profilers = start_profilers(stack, profile_to, seconds + ramp_secs) if profile_to else []
+    with Sampler(stack) as sampler:
+        results = await asyncio.gather(*(_delayed(i * ramp_secs / n, emu.run(script))
+                                         for i, (emu, script) in enumerate(emus)))
         wall = time.monotonic() - t0
-        sessions = []
-        deadline = time.monotonic() + 15
-        for emu, _ in emus:
-            while (session := stack.finished(emu.config.call_sid)) is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            sessions.append(session)
-    v2v = [t["voice_to_voice"] for s in sessions if s for t in s.turns if t.get("voice_to_voice") is not None]
+        cpu = stack.server_cpu() - cpu0
+        fakes_cpu, callers_cpu = stack.fakes_cpu() - fakes0, sum(me.cpu_times()[:2]) - callers0
+    for profiler in profilers:
+        profiler.wait()
+    records = await asyncio.gather(*(stack.record(emu.config.call_sid) for emu, _ in emus))
+    turns = [t for r in records if r for t in r["turns"]]
+    v2v = [t["voice_to_voice"] for t in turns if t.get("voice_to_voice") is not None]
     added = [v - FLOOR for v in v2v]
     caller_v2v = [latency for result, ends in zip(results, ends_by_call)
                   for latency in reply_latencies(result, ends, TURN_GAP_SECS)]
     greet = [r.first_media_after_start for r in results if r.first_media_after_start is not None]
-    # Where the greeting's time goes, server side (from `start` received).
-    pipe_start = [s.metrics["pipeline_started_after_start_secs"] for s in sessions
-                  if s and "pipeline_started_after_start_secs" in s.metrics]
-    first_audio = [s.metrics["first_audio_after_start_secs"] for s in sessions
-                   if s and s.metrics.get("first_audio_after_start_secs") is not None]
+    barge, stale, missed = [], 0, 0
+    for result, barge_ins in zip(results, barges_by_call):
+        latencies, stale_here, missed_here = barge_in_figures(result, barge_ins)
+        barge += latencies
+        stale += stale_here
+        missed += missed_here
+    pipe_start = [r["metrics"]["pipeline_started_after_start_secs"] for r in records
+                  if r and "pipeline_started_after_start_secs" in r["metrics"]]
+    first_audio = [r["metrics"]["first_audio_after_start_secs"] for r in records
+                   if r and r["metrics"].get("first_audio_after_start_secs") is not None]
     gaps = [g for r in results for _, g in r.gaps]
     violations = [v for r in results for v in r.violations]
-    turns_expected = sum(len(e) for e in ends_by_call)
+    call_secs = sum((r.closed_at or seconds) for r in results) or n * seconds
     return {
         "calls": n,
         "call_secs": seconds,
         "ramp_secs": ramp_secs,
         "wall_secs": round(wall, 2),
         "connect_errors": sum(1 for r in results if r.connect_error),
-        "sessions_found": sum(1 for s in sessions if s),
-        "greeting_prepared": sum(1 for s in sessions if s and s.metrics.get("greeting_prepared")),
+        "records_found": sum(1 for r in records if r),
+        "greeting_prepared": sum(1 for r in records if r and r["metrics"].get("greeting_prepared")),
         "violations": len(violations),
         "violation_examples": sorted({v.split("s ", 1)[-1] for v in violations})[:5],
         "gaps": len(gaps),
         "gap_secs_total": round(sum(gaps), 3),
         "gap_max": r4(max(gaps) if gaps else 0.0),
         "gaps_at_call_secs": sorted(round(at, 2) for r in results for at, _ in r.gaps)[:20],
-        "clears": sum(len(r.clears_at) for r in results),
-        "turns_expected": turns_expected,
+        "turns_expected": sum(len(e) for e in ends_by_call),
         "turns_measured": len(v2v),
         "greeting_p50": r4(percentile(greet, 50)),
         "greeting_p95": r4(percentile(greet, 95)),
@@ -204,73 +221,95 @@ async def run_level(stack, n: int, seconds: float, pcms: list[bytes], proc: psut
         "added_p50": r4(percentile(added, 50)),
         "added_p95": r4(percentile(added, 95)),
         "added_max": r4(max(added) if added else None),
-        "callers_in_process": pool is None,
-        "caller_process_cpu_secs": None if caller_cpu is None else round(caller_cpu, 3),
-        "cpu_secs": round(cpu, 3),
-        "cpu_secs_per_call": round(cpu / n, 4),
-        "cpu_per_call_sec": round(cpu / n / seconds, 5),
-        "cpu_util_of_one_core": round(cpu / wall, 3),
+        "barge_ins": sum(len(b) for b in barges_by_call),
+        "barge_ins_without_clear": missed,
+        "barge_in_p50": r4(percentile(barge, 50)),
+        "barge_in_p95": r4(percentile(barge, 95)),
+        "barge_in_max": r4(max(barge) if barge else None),
+        "stale_media_after_clear": stale,
+        "server_cpu_secs": round(cpu, 3),
+        "server_cpu_secs_per_call": round(cpu / n, 4),
+        "server_cpu_per_call_sec": round(cpu / call_secs, 5),
+        "server_cores_busy": round(cpu / wall, 3),
+        "fakes_cpu_secs": round(fakes_cpu, 3),
+        "callers_cpu_secs": round(callers_cpu, 3),
+        "machine_cores_busy": round((cpu + fakes_cpu + callers_cpu) / wall, 3),
         "rss_before_mb": round(rss0 / 2**20, 1),
         "rss_peak_mb": round(sampler.peak_rss / 2**20, 1),
         "rss_growth_per_call_mb": round((sampler.peak_rss - rss0) / n / 2**20, 2),
-        "loop_lag_p95": r4(percentile(sampler.lags, 95)),
-        "loop_lag_max": r4(max(sampler.lags) if sampler.lags else None),
+        "callers_loop_lag_p95": r4(percentile(sampler.lags, 95)),
+        "callers_loop_lag_max": r4(max(sampler.lags) if sampler.lags else None),
     }
 
 
-async def prefill_greeting(stack) -> None:
-    """Put the greeting in the server's speech cache, as the dialler does when it places a call."""
+def is_clean(level: dict) -> bool:
+    return (level["gaps"] == 0 and level["violations"] == 0 and level["connect_errors"] == 0
+            and level["records_found"] == level["calls"] and level["stale_media_after_clear"] == 0
+            and level["barge_ins_without_clear"] == 0
+            and level["added_p95"] is not None and level["added_p95"] <= ADDED_P95_LIMIT
+            and level["barge_in_p95"] is not None and level["barge_in_p95"] <= BARGE_IN_LIMIT)
+
+
+def start_profilers(stack: ProcessStack, out: Path, secs: float) -> list[subprocess.Popen]:
+    """py-spy on every worker for `secs` (collapsed stacks); nothing if py-spy is missing."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        print("py-spy not installed: no profile", flush=True)
+        return []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([py_spy, "record", "--nonblocking", "-r", "100", "-f", "raw", "-d", str(int(secs)),
+                              "-p", str(worker.pid), "-o", str(out.with_name(f"{out.stem}_{k}.txt"))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for k, worker in enumerate(stack.workers())]
+
+
+async def prefill_greeting(stack: ProcessStack) -> None:
+    """Put the greeting in the shared speech cache, as the dialler does when it places a call."""
     from bot.call_runner import prepare_line
+    from bot.campaigns import load_campaign
+    from pipelines.speech_cache import SpeechCache
 
-    state = stack.server.app.state
-    campaign = state.campaigns.get("real_estate", state.settings.default_campaign)
+    settings = stack.settings
+    campaign = load_campaign(settings.campaigns_dir / "real_estate.yaml")
     text = campaign.render_greeting({"name": "Rahul"})
-    await prepare_line(state.speech_cache, campaign, state.settings, text, 8000)
+    await prepare_line(SpeechCache(settings.speech_cache_dir), campaign, settings, text, 8000)
 
 
-async def run_levels(levels: list[int], seconds: float, log, ramp_secs: float = 0.0,
-                     same_process: bool = False) -> tuple[list[dict], dict]:
+async def run_levels(levels: list[int], seconds: float, log, ramp_secs: float, workers: int,
+                     profile: bool) -> tuple[list[dict], dict]:
     tweaks = {"real_estate": {
         "greeting": GREETING, "fillers": {"enabled": False},
-        "turn_taking": {"vad": {"stop_secs": VAD_STOP}, "user_speech_timeout_secs": SPEECH_TIMEOUT},
+        "turn_taking": {"vad": {"start_secs": VAD_START, "stop_secs": VAD_STOP},
+                        "user_speech_timeout_secs": SPEECH_TIMEOUT, "min_words": 1},
     }}
+    fakes = {"stt_ms": STT_MS, "llm_ms": LLM_MS, "tts_ms": TTS_MS, "ms_per_char": MS_PER_CHAR,
+             "lines": LINES, "reply": REPLY}
     pcms = [speak(line) for line in LINES]
-    proc = psutil.Process()
     out: list[dict] = []
-    pool = None
-    if not same_process:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        await asyncio.get_running_loop().run_in_executor(pool, run_callers, [], 0.0)  # start it now
     with tempfile.TemporaryDirectory() as tmp:
-        async with agent_stack(
-            Path(tmp), stt_script=LINES, llm=lambda body: Reply(text=REPLY), campaign_tweaks=tweaks,
-            deepgram_kwargs={"latency_ms": STT_MS}, openai_kwargs={"ttft_ms": LLM_MS},
-            elevenlabs_kwargs={"ttfb_ms": TTS_MS, "ms_per_char": MS_PER_CHAR},
-        ) as stack:
-            log("warm-up call (greeting spoken live by the TTS fake)")
-            warm = await run_level(stack, 1, min(seconds, 12.0), pcms, proc)
-            warmup = {"greeting_live_tts": warm["greeting_p50"], "v2v": warm["v2v_p50"],
+        async with process_stack(Path(tmp), workers=workers, fakes_config=fakes, campaign_tweaks=tweaks) as stack:
+            log(f"server up: {len(stack.workers())} worker process(es)")
+            log("warm-up: one call per worker (greeting spoken live by the TTS fake)")
+            warm = await run_level(stack, len(stack.workers()), min(seconds, 12.0), pcms)
+            warmup = {"greeting_live_tts_p50": warm["greeting_p50"], "v2v_p50": warm["v2v_p50"],
                       "violations": warm["violations"], "gaps": warm["gaps"]}
             await prefill_greeting(stack)
-            for n in levels:
-                log(f"level {n}: {n} simultaneous calls x {seconds:.0f} s")
-                level = await run_level(stack, n, seconds, pcms, proc, ramp_secs, pool)
-                level["clean"] = (level["gaps"] == 0 and level["violations"] == 0 and level["connect_errors"] == 0
-                                  and level["added_p95"] is not None and level["added_p95"] <= ADDED_P95_LIMIT)
+            for i, n in enumerate(levels):
+                log(f"level {n}: {n} calls x {seconds:.0f} s, starts spread over {ramp_secs:.0f} s")
+                profile_to = RESULTS / f"profile_{n}calls.txt" if profile and i == len(levels) - 1 else None
+                level = await run_level(stack, n, seconds, pcms, ramp_secs, profile_to)
+                level["clean"] = is_clean(level)
                 out.append(level)
                 log("  " + ", ".join(f"{k}={level[k]}" for k in (
-                    "violations", "gaps", "greeting_p95", "server_pipeline_started_p95", "v2v_p50", "v2v_p95", "added_p95",
-                    "cpu_per_call_sec", "rss_growth_per_call_mb", "loop_lag_max", "turns_measured")))
-                if level["gaps"] or (level["added_p95"] or 0) > ADDED_P95_LIMIT:
-                    log("  stopping: gaps or added p95 over 100 ms")
+                    "violations", "gaps", "greeting_p95", "v2v_p50", "v2v_p95", "added_p95", "barge_in_p95",
+                    "stale_media_after_clear", "barge_ins_without_clear", "server_cpu_per_call_sec",
+                    "server_cores_busy", "machine_cores_busy", "rss_growth_per_call_mb", "turns_measured")))
+                if not level["clean"]:
+                    log("  stopping: this level is not clean")
                     break
-                await asyncio.sleep(1.0)
-    if pool is not None:
-        pool.shutdown()
-    return out, warmup
+                await asyncio.sleep(2.0)
+            workers_seen = len(stack.workers())
+    return out, {**warmup, "workers": workers_seen}
 
 
 def ms(value: float | None) -> str:
@@ -280,28 +319,30 @@ def ms(value: float | None) -> str:
 def markdown(report: dict) -> str:
     lines = [
         f"# Capacity ({report['when']})", "",
-        f"Provider fakes: STT {STT_MS} ms, LLM TTFT {LLM_MS} ms, TTS TTFB {TTS_MS} ms "
-        f"({MS_PER_CHAR} ms/char); floor {FLOOR * 1000:.0f} ms. Calls: {report['call_secs']:.0f} s each, "
-        f"started {'all at once' if not report['ramp_secs'] else 'spread over %.1f s' % report['ramp_secs']}, "
-        "2-3 caller lines, greeting pre-synthesized. CPU and RSS: the server's process, which also runs the "
-        "three provider fakes; the emulated callers run "
-        f"{'in it too' if report['callers_in_process'] else 'in a separate process'}. Machine: "
-        f"{report['machine']['cpus']} CPUs, load avg before {report['machine']['loadavg_before']}.", "",
+        f"`server.py` with {report['warmup']['workers']} worker processes on {report['machine']['cpus']} CPUs "
+        f"(load avg before {report['machine']['loadavg_before']}); provider fakes in their own process: "
+        f"STT {STT_MS} ms, LLM TTFT {LLM_MS} ms, TTS TTFB {TTS_MS} ms ({MS_PER_CHAR} ms/char); floor "
+        f"{FLOOR * 1000:.0f} ms. Emulated callers in the benchmark's process. Calls: {report['call_secs']:.0f} s "
+        f"each, starts spread over {report['ramp_secs']:.0f} s; pre-synthesized greeting, 2-3 caller lines, one "
+        f"barge-in 1 s into a reply (VAD start {VAD_START * 1000:.0f} ms, target clear <= "
+        f"{BARGE_IN_LIMIT * 1000:.0f} ms). CPU per call-s: the server's processes only.", "",
         "| calls | viol. | gaps | greeting p50/p95 ms | v2v p50/p95 ms | added p50/p95/max ms | "
-        "server pipeline-start / first-audio p95 ms | turns | CPU s/call | CPU per call-s | RSS MB/call | loop lag p95/max ms | clean |",
-        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---|---|",
+        "barge-in clear p50/p95 ms | stale | turns | server CPU per call-s | server cores | all cores busy | "
+        "RSS MB/call | clean |",
+        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["levels"]:
         lines.append(
             f"| {r['calls']} | {r['violations']} | {r['gaps']} | {ms(r['greeting_p50'])} / {ms(r['greeting_p95'])} | "
             f"{ms(r['v2v_p50'])} / {ms(r['v2v_p95'])} | {ms(r['added_p50'])} / {ms(r['added_p95'])} / "
-            f"{ms(r['added_max'])} | {ms(r['server_pipeline_started_p95'])} / {ms(r['server_first_audio_p95'])} | "
-            f"{r['turns_measured']}/{r['turns_expected']} | {r['cpu_secs_per_call']:.2f} | "
-            f"{r['cpu_per_call_sec']:.4f} | {r['rss_growth_per_call_mb']:.2f} | "
-            f"{ms(r['loop_lag_p95'])} / {ms(r['loop_lag_max'])} | {'yes' if r['clean'] else 'no'} |")
+            f"{ms(r['added_max'])} | {ms(r['barge_in_p50'])} / {ms(r['barge_in_p95'])} | "
+            f"{r['stale_media_after_clear']} | {r['turns_measured']}/{r['turns_expected']} | "
+            f"{r['server_cpu_per_call_sec']:.4f} | {r['server_cores_busy']:.2f} | {r['machine_cores_busy']:.2f} | "
+            f"{r['rss_growth_per_call_mb']:.2f} | {'yes' if r['clean'] else 'no'} |")
     lines += ["", f"Highest clean level: **{report['highest_clean_level']}** concurrent calls "
-                  f"(clean = no gaps, no violations, added p95 <= {ADDED_P95_LIMIT * 1000:.0f} ms).",
-              f"Warm-up call, greeting spoken live by the TTS fake: {ms(report['warmup']['greeting_live_tts'])} ms "
+                  f"(clean = no gaps, violations or stale media, added p95 <= {ADDED_P95_LIMIT * 1000:.0f} ms, "
+                  f"barge-in p95 <= {BARGE_IN_LIMIT * 1000:.0f} ms).",
+              f"Warm-up calls, greeting spoken live by the TTS fake: {ms(report['warmup']['greeting_live_tts_p50'])} ms "
               "to first media.", ""]
     comp = report.get("transport_comparison")
     if comp:
@@ -351,15 +392,16 @@ def chart(levels: list[dict], path: Path) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", default="1,10,25,50", help="comma-separated concurrency levels")
+    parser.add_argument("--calls", default="1,25,50,100", help="comma-separated concurrency levels")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each call")
-    parser.add_argument("--ramp-secs", type=float, default=0.0,
+    parser.add_argument("--workers", type=int, default=0, help="server worker processes (0: one per core)")
+    parser.add_argument("--ramp-secs", type=float, default=10.0,
                         help="spread call starts over this many seconds (0: all at once)")
-    parser.add_argument("--same-process", action="store_true",
-                        help="run the emulated callers in the server's process (default: a separate process)")
+    parser.add_argument("--profile", action="store_true", help="py-spy the workers during the last level")
     parser.add_argument("--compare-calls", type=int, default=10, help="calls for the transport comparison (0: skip)")
     args = parser.parse_args()
     levels_wanted = [int(x) for x in args.calls.split(",") if x.strip()]
+    workers = args.workers or os.cpu_count() or 1
     setup_logging("WARNING")
     started = time.time()
     loadavg = [round(x, 2) for x in psutil.getloadavg()]
@@ -367,17 +409,16 @@ async def main() -> None:
     def log(text: str) -> None:
         print(f"[{time.time() - started:6.1f}s] {text}", flush=True)
 
-    levels, warmup = await run_levels(levels_wanted, args.seconds, log, args.ramp_secs, args.same_process)
+    levels, warmup = await run_levels(levels_wanted, args.seconds, log, args.ramp_secs, workers, args.profile)
     clean = [r["calls"] for r in levels if r["clean"]]
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": psutil.cpu_count(), "loadavg_before": loadavg},
         "provider_latency_ms": {"stt": STT_MS, "llm_ttft": LLM_MS, "tts_ttfb": TTS_MS, "tts_ms_per_char": MS_PER_CHAR},
-        "floor_secs": FLOOR, "call_secs": args.seconds, "ramp_secs": args.ramp_secs, "levels_requested": levels_wanted,
-        "callers_in_process": args.same_process,
-        "note": ("CPU and RSS are of the server's process, which also runs the three provider fakes; "
-                 + ("the emulated callers run in it too." if args.same_process
-                    else "the emulated callers run in a separate process (their CPU: caller_process_cpu_secs).")),
+        "floor_secs": FLOOR, "barge_in_limit_secs": BARGE_IN_LIMIT, "call_secs": args.seconds,
+        "ramp_secs": args.ramp_secs, "levels_requested": levels_wanted,
+        "note": ("server_cpu_*: the server's processes (supervisor + workers) only; the provider fakes and the "
+                 "emulated callers run in other processes (fakes_cpu_secs, callers_cpu_secs)."),
         "warmup": warmup, "levels": levels,
         "highest_clean_level": max(clean) if clean else 0,
     }

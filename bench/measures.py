@@ -22,6 +22,13 @@ def speech_end_offset(pcm: bytes, rate: int = 8000) -> float:
     return (voiced[-1] + 1) / rate if len(voiced) else 0.0
 
 
+def speech_start_offset(pcm: bytes, rate: int = 8000) -> float:
+    """Seconds from the start of `pcm` to its first clearly voiced sample."""
+    samples = np.abs(np.frombuffer(pcm, dtype=np.int16))
+    voiced = np.nonzero(samples > 500)[0]
+    return voiced[0] / rate if len(voiced) else 0.0
+
+
 def reply_latencies(result: EmulatorResult, speech_ends: list[float], within: float) -> list[float]:
     """The caller's view of each turn: from when the emulator sent the audio holding the end
     of the caller's speech (`speech_ends`, seconds into the call) to the first bot media after

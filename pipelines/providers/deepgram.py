@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncGenerator
 
+import httpx
+from deepgram import AsyncDeepgramClient
+
+import pipecat.services.deepgram.stt as pipecat_deepgram_stt
 from pipecat.frames.frames import Frame
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
 from bot.campaigns import STTConfig
 from bot.settings import Settings
 from pipelines.providers.background_connect import ConnectInBackground
+
+
+@functools.cache
+def shared_httpx_client() -> httpx.AsyncClient:
+    """One HTTP client per process for every call's Deepgram client. Building one loads the CA
+    bundle (~20 ms on the event loop, per call); the live STT never uses it anyway (it
+    streams over its own websocket)."""
+    return httpx.AsyncClient(timeout=60)
+
+
+class PooledAsyncDeepgramClient(AsyncDeepgramClient):
+    """AsyncDeepgramClient on the process's shared HTTP client; each call still gets its own
+    client object (and Deepgram session id)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("httpx_client", shared_httpx_client())
+        super().__init__(*args, **kwargs)
+
+
+# Pipecat's DeepgramSTTService builds its client from this module-level name and offers no
+# way to pass one in; point the name at the pooled client.
+pipecat_deepgram_stt.AsyncDeepgramClient = PooledAsyncDeepgramClient
 
 
 class BackgroundConnectDeepgramSTTService(ConnectInBackground, DeepgramSTTService):

@@ -1,0 +1,161 @@
+"""The agent as it is deployed, for benchmarks: `server.py` with WORKERS processes, the provider
+fakes in a process of their own, and the emulated callers in the benchmark's process.
+
+Each side's CPU is measured apart, so the server's cost per call is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.exotel_emulator import EmulatorConfig, ExotelEmulator  # noqa: E402
+from bot.local_server import free_port  # noqa: E402
+from bot.settings import Settings, load_settings  # noqa: E402
+from tests.agent_stack import write_campaigns  # noqa: E402
+
+
+@dataclass
+class ProcessStack:
+    settings: Settings
+    server: psutil.Process
+    fakes: psutil.Process
+    http: httpx.AsyncClient
+    log_path: Path
+    worker_pids: set[int]
+    custom_parameters: dict[str, str] = field(default_factory=lambda: {"name": "Rahul", "campaign": "real_estate"})
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.port}/media"
+
+    def emulator(self, **overrides: Any) -> ExotelEmulator:
+        overrides.setdefault("custom_parameters", dict(self.custom_parameters))
+        return ExotelEmulator(EmulatorConfig(url=self.ws_url, **overrides))
+
+    def server_processes(self) -> list[psutil.Process]:
+        return [self.server, *self.server.children(recursive=True)]
+
+    def workers(self) -> list[psutil.Process]:
+        """The processes serving requests (not uvicorn's supervisor or multiprocessing's helpers)."""
+        return [p for p in self.server_processes() if p.pid in self.worker_pids]
+
+    def server_cpu(self) -> float:
+        return _cpu(self.server_processes())
+
+    def fakes_cpu(self) -> float:
+        return _cpu([self.fakes])
+
+    def workers_rss(self) -> int:
+        return sum(_rss(p) for p in self.workers())
+
+    async def record(self, call_sid: str, wait_secs: float = 15.0) -> dict | None:
+        """The call's record once the server has completed it (None if it never did)."""
+        deadline = time.monotonic() + wait_secs
+        while time.monotonic() < deadline:
+            response = await self.http.get(f"/calls/{call_sid}")
+            if response.status_code == 200:
+                record = response.json()
+                if record.get("ended_at") or record.get("end_reason"):
+                    return record
+            await asyncio.sleep(0.2)
+        return None
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
+
+
+async def _read_json_line(proc: asyncio.subprocess.Process, timeout: float) -> dict:
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    if not line:
+        raise RuntimeError("the provider fakes exited before printing their URLs")
+    return json.loads(line)
+
+
+@asynccontextmanager
+async def process_stack(tmp: Path, *, workers: int, fakes_config: dict,
+                        campaign_tweaks: dict | None = None, **env: str) -> AsyncIterator[ProcessStack]:
+    """Start the fakes and `server.py` (WORKERS=`workers`), wait until it answers /health."""
+    fakes = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "bench" / "fake_providers.py"), json.dumps(fakes_config),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    server = None
+    try:
+        urls = await _read_json_line(fakes, 60)
+        port = free_port()
+        values = {
+            "host": "127.0.0.1", "port": port, "workers": workers, "log_level": "WARNING",
+            "deepgram_api_key": "test", "deepgram_base_url": urls["deepgram"],
+            "openai_api_key": "test", "openai_base_url": urls["openai"],
+            "elevenlabs_api_key": "test", "elevenlabs_base_url": urls["elevenlabs"],
+            "campaigns_dir": write_campaigns(tmp / "configs", campaign_tweaks), "data_dir": tmp / "data",
+            **env,
+        }
+        settings = load_settings(_env_file=None, **values)
+        child_env = {**os.environ, **{k.upper(): str(v) for k, v in values.items()}}
+        log_path = tmp / "server.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=child_env,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        # No keep-alive: each /health probe opens a new connection, which either worker may accept.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits) as http:
+            pids = await _wait_healthy(http, server, workers, log_path)
+            yield ProcessStack(settings, psutil.Process(server.pid), psutil.Process(fakes.pid), http, log_path, pids)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, server.wait, 30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        fakes.terminate()
+        await fakes.wait()
+
+
+async def _wait_healthy(http: httpx.AsyncClient, server: subprocess.Popen, workers: int, log_path: Path) -> set[int]:
+    """Until every worker has answered /health (each has finished its start-up warm-up); their pids."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < workers:
+        if server.poll() is not None:
+            raise RuntimeError(f"server.py exited ({server.returncode}): {log_path.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not healthy after 120 s; saw workers {sorted(seen)}")
+        try:
+            response = await http.get("/health")
+            if response.status_code == 200:
+                seen.add(response.json().get("worker_pid"))
+        except httpx.HTTPError:
+            await asyncio.sleep(0.2)
+    return seen
