@@ -129,9 +129,9 @@ async def run_call(
     finally:
         for task in background:
             task.cancel()
-        for observer in call.observers:
-            if hasattr(observer, "stop"):
-                observer.stop()
+        for watcher in call.observers.watchers:
+            if hasattr(watcher, "stop"):
+                watcher.stop()
         if call.recorder is not None:
             recording = await call.recorder.finish()
             session.recording_path = str(recording) if recording else None

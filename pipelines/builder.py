@@ -11,13 +11,12 @@ campaign's questions and extracts the answers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loguru import logger
 
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame
-from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -41,6 +40,7 @@ from pipelines.call_tap import CallTap
 from pipelines.dtmf_actions import DTMFActions
 from pipelines.exotel_transport import ExotelTransport
 from pipelines.fillers import FillerInjector
+from pipelines.call_observers import CallObservers
 from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
@@ -52,7 +52,7 @@ from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.recorder import CallRecorder
 from pipelines.tools import AgentTools, tools_schema
-from pipelines.turn_metrics import TurnMetricsObserver
+from pipelines.turn_metrics import TurnMetrics
 from pipelines.voicemail import VoicemailDetector
 
 OFFLINE_VOICE = DEFAULT_VOICE
@@ -67,7 +67,7 @@ class CallPipeline:
     context: LLMContext
     injector: FillerInjector
     tts_config: TTSConfig
-    observers: list[BaseObserver] = field(default_factory=list)
+    observers: CallObservers
     recorder: CallRecorder | None = None
 
 
@@ -175,17 +175,18 @@ def build_call_pipeline(
         processors.append(recorder.processor)
     processors.append(aggregators.assistant())
 
-    observers: list[BaseObserver] = [
-        TurnMetricsObserver(session, campaign.turn_taking.vad.stop_secs),
+    observers = CallObservers([
+        TurnMetrics(session, campaign.turn_taking.vad.stop_secs),
         IdleWatcher(campaign.idle, control),
-    ]
+    ])
     worker = PipelineWorker(
         Pipeline(processors),
         params=PipelineParams(
             audio_in_sample_rate=session.pipeline_in_rate, audio_out_sample_rate=rate,
             enable_metrics=True,
         ),
-        observers=observers,
+        observers=[observers],
+        enable_turn_tracking=False,  # nothing here reads Pipecat's turn tracker; it is one more observer
         idle_timeout_secs=None,  # the call's own limits (idle watcher, max duration) decide
         enable_rtvi=False,
         conversation_id=session.call_sid,

@@ -1,6 +1,6 @@
 """Silence handling: re-prompt a quiet caller, then hang up politely.
 
-Watches the call from outside the pipeline (a Pipecat observer). The silence clock runs
+Watches the call from outside the pipeline (via pipelines.call_observers). The silence clock runs
 while neither side speaks: after the bot's last words were heard (BotStoppedSpeaking
 follows the caller's ears) or after the caller's last words.
 """
@@ -18,18 +18,17 @@ from pipecat.frames.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.base_observer import FramePushed
 
 from bot.campaigns import IdleConfig
 from pipelines.call_control import CallControl
 
 
-class IdleWatcher(BaseObserver):
+class IdleWatcher:
     """Re-prompts after `reprompt_after_secs` of silence; hangs up after the last re-prompt
     or `hangup_after_secs` without hearing the caller."""
 
-    def __init__(self, config: IdleConfig, control: CallControl, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, config: IdleConfig, control: CallControl):
         self._config = config
         self._control = control
         self._timer: asyncio.Task | None = None

@@ -1,4 +1,4 @@
-"""Per-turn latency figures, watched from outside the pipeline (a Pipecat observer).
+"""Per-turn latency figures, watched from outside the pipeline (via pipelines.call_observers).
 
 For each caller turn: when the caller stopped speaking (VAD stop minus its stop_secs), the
 final transcript, the LLM's first token, the TTS's first audio, and BotStartedSpeaking (the
@@ -24,7 +24,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import TTFBMetricsData
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.base_observer import FramePushed
 
 from bot.call_session import CallSession
 
@@ -37,11 +37,10 @@ def _provider_kind(processor_name: str) -> str | None:
     return None
 
 
-class TurnMetricsObserver(BaseObserver):
+class TurnMetrics:
     """Fills `session.turns` with one dict per answered caller turn."""
 
-    def __init__(self, session: CallSession, vad_stop_secs: float, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, session: CallSession, vad_stop_secs: float):
         self._session = session
         self._vad_stop_secs = vad_stop_secs
         self._turn: dict[str, Any] | None = None
