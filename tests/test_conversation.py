@@ -91,6 +91,8 @@ async def test_full_qualification_call(tmp_path):
     # Deepgram got the campaign's model, language and keyterms; ElevenLabs its voice.
     query = stack.deepgram.accepted[0].query
     assert query["model"] == "nova-3" and query["language"] == "en-IN" and query["sample_rate"] == "8000"
+    # Raw PCM is not worth deflating: the STT socket offers no per-message compression.
+    assert "sec-websocket-extensions" not in stack.deepgram.accepted[0].headers
     # Per-turn metrics: voice-to-voice measured for every answered turn.
     answered = [t for t in session.turns if "voice_to_voice" in t]
     assert len(answered) >= 2

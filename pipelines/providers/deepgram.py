@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncGenerator
 
+import deepgram.listen.v1.client as deepgram_listen_client
+import deepgram.listen.v1.raw_client as deepgram_listen_raw_client
 import httpx
 from deepgram import AsyncDeepgramClient
 
@@ -37,6 +39,19 @@ class PooledAsyncDeepgramClient(AsyncDeepgramClient):
 # Pipecat's DeepgramSTTService builds its client from this module-level name and offers no
 # way to pass one in; point the name at the pooled client.
 pipecat_deepgram_stt.AsyncDeepgramClient = PooledAsyncDeepgramClient
+
+_sdk_connect = deepgram_listen_client.websockets_client_connect
+
+
+def connect_without_compression(url: str, extra_headers=None, **kwargs):
+    """The SDK's websocket connect, minus per-message deflate: the stream is raw PCM, which
+    barely compresses, and deflating every 100 ms chunk costs CPU and a zlib window per call.
+    (The SDK's own transport hook, deepgram.transport.install_transport, swaps this same name.)"""
+    return _sdk_connect(url, extra_headers=extra_headers, compression=None, **kwargs)
+
+
+for _module in (deepgram_listen_client, deepgram_listen_raw_client):
+    _module.websockets_client_connect = connect_without_compression
 
 
 class BackgroundConnectDeepgramSTTService(ConnectInBackground, DeepgramSTTService):
