@@ -26,7 +26,7 @@ Per level:
 
 Levels go up until one is not clean (gaps, violations, added p95 > 100 ms, or barge-in over
 target); the highest clean level is reported. `--profile` records the server's workers with
-py-spy while the last level runs (bench/results/profile_*.txt, collapsed stacks). Then (unless
+py-spy during every level (bench/results/profile_*.txt, collapsed stacks). Then (unless
 --compare-calls 0) bench/transport_compare.py runs our transport and Pipecat's built-in one side
 by side on the same TTS-free audio.
 
@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -155,6 +156,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
                     profile_to: Path | None = None) -> dict:
     gc.collect()
     me = psutil.Process()
+    stalls0 = sum(h["loop_lag"]["stalls"] for h in (await stack.worker_health()).values())
     rss0 = stack.workers_rss()
     cpu0, fakes0, callers0 = stack.server_cpu(), stack.fakes_cpu(), sum(me.cpu_times()[:2])
     t0 = time.monotonic()
@@ -172,6 +174,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         wall = time.monotonic() - t0
         cpu = stack.server_cpu() - cpu0
         fakes_cpu, callers_cpu = stack.fakes_cpu() - fakes0, sum(me.cpu_times()[:2]) - callers0
+    health = await stack.worker_health()
     for profiler in profilers:
         profiler.wait()
     records = await asyncio.gather(*(stack.record(emu.config.call_sid) for emu, _ in emus))
@@ -237,6 +240,10 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "rss_before_mb": round(rss0 / 2**20, 1),
         "rss_peak_mb": round(sampler.peak_rss / 2**20, 1),
         "rss_growth_per_call_mb": round((sampler.peak_rss - rss0) / n / 2**20, 2),
+        "calls_per_worker": sorted(Counter(r["metrics"].get("worker_pid") for r in records if r).values()),
+        "worker_loop_lag_p95_ms": sorted(h["loop_lag"]["p95_ms"] for h in health.values()),
+        "worker_loop_lag_max_ms": sorted(h["loop_lag"]["max_ms"] for h in health.values()),
+        "worker_loop_stalls_over_100ms": sum(h["loop_lag"]["stalls"] for h in health.values()) - stalls0,
         "callers_loop_lag_p95": r4(percentile(sampler.lags, 95)),
         "callers_loop_lag_max": r4(max(sampler.lags) if sampler.lags else None),
     }
@@ -294,16 +301,18 @@ async def run_levels(levels: list[int], seconds: float, log, ramp_secs: float, w
             warmup = {"greeting_live_tts_p50": warm["greeting_p50"], "v2v_p50": warm["v2v_p50"],
                       "violations": warm["violations"], "gaps": warm["gaps"]}
             await prefill_greeting(stack)
-            for i, n in enumerate(levels):
+            for n in levels:
                 log(f"level {n}: {n} calls x {seconds:.0f} s, starts spread over {ramp_secs:.0f} s")
-                profile_to = RESULTS / f"profile_{n}calls.txt" if profile and i == len(levels) - 1 else None
+                profile_to = RESULTS / f"profile_{n}calls.txt" if profile else None
                 level = await run_level(stack, n, seconds, pcms, ramp_secs, profile_to)
                 level["clean"] = is_clean(level)
                 out.append(level)
                 log("  " + ", ".join(f"{k}={level[k]}" for k in (
                     "violations", "gaps", "greeting_p95", "v2v_p50", "v2v_p95", "added_p95", "barge_in_p95",
                     "stale_media_after_clear", "barge_ins_without_clear", "server_cpu_per_call_sec",
-                    "server_cores_busy", "machine_cores_busy", "rss_growth_per_call_mb", "turns_measured")))
+                    "server_cores_busy", "machine_cores_busy", "rss_growth_per_call_mb", "turns_measured",
+                    "calls_per_worker", "worker_loop_lag_p95_ms", "worker_loop_lag_max_ms",
+                    "worker_loop_stalls_over_100ms")))
                 if not level["clean"]:
                     log("  stopping: this level is not clean")
                     break

@@ -64,6 +64,16 @@ class ProcessStack:
     def workers_rss(self) -> int:
         return sum(_rss(p) for p in self.workers())
 
+    async def worker_health(self, tries: int = 40) -> dict[int, dict]:
+        """/health of each worker (new connections until every worker has answered)."""
+        seen: dict[int, dict] = {}
+        for _ in range(tries):
+            body = (await self.http.get("/health")).json()
+            seen[body["worker_pid"]] = body
+            if len(seen) >= len(self.worker_pids):
+                break
+        return seen
+
     async def record(self, call_sid: str, wait_secs: float = 15.0) -> dict | None:
         """The call's record once the server has completed it (None if it never did)."""
         deadline = time.monotonic() + wait_secs

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from bot import __version__
 from bot.call_sink import CallSink
+from bot.loop_monitor import LoopLagMonitor
 from bot.campaigns import CampaignBook
 from bot.routers import calls, exotel_connect, health, media, webhooks
 from bot.settings import Settings
@@ -99,15 +100,18 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.to_thread(load_voice, voice)
         _warm_up(settings, campaigns)
         await _open_services(app, settings)
+        app.state.loop_monitor.start()
         try:
             yield
         finally:
+            await app.state.loop_monitor.stop()
             await _close_services(app)
 
     app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.campaigns = campaigns
     app.state.live_calls = {}  # this process's live sessions, for /health only
+    app.state.loop_monitor = LoopLagMonitor()
     app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
     app.state.store = None
     app.state.dialer = None

@@ -24,19 +24,18 @@ def _settings(**overrides):
 
 @app.command()
 def serve() -> None:
-    """Run the server (same as `python server.py`)."""
-    import uvicorn
-
+    """Run the server (same as `python server.py`; WORKERS processes)."""
     from bot.app import create_app
+    from bot.workers import run_server
 
     settings = _settings()
     setup_logging(settings.log_level)
     try:
-        web_app = create_app(settings)
+        create_app(settings)  # fail fast on a bad campaign file, before starting workers
     except CampaignError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="warning", ws_per_message_deflate=False)
+    run_server(settings)
 
 
 @app.command()

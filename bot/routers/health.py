@@ -9,5 +9,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health(request: Request) -> dict:
-    """Up, with the number of live calls in this worker process (and which process answered)."""
-    return {"status": "ok", "live_calls": len(request.app.state.live_calls), "worker_pid": os.getpid()}
+    """Up, with this worker process's live calls and event-loop lag (and which process answered)."""
+    state = request.app.state
+    return {"status": "ok", "live_calls": len(state.live_calls), "worker_pid": os.getpid(),
+            "loop_lag": state.loop_monitor.summary()}
