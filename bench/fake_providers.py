@@ -1,7 +1,8 @@
 """The three provider fakes (Deepgram, OpenAI, ElevenLabs) in a process of their own.
 
 Run by bench/process_stack.py so the fakes' CPU is not charged to the server. Prints one JSON
-line with the fakes' base URLs, then serves until SIGTERM/SIGINT:
+line with the fakes' base URLs, then serves until SIGTERM/SIGINT; on SIGUSR1 it prints its
+event-loop lag (a lagging fake would show up as latency the server did not add):
 
     python bench/fake_providers.py '{"stt_ms": 150, "llm_ms": 350, "tts_ms": 150, "ms_per_char": 30,
                                      "lines": [...], "reply": "..."}'
@@ -22,6 +23,7 @@ from bot.fakes.deepgram import FakeDeepgram  # noqa: E402
 from bot.fakes.elevenlabs import FakeElevenLabs  # noqa: E402
 from bot.fakes.openai_chat import FakeOpenAI, Reply  # noqa: E402
 from bot.logging_setup import setup_logging  # noqa: E402
+from bot.loop_monitor import LoopLagMonitor  # noqa: E402
 
 
 async def serve(config: dict) -> None:
@@ -29,6 +31,9 @@ async def serve(config: dict) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    monitor = LoopLagMonitor(warn_ms=1e9)
+    monitor.start()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(json.dumps(monitor.summary()), flush=True))
     reply = config["reply"]
     async with (
         FakeDeepgram(config["lines"], api_key="test", latency_ms=config["stt_ms"]) as deepgram,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ class ProcessStack:
     settings: Settings
     server: psutil.Process
     fakes: psutil.Process
+    fakes_stdout: asyncio.StreamReader
     http: httpx.AsyncClient
     log_path: Path
     worker_pids: set[int]
@@ -63,6 +65,11 @@ class ProcessStack:
 
     def workers_rss(self) -> int:
         return sum(_rss(p) for p in self.workers())
+
+    async def fakes_loop_lag(self) -> dict:
+        """The fakes' event-loop lag over the last minute (p50/p95/max ms)."""
+        self.fakes.send_signal(signal.SIGUSR1)
+        return json.loads(await asyncio.wait_for(self.fakes_stdout.readline(), 10))
 
     async def worker_health(self, tries: int = 40) -> dict[int, dict]:
         """/health of each worker (new connections until every worker has answered)."""
@@ -141,7 +148,8 @@ async def process_stack(tmp: Path, *, workers: int, fakes_config: dict,
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits) as http:
             pids = await _wait_healthy(http, server, workers, log_path)
-            yield ProcessStack(settings, psutil.Process(server.pid), psutil.Process(fakes.pid), http, log_path, pids)
+            yield ProcessStack(settings, psutil.Process(server.pid), psutil.Process(fakes.pid), fakes.stdout, http,
+                               log_path, pids)
     finally:
         if server is not None:
             server.terminate()
