@@ -193,7 +193,19 @@ def build_call_pipeline(
     )
     control.attach(worker, injector)
     _record_transcript(aggregators, session)
+    if campaign.turn_taking.interruptions:
+        _clear_at_turn_start(aggregators, transport)
     return CallPipeline(worker, control, context, injector, tts_config, observers, recorder)
+
+
+def _clear_at_turn_start(aggregators: LLMContextAggregatorPair, transport: ExotelTransport) -> None:
+    """Barge-in: `clear` the caller's playback the moment the caller's turn starts, not only
+    once the InterruptionFrame has hopped down to the transport (see ExotelOutputTransport.clear_now)."""
+    output = transport.output()
+
+    @aggregators.user().event_handler("on_user_turn_started")
+    async def _clear_playback(_aggregator, _strategy):
+        await output.clear_now()
 
 
 def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSession) -> None:

@@ -130,6 +130,11 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
             await self._client.trigger_client_disconnected()
 
 
+# How long audio is dropped after an early `clear` while the InterruptionFrame catches up
+# (normally milliseconds; the bound only matters if it never comes).
+EARLY_CLEAR_HOLD_SECS = 1.0
+
+
 class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     """Sends Exotel-sized media paced by a model of the caller's playback."""
 
@@ -142,6 +147,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._played_until = 0.0  # monotonic time when audio sent so far ends at the caller
         self._marks_trusted = True
         self.first_audio_sent_at: float | None = None
+        self._cleared_early_at: float | None = None
 
     @property
     def serializer(self) -> ExotelFrameSerializer:
@@ -161,6 +167,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected:
             return False
+        if self._cleared_early_at is not None:
+            if time.monotonic() - self._cleared_early_at < EARLY_CLEAR_HOLD_SECS:
+                return True  # interrupted: the InterruptionFrame that flushes this is on its way
+            self._cleared_early_at = None
         serializer = self.serializer
         before = serializer.stats["bytes_out"]
         messages = await serializer.serialize_many(frame)
@@ -183,12 +193,32 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             or self._played_until > time.monotonic()
         )
 
+    async def clear_now(self) -> None:
+        """Barge-in, ahead of the InterruptionFrame: `clear` the caller's playback at once.
+
+        The user aggregator calls this (through its on_user_turn_started event) as it
+        broadcasts the interruption, which then still has to hop through the LLM, TTS and
+        filler processors before it reaches this transport; under load each hop waits its
+        turn on the event loop. Until it arrives, audio already on its way here is dropped,
+        so nothing stale follows the `clear`."""
+        if self._audio_possibly_queued() and self._client.is_connected:
+            self._cleared_early_at = time.monotonic()
+            self._played_until = 0.0
+            await self._send_clear()
+
+    async def _send_clear(self) -> None:
+        await self._client.send(await self.serializer.clear())
+        self._transport.clears_sent_at.append(time.monotonic())
+
     # -------------------------------------------------------------- frames
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         if isinstance(frame, InterruptionFrame):
-            if self._audio_possibly_queued() and self._client.is_connected:
-                await self._client.send(await self.serializer.clear())
-                self._transport.clears_sent_at.append(time.monotonic())
+            already_cleared = self._cleared_early_at is not None  # and nothing sent since
+            if already_cleared:
+                self._transport.early_clear_leads.append(time.monotonic() - self._cleared_early_at)
+            if not already_cleared and self._audio_possibly_queued() and self._client.is_connected:
+                await self._send_clear()
+            self._cleared_early_at = None
             self._played_until = 0.0
             # Skip FastAPIWebsocketOutputTransport's handler: it would send a second clear.
             await BaseOutputTransport.process_frame(self, frame, direction)
@@ -264,6 +294,7 @@ class ExotelTransport(BaseTransport):
         self._params = params
         self.call_sid = call_sid
         self.clears_sent_at: list[float] = []
+        self.early_clear_leads: list[float] = []  # per early clear: how long before the InterruptionFrame
         callbacks = FastAPIWebsocketCallbacks(
             on_client_connected=self._on_client_connected,
             on_client_disconnected=self._on_client_disconnected,

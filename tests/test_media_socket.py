@@ -127,6 +127,9 @@ async def test_barge_in_sends_clear_at_once_and_nothing_stale(live_server):
     assert result.played_secs < 3.0
     session = await wait_finished(live_server, emu.config.call_sid)
     assert session.metrics["clears_sent"] == 1
+    # The clear left as the caller's turn started, ahead of the InterruptionFrame's trip
+    # through the pipeline to the transport.
+    assert len(session.metrics["early_clear_leads_ms"]) == 1 and session.metrics["early_clear_leads_ms"][0] >= 0
 
 
 async def test_bot_stopped_speaking_follows_the_callers_ears(live_server):
