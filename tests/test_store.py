@@ -470,3 +470,37 @@ async def test_resume_reports_dialling_leads_instead_of_redialling(backend: Back
             assert await resumed.finish_lead(lead.id, "done")
     assert await resumed.unfinished_runs() == []
     assert (await resumed.run_progress(run.id)).counts["done"] == 4
+
+
+async def test_live_progress_is_saved_at_most_every_interval_latest_state_wins(tmp_path):
+    """A hundred calls on one SQLite file must not queue on its lock: a live call's transcript
+    is written at most once per interval (the newest lines win), and not after hang-up."""
+    from bot.call_session import CallSession
+    from bot.routers.media import ProgressSaver
+    from serializers.exotel_events import StreamStart
+
+    store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", migrate=True)
+    try:
+        session = CallSession.from_handshake(StreamStart(stream_sid="s", call_sid="CA-progress"), {})
+        saver = ProgressSaver(store, session, every_secs=1.0)
+        session.on_update = saver
+
+        async def lines_saved() -> int:
+            record = await store.find_call("CA-progress")
+            return len(record.transcript) if record else 0
+
+        for i in range(5):
+            session.add_transcript("user", f"line {i}")
+        await asyncio.sleep(0.3)
+        assert await lines_saved() == 5  # the first save goes at once, with everything so far
+        session.add_transcript("assistant", "line 5")
+        await asyncio.sleep(0.3)
+        assert await lines_saved() == 5  # the next waits for the interval...
+        await asyncio.sleep(1.0)
+        assert await lines_saved() == 6  # ...then saves the latest state
+        session.add_transcript("user", "line 6")
+        saver.cancel()  # hang-up: the completed record is written instead
+        await asyncio.sleep(1.3)
+        assert await lines_saved() == 6
+    finally:
+        await store.close()

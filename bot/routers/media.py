@@ -17,6 +17,7 @@ from bot.settings import Settings
 
 router = APIRouter(tags=["media"])
 POLICY_VIOLATION = 1008
+PROGRESS_SAVE_EVERY_SECS = 2.0
 
 
 @router.websocket("/media")
@@ -60,7 +61,7 @@ async def media_stream(websocket: WebSocket) -> None:
         f"start={'yes' if handshake.had_start else 'no (media first)'}"
     )
     if store is not None:
-        session.on_update = _progress_saver(store, session)
+        session.on_update = ProgressSaver(store, session)
     live_calls: dict = websocket.app.state.live_calls
     live_calls[session.call_sid] = session
     try:
@@ -76,25 +77,47 @@ async def media_stream(websocket: WebSocket) -> None:
         await _close_quietly(websocket, 1011)
     finally:
         live_calls.pop(session.call_sid, None)
+        if isinstance(session.on_update, ProgressSaver):
+            session.on_update.cancel()
         await websocket.app.state.call_sink.call_finished(session)
 
 
-def _progress_saver(store, session: CallSession):
-    """Save the transcript as it grows, off the audio path (one write in flight at a time)."""
-    pending: dict[str, asyncio.Task | None] = {"task": None}
+class ProgressSaver:
+    """Save a live call's transcript as it grows, off the audio path: at most one write per
+    call every PROGRESS_SAVE_EVERY_SECS (the latest state wins), never two at once, none
+    after hang-up (the completed record is written then). With a hundred calls on one SQLite
+    file, a write per transcript line queued the writers on the file's lock and left a new
+    call's lead lookup waiting ~1 s for a pooled connection."""
 
-    async def save() -> None:
+    def __init__(self, store, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
+        self._store, self._session, self._every = store, session, every_secs
+        self._task: asyncio.Task | None = None
+        self._last_saved = 0.0
+        self._writing = False
+
+    def __call__(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._save_when_due())
+
+    def cancel(self) -> None:
+        """Drop a save still waiting its turn (one already writing finishes: never cut a
+        transaction off half-way)."""
+        if self._task is not None and not self._writing:
+            self._task.cancel()
+
+    async def _save_when_due(self) -> None:
+        delay = self._last_saved + self._every - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._last_saved = time.monotonic()
+        session = self._session
+        self._writing = True
         try:
-            await store.save_progress(session.call_sid, session.transcript, session.collected)
+            await self._store.save_progress(session.call_sid, list(session.transcript), dict(session.collected))
         except Exception as error:
             logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
-
-    def schedule() -> None:
-        task = pending["task"]
-        if task is None or task.done():
-            pending["task"] = asyncio.create_task(save())
-
-    return schedule
+        finally:
+            self._writing = False
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:
