@@ -156,7 +156,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
                     profile_to: Path | None = None) -> dict:
     gc.collect()
     me = psutil.Process()
-    stalls0 = sum(h["loop_lag"]["stalls"] for h in (await stack.worker_health()).values())
+    stalls0 = sum(h.get("loop_lag", {}).get("stalls", 0) for h in (await stack.worker_health()).values())
     rss0 = stack.workers_rss()
     cpu0, fakes0, callers0 = stack.server_cpu(), stack.fakes_cpu(), sum(me.cpu_times()[:2])
     t0 = time.monotonic()
@@ -242,9 +242,9 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "rss_peak_mb": round(sampler.peak_rss / 2**20, 1),
         "rss_growth_per_call_mb": round((sampler.peak_rss - rss0) / n / 2**20, 2),
         "calls_per_worker": sorted(Counter(r["metrics"].get("worker_pid") for r in records if r).values()),
-        "worker_loop_lag_p95_ms": sorted(h["loop_lag"]["p95_ms"] for h in health.values()),
-        "worker_loop_lag_max_ms": sorted(h["loop_lag"]["max_ms"] for h in health.values()),
-        "worker_loop_stalls_over_100ms": sum(h["loop_lag"]["stalls"] for h in health.values()) - stalls0,
+        "worker_loop_lag_p95_ms": sorted(h.get("loop_lag", {}).get("p95_ms", -1) for h in health.values()),
+        "worker_loop_lag_max_ms": sorted(h.get("loop_lag", {}).get("max_ms", -1) for h in health.values()),
+        "worker_loop_stalls_over_100ms": sum(h.get("loop_lag", {}).get("stalls", 0) for h in health.values()) - stalls0,
         "fakes_loop_lag_p95_ms": fakes_lag["p95_ms"],
         "fakes_loop_lag_max_ms": fakes_lag["max_ms"],
         "callers_loop_lag_p95": r4(percentile(sampler.lags, 95)),
