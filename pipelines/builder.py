@@ -1,8 +1,10 @@
 """Campaign + call session + transport -> the call's Pipecat pipeline.
 
 transport in -> tap -> DTMF keys -> Deepgram STT -> voicemail check -> user turn (Silero VAD,
-owned by the aggregator) -> OpenAI LLM (tools) -> TTS -> filler/prepared audio -> transport out
--> assistant turn. Pipecat's native interruption stops the bot when the caller speaks.
+owned by the aggregator) -> [caller audio stops here] -> OpenAI LLM (tools) -> TTS ->
+filler/prepared audio -> transport out -> assistant turn. Pipecat's native interruption stops
+the bot when the caller speaks (the transport sends `clear` as the caller's turn starts). The
+stereo recording is fed from the transport's edges (tap and transport out), not by a processor.
 
 Providers whose key is missing fall back to offline stand-ins (or a campaign picks them):
 TTS -> Piper's bundled voice, STT -> Whisper tiny.en (bundled), LLM -> a scripted agent that asks the
@@ -41,6 +43,7 @@ from pipelines.dtmf_actions import DTMFActions
 from pipelines.exotel_transport import ExotelTransport
 from pipelines.fillers import FillerInjector
 from pipelines.call_observers import CallObservers
+from pipelines.caller_audio_stop import CallerAudioStop
 from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
@@ -150,9 +153,14 @@ def build_call_pipeline(
         ),
     )
     injector = FillerInjector(after_ms=campaign.fillers.after_ms, sample_rate=rate)
+    recorder = None
+    if campaign.record:
+        path = settings.data_dir / "recordings" / f"{session.call_sid}.wav"
+        recorder = CallRecorder(path, session.pipeline_in_rate, bot_sample_rate=rate)
+        transport.output().recorder = recorder
     processors: list[FrameProcessor] = [
         transport.input(),
-        CallTap(session),
+        CallTap(session, recorder),
         DTMFActions(campaign.dtmf, control),
     ]
     if openai:
@@ -166,14 +174,8 @@ def build_call_pipeline(
         processors += [WhisperSTTService(sample_rate=session.pipeline_in_rate)]
     if campaign.voicemail.enabled:
         processors += [VoicemailDetector(campaign.voicemail, control)]
-    processors += [aggregators.user(), llm]
-    processors += [build_tts(tts_config, settings, rate), injector, transport.output()]
-    recorder = None
-    if campaign.record:
-        path = settings.data_dir / "recordings" / f"{session.call_sid}.wav"
-        recorder = CallRecorder(path, session.pipeline_in_rate)
-        processors.append(recorder.processor)
-    processors.append(aggregators.assistant())
+    processors += [aggregators.user(), CallerAudioStop(), llm]
+    processors += [build_tts(tts_config, settings, rate), injector, transport.output(), aggregators.assistant()]
 
     observers = CallObservers([
         TurnMetrics(session, campaign.turn_taking.vad.stop_secs),

@@ -14,24 +14,29 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.call_session import CallSession
+from pipelines.recorder import CallRecorder
 
 
 class CallTap(FrameProcessor):
-    """Counts caller audio, records DTMF digits and when the bot started/stopped speaking.
+    """Counts caller audio (and hands it to the call's recorder), records DTMF digits and
+    when the bot started/stopped speaking.
 
     Sits right after the input transport, so it sees bot-speaking frames on their way
     upstream; BotStoppedSpeaking arrives once the caller has heard the utterance (the
     Exotel transport holds it for the mark). Passes every frame on unchanged.
     """
 
-    def __init__(self, session: CallSession, **kwargs):
+    def __init__(self, session: CallSession, recorder: CallRecorder | None = None, **kwargs):
         super().__init__(**kwargs)
         self._session = session
+        self._recorder = recorder
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
             self._session.inbound_audio_bytes += len(frame.audio)
+            if self._recorder is not None:
+                self._recorder.add_caller_audio(frame.audio)
         elif isinstance(frame, InputDTMFFrame):
             self._session.dtmf.append(frame.button.value)
         elif isinstance(frame, BotStartedSpeakingFrame) and direction == FrameDirection.UPSTREAM:

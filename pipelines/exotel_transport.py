@@ -43,6 +43,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
 )
+from pipelines.recorder import CallRecorder
 from serializers.exotel import ExotelFrameSerializer, ExotelStopFrame
 
 
@@ -148,6 +149,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._marks_trusted = True
         self.first_audio_sent_at: float | None = None
         self._cleared_early_at: float | None = None
+        self.recorder: CallRecorder | None = None  # set by the pipeline builder when the call is recorded
 
     @property
     def serializer(self) -> ExotelFrameSerializer:
@@ -172,6 +174,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 return True  # interrupted: the InterruptionFrame that flushes this is on its way
             self._cleared_early_at = None
         serializer = self.serializer
+        if self.recorder is not None:
+            await self.recorder.add_bot_audio(frame.audio, self._played_until - time.monotonic())
         before = serializer.stats["bytes_out"]
         messages = await serializer.serialize_many(frame)
         if messages:
@@ -207,6 +211,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             await self._send_clear()
 
     async def _send_clear(self) -> None:
+        if self.recorder is not None:
+            self.recorder.cut_bot_audio()
         await self._client.send(await self.serializer.clear())
         self._transport.clears_sent_at.append(time.monotonic())
 

@@ -1,8 +1,16 @@
-"""A stereo WAV per call (caller left, bot right), written as the call goes.
+"""A stereo WAV per call (caller left, bot right): what was heard on the line, written as the
+call goes.
 
-Pipecat's AudioBufferProcessor lines up caller and bot audio; every few seconds its
-buffer is appended to the file in a worker thread (no file I/O on the event loop, no whole
-call held in memory). The WAV header is finalised at hang-up.
+Fed by the transport's edges rather than by a processor in the pipeline: the caller's audio as
+it arrives (CallTap), the bot's audio as it is sent to Exotel, placed where it will play
+(ExotelOutputTransport), and cut where a barge-in `clear` stopped it. So the recording is what
+the caller heard, and caller audio need not travel the whole pipeline just to reach a recorder
+at its end (the hops it skips were ~1/3 of a call's frame traffic).
+
+The caller's stream is continuous, so its length is the timeline; bot audio lands at that
+position plus however far ahead of the caller's ears it was sent. Every few seconds the part
+both tracks have is appended to the file in a worker thread (no file I/O on the event loop,
+no whole call held in memory); the header is finalised at hang-up.
 """
 
 from __future__ import annotations
@@ -11,30 +19,32 @@ import asyncio
 import wave
 from pathlib import Path
 
-from loguru import logger
+import numpy as np
 
-from pipecat.processors.audio.audio_buffer_processor import AudioBufferProcessor
+from pipecat.audio.utils import create_stream_resampler
 
 FLUSH_EVERY_SECS = 5
 
 
 class CallRecorder:
-    """Owns one call's recording: the buffer processor for the pipeline and the WAV file."""
+    """One call's two-track recording at `sample_rate` (the pipeline's input rate)."""
 
-    def __init__(self, path: Path, sample_rate: int):
+    def __init__(self, path: Path, sample_rate: int, bot_sample_rate: int | None = None):
         self.path = path
         self._rate = sample_rate
+        self._bot_rate = bot_sample_rate or sample_rate
+        self._resampler = create_stream_resampler() if self._bot_rate != sample_rate else None
+        self._caller = bytearray()  # not yet written
+        self._bot = bytearray()  # not yet written; starts where _caller starts
         self._wav: wave.Wave_write | None = None
-        self._writes: asyncio.Lock = asyncio.Lock()
+        self._writes = asyncio.Lock()
+        self._flushing: asyncio.Task | None = None
+        self._recording = False
         self.bytes_written = 0
-        self.processor = AudioBufferProcessor(
-            sample_rate=sample_rate, num_channels=2, buffer_size=sample_rate * 2 * 2 * FLUSH_EVERY_SECS
-        )
-        self.processor.event_handler("on_audio_data")(self._on_audio)
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        await self.processor.start_recording()
+        self._recording = True
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,19 +54,55 @@ class CallRecorder:
         wav.setframerate(self._rate)
         self._wav = wav
 
-    async def _on_audio(self, _processor, audio: bytes, _sample_rate: int, _channels: int) -> None:
-        if not audio or self._wav is None:
+    # -- the two tracks ---------------------------------------------------------------------
+
+    def add_caller_audio(self, pcm: bytes) -> None:
+        if not self._recording:
             return
+        self._caller += pcm
+        if len(self._caller) >= self._rate * 2 * FLUSH_EVERY_SECS and (self._flushing is None or self._flushing.done()):
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def add_bot_audio(self, pcm: bytes, plays_in_secs: float = 0.0) -> None:
+        """Bot audio sent now, to be heard `plays_in_secs` from now."""
+        if not self._recording or not pcm:
+            return
+        if self._resampler is not None:
+            pcm = await self._resampler.resample(pcm, self._bot_rate, self._rate)
+        at = len(self._caller) + int(max(0.0, plays_in_secs) * self._rate) * 2
+        if len(self._bot) < at:
+            self._bot += bytes(at - len(self._bot))
+        self._bot += pcm
+
+    def cut_bot_audio(self) -> None:
+        """A `clear`: bot audio beyond this moment was never heard."""
+        del self._bot[len(self._caller):]
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _take(self, everything: bool = False) -> bytes:
+        """Interleave what both tracks have (all of it at the end) and drop it from the buffers."""
+        n = max(len(self._caller), len(self._bot)) if everything else len(self._caller)
+        for track in (self._caller, self._bot):
+            if len(track) < n:
+                track += bytes(n - len(track))
+        left = np.frombuffer(bytes(self._caller[:n]), dtype=np.int16)
+        right = np.frombuffer(bytes(self._bot[:n]), dtype=np.int16)
+        del self._caller[:n]
+        del self._bot[:n]
+        return np.column_stack((left, right)).tobytes()
+
+    async def _flush(self, everything: bool = False) -> None:
         async with self._writes:
-            await asyncio.to_thread(self._wav.writeframes, audio)
-            self.bytes_written += len(audio)
+            audio = self._take(everything)
+            if audio and self._wav is not None:
+                await asyncio.to_thread(self._wav.writeframes, audio)
+                self.bytes_written += len(audio)
 
     async def finish(self) -> Path | None:
-        """Flush what's buffered and close the file; the path, or None if nothing was recorded."""
-        try:
-            await self.processor.stop_recording()
-        except Exception as error:  # the pipeline may already be torn down
-            logger.debug(f"recorder stop: {error}")
+        """Write what's buffered and close the file; the path, or None if nothing was recorded."""
+        self._recording = False
+        await self._flush(everything=True)
         async with self._writes:
             if self._wav is not None:
                 await asyncio.to_thread(self._wav.close)

@@ -7,6 +7,7 @@ import base64
 import json
 
 import httpx
+import numpy as np
 import pytest
 
 from bot.exotel_emulator import Dtmf, EmulatorConfig, ExotelEmulator, HangUp, Say, SendRaw
@@ -130,6 +131,15 @@ async def test_barge_in_sends_clear_at_once_and_nothing_stale(live_server):
     # The clear left as the caller's turn started, ahead of the InterruptionFrame's trip
     # through the pipeline to the transport.
     assert len(session.metrics["early_clear_leads_ms"]) == 1 and session.metrics["early_clear_leads_ms"][0] >= 0
+    # The recording is what the caller heard: the greeting's unplayed rest, already sent up to
+    # 0.4 s ahead, is cut at the clear (the bot's track falls silent while the caller talks).
+    import wave
+
+    with wave.open(session.recording_path) as wav:
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16).reshape(-1, 2)
+    bot = np.abs(frames[:, 1].astype(np.int32))
+    assert bot[: int(clear_at * 8000)].max() > 1000, "the greeting, up to the clear, is on the right"
+    assert bot[int((clear_at + 0.1) * 8000): int((clear_at + 1.0) * 8000)].max() < 50, "nothing after the clear"
 
 
 async def test_bot_stopped_speaking_follows_the_callers_ears(live_server):
