@@ -123,7 +123,7 @@ class CallSession:
             "turns": len(self.turns),
             "recording": self.recording_path,
             "inbound_audio_secs": round(self.inbound_audio_bytes / (2 * self.pipeline_in_rate), 2),
-            **{k: round(v, 4) for k, v in self.metrics.items()},
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in self.metrics.items()},
         }
 
 

@@ -131,6 +131,7 @@ async def test_barge_in_sends_clear_at_once_and_nothing_stale(live_server):
     # The clear left as the caller's turn started, ahead of the InterruptionFrame's trip
     # through the pipeline to the transport.
     assert len(session.metrics["early_clear_leads_ms"]) == 1 and session.metrics["early_clear_leads_ms"][0] >= 0
+    assert session.end_reason == "caller_hangup" and "early_clear_leads_ms" in session.log_summary()  # Regression
     # The recording is what the caller heard: the greeting's unplayed rest, already sent up to
     # 0.4 s ahead, is cut at the clear (the bot's track falls silent while the caller talks).
     import wave
