@@ -112,12 +112,13 @@ def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt:
         start = [VADUserTurnStartStrategy(enable_interruptions=interrupt)]
     if turn_taking.stop_strategy == "smart_turn":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
-        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
         from pipecat.turns.user_stop.turn_analyzer_user_turn_stop_strategy import (
             TurnAnalyzerUserTurnStopStrategy,
         )
 
-        analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=turn_taking.smart_turn_stop_secs))
+        from pipelines.providers.smart_turn import SharedSmartTurnAnalyzer
+
+        analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=turn_taking.smart_turn_stop_secs))
         stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=has_stt)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(

@@ -96,3 +96,26 @@ async def test_analysis_runs_inline_without_a_thread_per_call():
             await analyzer.analyze_audio(speech[i : i + CHUNK])
     assert threading.active_count() == before
     assert all(a._model.session is analyzers[0]._model.session for a in analyzers)
+
+
+async def test_smart_turn_model_is_shared_and_runs_off_the_loop():
+    """Every call's smart-turn analyzer uses the process's one ONNX session and one thread."""
+    from bot.campaigns import TurnTakingConfig
+    from pipecat.audio.turn.smart_turn.base_smart_turn import EndOfTurnState
+    from pipelines.builder import turn_strategies
+
+    analyzers = []
+    for _ in range(3):
+        strategies = turn_strategies(TurnTakingConfig(stop_strategy="smart_turn"), has_stt=True)
+        analyzers.append(strategies.stop[0]._turn_analyzer)
+    assert len({id(a._session) for a in analyzers}) == 1
+    assert len({id(a._model_executor) for a in analyzers}) == 1
+    speech = speak("I want a two bedroom flat")
+    before = threading.active_count()
+    for analyzer in analyzers:
+        analyzer.set_sample_rate(8000)
+        for i in range(0, len(speech), CHUNK):
+            analyzer.append_audio(speech[i : i + CHUNK], is_speech=True)
+        state, _ = await analyzer.analyze_end_of_turn()
+        assert state in (EndOfTurnState.COMPLETE, EndOfTurnState.INCOMPLETE)
+    assert threading.active_count() <= before + 1  # at most the one shared thread, started once
