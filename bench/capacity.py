@@ -80,12 +80,12 @@ def r4(value: float | None) -> float | None:
 
 
 def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, list[float], list[tuple[float, float]]]:
-    """Line 1 at 3 s; line 2 starts 1 s into the bot's reply to it (a barge-in); maybe line 3;
-    hang up at `seconds`. Lines rotate per call. Returns the script, each line's end (for
+    """Line 1 at 3 s; line 2 starts 1 s into the bot's reply to it (a barge-in); then a line
+    every ~7 s while the call lasts (up to 5 lines); hang up at `seconds`. Lines rotate per call. Returns the script, each line's end (for
     voice-to-voice) and each barge-in's (speech onset, speech end), as seconds into the call."""
     script, ends, barge_ins = [], [], []
     at = FIRST_LINE_AT
-    for k in range(3):
+    for k in range(5):
         pcm = pcms[(index + k) % len(pcms)]
         if at + len(pcm) / 16000 + 2.0 > seconds:
             break

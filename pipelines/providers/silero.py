@@ -19,6 +19,7 @@ runs every 32 ms window through the model on a thread of its own (one thread per
 from __future__ import annotations
 
 import functools
+import math
 from collections import deque
 from importlib import resources
 
@@ -28,6 +29,7 @@ import onnxruntime
 from pipecat.audio.utils import exp_smoothing
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.audio.volume import VOLUME_WINDOW_SECS
 
 # Windows of lead-in the model is fed when it wakes up (8 x 32 ms at 8 kHz = 256 ms).
 WARMUP_WINDOWS = 8
@@ -94,28 +96,25 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         start_secs still guard against clicks and noise."""
         tracker = self._volume_tracker
         tracker.update(audio, self.sample_rate)
-        if self._too_faint_to_measure(tracker._buffer):
+        samples = np.frombuffer(audio, np.int16)
+        self._recent_peaks.append(max(int(samples.max()), -int(samples.min())) if len(samples) else 0)
+        if max(self._recent_peaks) < self._faint_peak:
             measured = 0.0  # saves the ~30 us loudness measurement on the listening caller's line
         else:
             measured = tracker.volume
         return max(measured, exp_smoothing(measured, self._prev_volume, self._smoothing_factor))
 
-    def _too_faint_to_measure(self, window: bytearray) -> bool:
-        """True when no sample in the volume window could make it loud enough to count.
-
-        Loudness (LUFS) never exceeds the window's peak level in dBFS plus the K-weighting's
-        high-shelf gain (~4 dB); below min_volume's LUFS minus that (and a margin), the
-        measurement cannot reach min_volume, so it is not worth making."""
-        if len(window) < 2:
-            return True
-        peak = int(np.abs(np.frombuffer(window, np.int16).astype(np.int32)).max())
-        return peak < self._faint_peak
-
     def set_params(self, params: VADParams):
+        """Also: when a window is too faint to measure. Loudness (LUFS) never exceeds the
+        volume window's peak level in dBFS plus the K-weighting's high-shelf gain (~4 dB);
+        while every sample of the window (the last 0.4 s) peaks below min_volume's LUFS minus
+        that and a margin, the measurement cannot reach min_volume and is skipped."""
         super().set_params(params)
         # min_volume 0..1 maps to -110..-10 LUFS (pipecat.audio.utils.calculate_audio_volume).
         lufs = -110 + 100 * params.min_volume
         self._faint_peak = 32768 * 10 ** ((lufs - 10) / 20) if params.min_volume > 0 else 0
+        windows = math.ceil(VOLUME_WINDOW_SECS * self.sample_rate / self.num_frames_required()) + 1
+        self._recent_peaks: deque[int] = deque(maxlen=windows)
 
     def _wake_model(self) -> None:
         """Catch up on the skipped windows (after a long quiet spell: fresh state, then the
