@@ -30,7 +30,7 @@ py-spy during every level (bench/results/profile_*.txt, collapsed stacks). Then 
 --compare-calls 0) bench/transport_compare.py runs our transport and Pipecat's built-in one side
 by side on the same TTS-free audio.
 
-Writes bench/results/latest.json, latest.md and latency_vs_calls.png.
+Writes bench/results/latest.json, latest.md and latency_vs_calls.png (`--name` for others).
 """
 
 from __future__ import annotations
@@ -408,6 +408,7 @@ async def main() -> None:
                         help="spread call starts over this many seconds (0: all at once)")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers during the last level")
     parser.add_argument("--compare-calls", type=int, default=10, help="calls for the transport comparison (0: skip)")
+    parser.add_argument("--name", default="latest", help="results file names: bench/results/NAME.json, NAME.md")
     args = parser.parse_args()
     levels_wanted = [int(x) for x in args.calls.split(",") if x.strip()]
     workers = args.workers or os.cpu_count() or 1
@@ -438,13 +439,14 @@ async def main() -> None:
         report["transport_comparison"] = await compare(args.compare_calls)
     report["duration_secs"] = round(time.time() - started)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
     md = markdown(report)
-    (RESULTS / "latest.md").write_text(md)
-    chart(levels, RESULTS / "latency_vs_calls.png")
+    (RESULTS / f"{args.name}.md").write_text(md)
+    png = "latency_vs_calls.png" if args.name == "latest" else f"{args.name}_latency_vs_calls.png"
+    chart(levels, RESULTS / png)
     print()
     print(md)
-    print(f"wrote bench/results/latest.json, latest.md, latency_vs_calls.png ({report['duration_secs']} s)")
+    print(f"wrote bench/results/{args.name}.json, {args.name}.md, {png} ({report['duration_secs']} s)")
 
 
 if __name__ == "__main__":

@@ -1,35 +1,38 @@
-"""Keypad shortcuts from the campaign (e.g. 0 = talk to a human, 9 = end the call)."""
+"""Keypad shortcuts from the campaign (e.g. 0 = talk to a human, 9 = end the call).
+
+Not a pipeline stage of its own: CallTap, which sees every caller frame first anyway, hands
+it each key (one processor fewer for every frame of the call to cross)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from loguru import logger
 
-from pipecat.frames.frames import Frame, InputDTMFFrame, TTSSpeakFrame
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.frames.frames import Frame, TTSSpeakFrame
 
 from pipelines.call_control import CallControl
 
 
-class DTMFActions(FrameProcessor):
+class DTMFActions:
     """Runs the campaign's action for a pressed key; other keys pass on to the LLM side."""
 
-    def __init__(self, mapping: dict[str, str], control: CallControl, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, mapping: dict[str, str], control: CallControl):
         self._mapping = mapping
         self._control = control
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if isinstance(frame, InputDTMFFrame) and frame.button.value in self._mapping:
-            action = self._mapping[frame.button.value]
-            logger.info(f"DTMF {frame.button.value}: {action}")
-            if action == "transfer_to_human":
-                await self._control.transfer_to_human(f"caller pressed {frame.button.value}")
-            elif action == "end_call":
-                await self._control.end_call("not_interested", f"caller pressed {frame.button.value} to end")
-            elif action == "repeat":
-                last = next((t["text"] for t in reversed(self._control.session.transcript)
-                             if t["role"] == "assistant"), None)
-                if last:
-                    await self.push_frame(TTSSpeakFrame(last, append_to_context=False))
-        await self.push_frame(frame, direction)
+    async def on_key(self, key: str, push: Callable[[Frame], Awaitable[None]]) -> None:
+        """`push` sends a frame downstream from where the key was seen."""
+        action = self._mapping.get(key)
+        if action is None:
+            return
+        logger.info(f"DTMF {key}: {action}")
+        if action == "transfer_to_human":
+            await self._control.transfer_to_human(f"caller pressed {key}")
+        elif action == "end_call":
+            await self._control.end_call("not_interested", f"caller pressed {key} to end")
+        elif action == "repeat":
+            last = next((t["text"] for t in reversed(self._control.session.transcript)
+                         if t["role"] == "assistant"), None)
+            if last:
+                await push(TTSSpeakFrame(last, append_to_context=False))
