@@ -325,6 +325,13 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
+def gap_detail(level: dict) -> str:
+    """' (N ms in all, max M)' when there were gaps: a 6 ms underrun is not a 300 ms one."""
+    if not level["gaps"]:
+        return ""
+    return f" ({level['gap_secs_total'] * 1000:.0f} ms, max {level['gap_max'] * 1000:.0f})"
+
+
 def markdown(report: dict) -> str:
     lines = [
         f"# Capacity ({report['when']})", "",
@@ -332,7 +339,7 @@ def markdown(report: dict) -> str:
         f"(load avg before {report['machine']['loadavg_before']}); provider fakes in their own process: "
         f"STT {STT_MS} ms, LLM TTFT {LLM_MS} ms, TTS TTFB {TTS_MS} ms ({MS_PER_CHAR} ms/char); floor "
         f"{FLOOR * 1000:.0f} ms. Emulated callers in the benchmark's process. Calls: {report['call_secs']:.0f} s "
-        f"each, starts spread over {report['ramp_secs']:.0f} s; pre-synthesized greeting, 2-3 caller lines, one "
+        f"each, starts spread over {report['ramp_secs']:.0f} s; pre-synthesized greeting, a caller line every ~7 s, one "
         f"barge-in 1 s into a reply (VAD start {VAD_START * 1000:.0f} ms, target clear <= "
         f"{BARGE_IN_LIMIT * 1000:.0f} ms). CPU per call-s: the server's processes only.", "",
         "| calls | viol. | gaps | greeting p50/p95 ms | v2v p50/p95 ms | added p50/p95/max ms | "
@@ -342,7 +349,8 @@ def markdown(report: dict) -> str:
     ]
     for r in report["levels"]:
         lines.append(
-            f"| {r['calls']} | {r['violations']} | {r['gaps']} | {ms(r['greeting_p50'])} / {ms(r['greeting_p95'])} | "
+            f"| {r['calls']} | {r['violations']} | {r['gaps']}{gap_detail(r)} | "
+            f"{ms(r['greeting_p50'])} / {ms(r['greeting_p95'])} | "
             f"{ms(r['v2v_p50'])} / {ms(r['v2v_p95'])} | {ms(r['added_p50'])} / {ms(r['added_p95'])} / "
             f"{ms(r['added_max'])} | {ms(r['barge_in_p50'])} / {ms(r['barge_in_p95'])} | "
             f"{r['stale_media_after_clear']} | {r['turns_measured']}/{r['turns_expected']} | "
