@@ -4,7 +4,7 @@ call, and how far along each one is (a status only ever moves forward)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 # Ours: Exotel's, plus `dial-failed` (our REST request to Exotel failed; Exotel never says it).
@@ -54,6 +54,23 @@ def normalize_status(value: Any) -> str | None:
     return "dial-failed" if word == "dial-failed" else _EXOTEL_WORDS.get(word)
 
 
-def call_is_over(status: str | None, ended_at: datetime | str | None) -> bool:
-    """A record is final: a terminal status, and for answered calls also its end written."""
-    return status in TERMINAL_CALL_STATUSES and (status != "completed" or bool(ended_at))
+# An answered call whose media session never wrote its end (the flow never reached the
+# Voicebot applet, or the worker died) is final this long after Exotel reported it completed.
+SESSION_END_GRACE_SECS = 30.0
+
+
+def call_is_over(status: str | None, ended_at: datetime | str | None, end_reason: str | None = None,
+                 now: datetime | None = None) -> bool:
+    """A record is final: a terminal status, and for answered calls also the media session's
+    own end (`end_reason`, with the outcome and transcript). Exotel's `completed` callback can
+    land a moment before the session has written its end; it sets `ended_at` but not that."""
+    if status not in TERMINAL_CALL_STATUSES:
+        return False
+    if status != "completed" or end_reason:
+        return True
+    if not ended_at:
+        return False
+    ended = datetime.fromisoformat(ended_at) if isinstance(ended_at, str) else ended_at
+    if ended.tzinfo is None:
+        ended = ended.replace(tzinfo=UTC)
+    return ((now or datetime.now(UTC)) - ended).total_seconds() >= SESSION_END_GRACE_SECS

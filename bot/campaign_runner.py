@@ -208,7 +208,7 @@ class CampaignRunner:
         deadline = asyncio.get_running_loop().time() + self._options.call_timeout_secs
         while asyncio.get_running_loop().time() < deadline:
             record = await self._store.find_call(call_sid)
-            if record is not None and call_is_over(record.status, record.ended_at):
+            if record is not None and call_is_over(record.status, record.ended_at, record.end_reason):
                 break
             await asyncio.sleep(self._options.poll_secs)
         else:

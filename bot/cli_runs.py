@@ -103,7 +103,7 @@ async def follow_call(store, call_sid: str, timeout: float = 3600.0, poll: float
                 who = "[green]bot[/]   " if entry["role"] == "assistant" else "[blue]caller[/]"
                 console.print(f"  {entry.get('t') or 0:6.1f}s {who} {entry['text']}")
             shown = len(record["transcript"])
-            if call_is_over(status, record["ended_at"]):
+            if call_is_over(status, record["ended_at"], record["end_reason"]):
                 return record
         await asyncio.sleep(poll)
     return record

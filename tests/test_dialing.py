@@ -9,6 +9,7 @@ import asyncio
 import httpx
 import pytest
 
+from bot.call_status import call_is_over
 from bot.exotel_emulator import HangUp, Say
 from bot.fakes.exotel_rest import FakeExotelREST
 from bot.routers.exotel_connect import applet_url
@@ -20,7 +21,11 @@ EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_tok
           "exotel_caller_id": "08047112233", "exotel_app_id": "4242"}
 
 
-async def wait_record(client: httpx.AsyncClient, sid: str, done=lambda r: r["ended_at"] and r["status"] == "completed",
+def _answered_call_is_over(record: dict) -> bool:
+    return record["status"] == "completed" and call_is_over(record["status"], record["ended_at"], record["end_reason"])
+
+
+async def wait_record(client: httpx.AsyncClient, sid: str, done=_answered_call_is_over,
                       timeout: float = 20.0, headers=None) -> dict:
     record = {}
     for _ in range(int(timeout / 0.1)):
@@ -158,3 +163,18 @@ async def test_post_call_webhook_receives_the_record_with_retries(tmp_path):
     assert failures["left"] == 0 and len(received) == 1, "delivered after one failed attempt"
     assert received[0]["call_sid"] == emu.config.call_sid and received[0]["end_reason"] == "caller_hangup"
     assert received[0]["transcript"][0]["role"] == "assistant"
+
+
+def test_an_answered_call_is_over_only_once_its_session_wrote_its_end():
+    """Regression: Exotel's `completed` callback can land a moment before the media session has
+    written the outcome; a follower that stopped then printed no outcome."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    assert not call_is_over("in-progress", None)
+    assert call_is_over("busy", None) and call_is_over("no-answer", now.isoformat())
+    assert not call_is_over("completed", now.isoformat(), None, now=now)  # callback first
+    assert call_is_over("completed", now.isoformat(), "bot_hangup", now=now)  # session's end written
+    # No session ever wrote an end (the flow never reached the Voicebot applet): final after a grace.
+    assert call_is_over("completed", now - timedelta(seconds=31), None, now=now)
+    assert call_is_over("completed", (now - timedelta(seconds=31)).replace(tzinfo=None), None, now=now)
