@@ -23,21 +23,27 @@ from bot.store import CallStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_dialled_calls_are_served_by_any_worker(tmp_path):
+def start_two_workers(data_dir: Path) -> tuple[subprocess.Popen, int, set[int]]:
+    """`server.py` with WORKERS=2 on a free port, offline; returns once both workers answer."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path), "WORKERS": "2",
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(data_dir), "WORKERS": "2",
            "DEEPGRAM_API_KEY": "", "OPENAI_API_KEY": "", "ELEVENLABS_API_KEY": ""}
     server = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pids: set[int] = set()
+    deadline = time.time() + 90
+    while time.time() < deadline and len(pids) < 2:
+        try:
+            with httpx.Client(timeout=1) as client:  # a new connection each time: any worker
+                pids.add(client.get(f"http://127.0.0.1:{port}/health").json()["worker_pid"])
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return server, port, pids
+
+
+def test_dialled_calls_are_served_by_any_worker(tmp_path):
+    server, port, pids = start_two_workers(tmp_path)
     try:
-        pids = set()
-        deadline = time.time() + 90
-        while time.time() < deadline and len(pids) < 2:
-            try:
-                with httpx.Client(timeout=1) as client:  # a new connection each time: any worker
-                    pids.add(client.get(f"http://127.0.0.1:{port}/health").json()["worker_pid"])
-            except httpx.TransportError:
-                time.sleep(0.2)
         assert len(pids) == 2, f"two worker processes answer ({pids})"
 
         names = ["Kavya", "Arjun", "Meera", "Rohan", "Isha", "Vikram", "Anil", "Divya", "Kiran", "Neha", "Ravi", "Sana"]
@@ -78,21 +84,9 @@ def test_connections_are_spread_evenly_and_sigterm_stops_every_worker(tmp_path):
     """Each worker has its own SO_REUSEPORT socket: new connections land on both about evenly
     (uvicorn's shared socket gave one worker 72% of the calls under load), and SIGTERM to the
     supervisor stops every worker."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path), "WORKERS": "2",
-           "DEEPGRAM_API_KEY": "", "OPENAI_API_KEY": "", "ELEVENLABS_API_KEY": ""}
-    server = subprocess.Popen([sys.executable, "server.py"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server, port, pids = start_two_workers(tmp_path)
     try:
         health = f"http://127.0.0.1:{port}/health"
-        deadline = time.time() + 90
-        pids: set[int] = set()
-        while time.time() < deadline and len(pids) < 2:
-            try:
-                with httpx.Client(timeout=1) as client:
-                    pids.add(client.get(health).json()["worker_pid"])
-            except httpx.TransportError:
-                time.sleep(0.2)
         assert len(pids) == 2
         answered: list[int] = []
         for _ in range(80):
