@@ -7,7 +7,6 @@ dialled call's lead, a prepared greeting) lives in the database and DATA_DIR.
 
 import sys
 
-from bot.app import create_app
 from bot.campaigns import CampaignError
 from bot.logging_setup import setup_logging
 from bot.settings import SettingsError, load_settings
@@ -17,7 +16,6 @@ if __name__ == "__main__":
     try:
         settings = load_settings()
         setup_logging(settings.log_level)
-        create_app(settings)  # fail fast on a bad campaign file, before starting workers
+        run_server(settings)  # a bad campaign file fails here, before anything listens
     except (SettingsError, CampaignError) as error:
         sys.exit(f"error: {error}")
-    run_server(settings)

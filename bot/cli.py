@@ -25,17 +25,15 @@ def _settings(**overrides):
 @app.command()
 def serve() -> None:
     """Run the server (same as `python server.py`; WORKERS processes)."""
-    from bot.app import create_app
     from bot.workers import run_server
 
     settings = _settings()
     setup_logging(settings.log_level)
     try:
-        create_app(settings)  # fail fast on a bad campaign file, before starting workers
+        run_server(settings)  # a bad campaign file fails here, before anything listens
     except CampaignError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
-    run_server(settings)
 
 
 @app.command()

@@ -57,12 +57,16 @@ def run_worker(host: str, port: int) -> None:
 
 
 def run_server(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT: in this process, or in WORKERS processes (0 = one per core)."""
+    """Serve until SIGTERM/SIGINT: in this process, or in WORKERS processes (0 = one per core).
+
+    The app is built here first either way, so a bad campaign file raises CampaignError before
+    anything listens or any worker starts."""
     from bot.app import create_app
 
+    app = create_app(settings)
     workers = settings.workers or os.cpu_count() or 1
     if workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **UVICORN_OPTIONS)
+        uvicorn.run(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)
     else:
         serve_workers(settings, workers)
 
