@@ -124,8 +124,7 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
             self._windows_since_reset = 0
             self._low_confidence_windows = 0
         for window in self._quiet_windows:
-            samples = np.frombuffer(window, np.int16).astype(np.float32) / 32768.0
-            self._maybe_reset_model(self._model(samples, self.sample_rate)[0].item())
+            super().voice_confidence(window)  # scores it and keeps the reset bookkeeping
             self.windows_scored += 1
         self._quiet_windows.clear()
         self._windows_asleep = 0
