@@ -29,6 +29,7 @@ class CallTap(FrameProcessor):
 
     def __init__(self, session: CallSession, recorder: CallRecorder | None = None,
                  dtmf: DTMFActions | None = None, **kwargs):
+        kwargs.setdefault("enable_direct_mode", True)  # see pipelines/caller_audio_stop.py
         super().__init__(**kwargs)
         self._session = session
         self._recorder = recorder

@@ -13,7 +13,17 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 
 class CallerAudioStop(FrameProcessor):
-    """Drops InputAudioRawFrame; passes every other frame on."""
+    """Drops InputAudioRawFrame; passes every other frame on.
+
+    Runs in Pipecat's direct mode, as do the other processors here that only look at frames
+    and pass them on (CallTap, VoicemailDetector, FillerInjector): a frame is handled in the
+    task of the processor that pushed it instead of being queued for a task of this one
+    (one or two queue handoffs and task switches per frame, per hop, saved).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("enable_direct_mode", True)
+        super().__init__(**kwargs)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)

@@ -98,6 +98,23 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
         super().__init__(*args, **kwargs)
         self._stopping = False
 
+    def _create_audio_task(self):
+        # Caller audio goes straight downstream from the read loop (push_audio_frame), so the
+        # task that drains Pipecat's audio queue is only needed for an audio filter.
+        if self._params.audio_in_filter is not None:
+            super()._create_audio_task()
+
+    async def push_audio_frame(self, frame: InputAudioRawFrame):
+        """Push caller audio downstream from the socket's read loop.
+
+        Pipecat's input transport queues it for a task of its own (an asyncio queue and a
+        wait_for per 100 ms frame, per call), which serves audio filters and transport-side
+        VAD; this transport has neither unless an audio filter is configured."""
+        if self._params.audio_in_filter is not None:
+            await super().push_audio_frame(frame)
+        elif self._params.audio_in_enabled and self._params.audio_in_passthrough and not self._paused:
+            await self.push_frame(frame)
+
     async def stop(self, frame: EndFrame):
         # Not FastAPIWebsocketInputTransport.stop: that would stop reading and the output
         # could never hear the final mark. The output closes the socket; cleanup() tears down.

@@ -29,6 +29,7 @@ class FillerInjector(FrameProcessor):
     """Plays a filler if the reply to a caller turn is slower than `after_ms`."""
 
     def __init__(self, *, after_ms: int, sample_rate: int, **kwargs):
+        kwargs.setdefault("enable_direct_mode", True)  # see pipelines/caller_audio_stop.py
         super().__init__(**kwargs)
         self._after = after_ms / 1000
         self._sample_rate = sample_rate
