@@ -212,6 +212,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "gap_secs_total": round(sum(gaps), 3),
         "gap_max": r4(max(gaps) if gaps else 0.0),
         "gaps_at_call_secs": sorted(round(at, 2) for r in results for at, _ in r.gaps)[:20],
+        "gaps_into_utterance_secs": sorted(round(at, 2) for r in results for at in r.gaps_into_utterance)[:20],
         "turns_expected": sum(len(e) for e in ends_by_call),
         "turns_measured": len(v2v),
         "greeting_p50": r4(percentile(greet, 50)),

@@ -116,6 +116,7 @@ class EmulatorResult:
     started_at: float = 0.0
     violations: list[str] = field(default_factory=list)
     gaps: list[tuple[float, float]] = field(default_factory=list)  # (at, seconds)
+    gaps_into_utterance: list[float] = field(default_factory=list)  # per gap: secs after its utterance's first media
     payload_sizes: list[int] = field(default_factory=list)
     media_at: list[float] = field(default_factory=list)  # when each bot media arrived
     caller_chunks_sent_at: list[float] = field(default_factory=list)  # when each caller chunk left
@@ -167,6 +168,7 @@ class ExotelEmulator:
         self._ws: Any = None
         self._queue_end = 0.0
         self._utterance_open = False
+        self._utterance_started_at = 0.0
         self._pending_echoes: dict[str, asyncio.TimerHandle] = {}
         self._send_lock = asyncio.Lock()
         self._closed = asyncio.Event()
@@ -385,6 +387,9 @@ class ExotelEmulator:
         if self._utterance_open and now > self._queue_end + 0.001:
             gap = now - self._queue_end
             self.result.gaps.append((self._rel(self._queue_end), gap))
+            self.result.gaps_into_utterance.append(self._queue_end - self._utterance_started_at)
+        if not self._utterance_open:
+            self._utterance_started_at = now
         start = max(now, self._queue_end)
         end = start + size / (2 * self.config.sample_rate)
         self.result.segments.append(PlayedSegment(start, end, pcm))
