@@ -129,9 +129,7 @@ async def run_call(
     finally:
         for task in background:
             task.cancel()
-        for watcher in call.observers.watchers:
-            if hasattr(watcher, "stop"):
-                watcher.stop()
+        call.watch.stop()
         if call.recorder is not None:
             recording = await call.recorder.finish()
             session.recording_path = str(recording) if recording else None

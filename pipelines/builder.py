@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from loguru import logger
 
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    LLMTextFrame,
+    MetricsFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -39,11 +50,11 @@ from bot.campaigns import Campaign, TTSConfig, TurnTakingConfig
 from bot.settings import Settings
 from pipelines.call_control import CallControl
 from pipelines.call_tap import CallTap
+from pipelines.call_watch import CallWatch
+from pipelines.caller_audio_stop import CallerAudioStop
 from pipelines.dtmf_actions import DTMFActions
 from pipelines.exotel_transport import ExotelTransport
 from pipelines.fillers import FillerInjector
-from pipelines.call_observers import CallObservers
-from pipelines.caller_audio_stop import CallerAudioStop
 from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
@@ -70,7 +81,7 @@ class CallPipeline:
     context: LLMContext
     injector: FillerInjector
     tts_config: TTSConfig
-    observers: CallObservers
+    watch: CallWatch
     recorder: CallRecorder | None = None
 
 
@@ -169,25 +180,32 @@ def build_call_pipeline(
     else:
         llm = ScriptedAgent(campaign, control)
     if deepgram:
-        processors += [build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)]
+        stt: FrameProcessor = build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)
     else:
-        processors += [WhisperSTTService(sample_rate=session.pipeline_in_rate)]
+        stt = WhisperSTTService(sample_rate=session.pipeline_in_rate)
+    processors.append(stt)
     if campaign.voicemail.enabled:
         processors += [VoicemailDetector(campaign.voicemail, control)]
+    tts = build_tts(tts_config, settings, rate)
     processors += [aggregators.user(), CallerAudioStop(), llm]
-    processors += [build_tts(tts_config, settings, rate), injector, transport.output(), aggregators.assistant()]
+    processors += [tts, injector, transport.output(), aggregators.assistant()]
 
-    observers = CallObservers([
+    watch = CallWatch([
         TurnMetrics(session, campaign.turn_taking.vad.stop_secs),
         IdleWatcher(campaign.idle, control),
     ])
+    watch.tap(stt, TranscriptionFrame, MetricsFrame)
+    watch.tap(aggregators.user(), UserStartedSpeakingFrame, UserStoppedSpeakingFrame, VADUserStoppedSpeakingFrame)
+    watch.tap(llm, LLMTextFrame, MetricsFrame)
+    watch.tap(tts, TTSAudioRawFrame, MetricsFrame)
+    watch.tap(injector, TTSAudioRawFrame)  # fillers and prepared speech
+    watch.tap(transport.output(), BotStartedSpeakingFrame, BotStoppedSpeakingFrame)
     worker = PipelineWorker(
         Pipeline(processors),
         params=PipelineParams(
             audio_in_sample_rate=session.pipeline_in_rate, audio_out_sample_rate=rate,
             enable_metrics=True,
         ),
-        observers=[observers],
         enable_turn_tracking=False,  # nothing here reads Pipecat's turn tracker; it is one more observer
         idle_timeout_secs=None,  # the call's own limits (idle watcher, max duration) decide
         enable_rtvi=False,
@@ -197,7 +215,7 @@ def build_call_pipeline(
     _record_transcript(aggregators, session)
     if campaign.turn_taking.interruptions:
         _clear_at_turn_start(aggregators, transport)
-    return CallPipeline(worker, control, context, injector, tts_config, observers, recorder)
+    return CallPipeline(worker, control, context, injector, tts_config, watch, recorder)
 
 
 def _clear_at_turn_start(aggregators: LLMContextAggregatorPair, transport: ExotelTransport) -> None:

@@ -1,6 +1,6 @@
 """Silence handling: re-prompt a quiet caller, then hang up politely.
 
-Watches the call from outside the pipeline (via pipelines.call_observers). The silence clock runs
+Fed the speaking frames the call's processors push (via pipelines.call_watch). The silence clock runs
 while neither side speaks: after the bot's last words were heard (BotStoppedSpeaking
 follows the caller's ears) or after the caller's last words.
 """
@@ -15,10 +15,10 @@ from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
+    Frame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.observers.base_observer import FramePushed
 
 from bot.campaigns import IdleConfig
 from pipelines.call_control import CallControl
@@ -36,10 +36,7 @@ class IdleWatcher:
         self._last_heard = time.monotonic()
         self.reprompts_spoken = 0
 
-    async def on_push_frame(self, data: FramePushed):
-        if not data.first_push:
-            return
-        frame = data.frame
+    async def on_frame(self, frame: Frame):
         if isinstance(frame, UserStartedSpeakingFrame):
             self._reprompts = 0
             self._last_heard = time.monotonic()

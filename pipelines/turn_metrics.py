@@ -1,4 +1,4 @@
-"""Per-turn latency figures, watched from outside the pipeline (via pipelines.call_observers).
+"""Per-turn latency figures, from the frames the call's processors push (via pipelines.call_watch).
 
 For each caller turn: when the caller stopped speaking (VAD stop minus its stop_secs), the
 final transcript, the LLM's first token, the TTS's first audio, and BotStartedSpeaking (the
@@ -14,7 +14,7 @@ from typing import Any
 
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
-    InterruptionFrame,
+    Frame,
     LLMTextFrame,
     MetricsFrame,
     TranscriptionFrame,
@@ -24,7 +24,6 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.metrics.metrics import TTFBMetricsData
-from pipecat.observers.base_observer import FramePushed
 
 from bot.call_session import CallSession
 
@@ -49,10 +48,7 @@ class TurnMetrics:
     def _since_end(self, now: float) -> float | None:
         return None if self._speech_end is None else round(now - self._speech_end, 4)
 
-    async def on_push_frame(self, data: FramePushed):
-        if not data.first_push:
-            return
-        frame = data.frame
+    async def on_frame(self, frame: Frame):
         now = time.monotonic()
         if isinstance(frame, UserStartedSpeakingFrame):
             self._turn = {"user_started": self._session.elapsed()}
@@ -84,5 +80,3 @@ class TurnMetrics:
             self._session.turns.append(self._turn)
             self._turn = None
             self._speech_end = None
-        elif isinstance(frame, InterruptionFrame):
-            pass

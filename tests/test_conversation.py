@@ -97,6 +97,10 @@ async def test_full_qualification_call(tmp_path):
     answered = [t for t in session.turns if "voice_to_voice" in t]
     assert len(answered) >= 2
     assert all(0 < t["voice_to_voice"] < 3.0 for t in answered)
+    # ... with each stage, as the processors pushed their frames (pipelines.call_watch).
+    for turn in answered:
+        assert {"user_started", "stt_ttfb", "user_stopped_to_turn_end", "llm_ttfb", "tts_first_audio_after"} <= set(turn)
+        assert turn["user_stopped_to_turn_end"] <= turn["tts_first_audio_after"] <= turn["voice_to_voice"]
 
 
 LONG_REPLY = ("We have two and three bedroom apartments in Whitefield, close to the metro, "
