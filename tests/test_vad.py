@@ -71,6 +71,25 @@ def test_speech_is_confirmed_start_secs_after_its_onset(min_volume):
         assert (confirmed - onset_chunk) * 0.1 <= PARAMS.start_secs + 1e-9, line
 
 
+@pytest.mark.parametrize("noise_dbfs", [None, -70, -60, -55, -45])
+def test_faint_chunk_shortcut_changes_no_decision(noise_dbfs):
+    """The whole-chunk shortcut for a listening caller gives, chunk for chunk, the state, the
+    model's windows and the volume that the per-window loop gives."""
+    audio = call_audio(noise_dbfs)
+    fast, slow = SharedSileroVADAnalyzer(params=PARAMS), SharedSileroVADAnalyzer(params=PARAMS)
+    slow.chunk_fast_path = False
+    for analyzer in (fast, slow):
+        analyzer.set_sample_rate(8000)
+    for i in range(0, len(audio), CHUNK):
+        chunk = audio[i : i + CHUNK]
+        assert fast._run_analyzer(chunk) == slow._run_analyzer(chunk), i / 16000
+        assert fast._prev_volume == pytest.approx(slow._prev_volume, abs=1e-9)
+    assert (fast.windows_scored, fast.windows_skipped) == (slow.windows_scored, slow.windows_skipped)
+    if noise_dbfs is None or noise_dbfs <= -60:  # hiss below the meter's reach: most listening chunks
+        assert fast.chunks_fast_pathed > 0.3 * len(audio) / CHUNK
+    assert slow.chunks_fast_pathed == 0
+
+
 def test_quiet_windows_are_not_scored():
     analyzer = SharedSileroVADAnalyzer(params=PARAMS)
     transitions(analyzer, call_audio(-70))
