@@ -151,6 +151,9 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
 # How long audio is dropped after an early `clear` while the InterruptionFrame catches up
 # (normally milliseconds; the bound only matters if it never comes).
 EARLY_CLEAR_HOLD_SECS = 1.0
+# Audio held back short of a full payload goes out this long before the caller's playback
+# would run dry (room for the send and for a busy event loop).
+TAIL_FLUSH_GUARD_SECS = 0.08
 
 
 class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
@@ -166,6 +169,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._marks_trusted = True
         self.first_audio_sent_at: float | None = None
         self._cleared_early_at: float | None = None
+        self._tail_timer: asyncio.TimerHandle | None = None
         self.recorder: CallRecorder | None = None  # set by the pipeline builder when the call is recorded
 
     @property
@@ -200,10 +204,36 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             for message in messages:
                 await self._send(message, audio_bytes)
                 audio_bytes = 0  # the clock advances once, by everything these carry
+            self._arm_tail_flush()
             delay = self._played_until - self._params.playback_lead_secs - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         return True
+
+    # ---------------------------------------------------------- held-back tail
+    def _arm_tail_flush(self) -> None:
+        """Make sure audio held back below a full chunk is not stranded mid-sentence.
+
+        Pipecat's media sender cuts TTS audio into chunks of one Exotel payload and keeps the
+        remainder until more audio arrives, or the TTS stops. When the TTS is slow to start
+        the next sentence, that remainder (the end of the last word) would wait while the
+        caller's playback runs dry: "Okay, no... ted." Just before it would run dry, the
+        remainder is flushed, padded with silence to a full payload, as Pipecat does at the
+        end of an utterance."""
+        self._cancel_tail_flush()
+        due = self._played_until - TAIL_FLUSH_GUARD_SECS - time.monotonic()
+        self._tail_timer = asyncio.get_running_loop().call_later(max(0.0, due), self._tail_flush_due)
+
+    def _cancel_tail_flush(self) -> None:
+        if self._tail_timer is not None:
+            self._tail_timer.cancel()
+            self._tail_timer = None
+
+    def _tail_flush_due(self) -> None:
+        self._tail_timer = None
+        sender = self._media_senders.get(None)
+        if sender is not None and sender._audio_runs and self._cleared_early_at is None:
+            self.create_task(sender._enqueue_flushed_audio_buffer(), name=f"{self}::tail_flush")
 
     def _audio_possibly_queued(self) -> bool:
         serializer = self.serializer
@@ -223,6 +253,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         turn on the event loop. Until it arrives, audio already on its way here is dropped,
         so nothing stale follows the `clear`."""
         if self._audio_possibly_queued() and self._client.is_connected:
+            self._cancel_tail_flush()
             self._cleared_early_at = time.monotonic()
             self._played_until = 0.0
             await self._send_clear()
@@ -243,6 +274,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 await self._send_clear()
             self._cleared_early_at = None
             self._played_until = 0.0
+            self._cancel_tail_flush()
             # Skip FastAPIWebsocketOutputTransport's handler: it would send a second clear.
             await BaseOutputTransport.process_frame(self, frame, direction)
             return
@@ -288,10 +320,12 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def stop(self, frame: EndFrame):
         # Let queued audio go out, then the tail and its mark; close once it has played.
         await BaseOutputTransport.stop(self, frame)
+        self._cancel_tail_flush()
         await self._finish_utterance()
         await self._client.hang_up()
 
     async def cancel(self, frame: CancelFrame):
+        self._cancel_tail_flush()
         await BaseOutputTransport.cancel(self, frame)
         await self._client.hang_up()
 

@@ -312,6 +312,24 @@ async def test_presynthesized_greeting_leaves_within_tens_of_ms(tmp_path):
     assert session.transcript[0]["text"].startswith("Hello Meera")
 
 
+async def test_a_sentence_is_not_held_back_waiting_for_the_next_one(tmp_path):
+    """The reply's first sentence (360 ms of audio) must play whole even when the TTS takes
+    longer than that to start the second: audio short of a full payload is sent (padded)
+    before the caller's playback runs dry, not held until more audio comes."""
+    lines = ["Yes I have a few minutes"]
+    async with agent_stack(
+        tmp_path, stt_script=lines, llm=lambda body: Reply(text="Okay, noted. Could you tell me more?"),
+        campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs={"ms_per_char": 30, "ttfb_ms": 500},
+    ) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=4.0, pcm=speak(lines[0])), HangUp(at=9.0)])
+    first_sentence = len("Okay, noted.") * 0.030
+    early = [(into, gap) for into, gap in zip(result.gaps_into_utterance, [g for _, g in result.gaps])
+             if into < first_sentence - 0.02]
+    assert early == [], f"gaps inside a sentence (secs into the utterance, length): {early}"
+    assert result.violations == []
+
+
 async def test_voicemail_leaves_a_message_and_hangs_up(tmp_path):
     machine = "The number you are calling is not available please leave a message after the tone"
     async with agent_stack(tmp_path, stt_script=[machine], llm=chatty_agent, campaign_tweaks=SHORT_GREETING,
