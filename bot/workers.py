@@ -1,14 +1,13 @@
-"""Several worker processes on one port, with calls spread evenly between them.
+"""Several worker processes on one port, with calls spread by load between them.
 
-uvicorn's own `workers=N` binds one socket in a supervisor and lets every worker accept from
-it; whichever process wakes first takes the connection, and under load one worker ended up
-with 72% of the calls (54 of 75 in bench/capacity.py) while the other idled. Here each worker
-binds its own socket with SO_REUSEPORT, so the kernel hashes each new connection to one of
-them: an even spread, and a busy worker never steals calls from an idle one.
+The supervisor owns the listening socket and hands each accepted connection to the worker
+with the fewest live connections (bot/connection_handoff.py): a call lasts minutes, and
+neither SO_REUSEPORT's random hashing (runs of 100 calls split up to 62/38) nor uvicorn's
+shared accept socket (54 of 75 calls to one worker) kept two workers evenly loaded.
 
 The supervisor forwards SIGTERM/SIGINT (each worker then finishes its live calls: see the
-app's lifespan) and restarts a worker that dies unexpectedly. Where SO_REUSEPORT is missing
-(not Linux), uvicorn's shared-socket workers are used instead.
+app's lifespan) and restarts a worker that dies unexpectedly. Where passing sockets between
+processes is not available (not Linux), uvicorn's shared-socket workers are used instead.
 """
 
 from __future__ import annotations
@@ -24,36 +23,33 @@ from multiprocessing.process import BaseProcess
 import uvicorn
 from loguru import logger
 
+from bot.connection_handoff import ConnectionBalancer, HandoffServer
 from bot.settings import Settings
 
 RESTART_BACKOFF_SECS = 1.0
 UVICORN_OPTIONS = {"log_level": "warning", "ws_per_message_deflate": False}  # media is PCM: don't deflate
 
 
-def reuse_port_supported() -> bool:
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+def handoff_supported() -> bool:
+    return sys.platform.startswith("linux") and hasattr(socket, "send_fds")
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket of this worker's own on host:port, shared with its siblings via SO_REUSEPORT."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
-def run_worker(host: str, port: int) -> None:
-    """One worker process: its own socket, the app built from the environment, uvicorn."""
+def run_worker(channel: socket.socket) -> None:
+    """One worker process: the app built from the environment, serving handed-over connections."""
     from bot.app import create_app_from_env
 
     os.setpgrp()  # a terminal's Ctrl+C reaches the supervisor only, which forwards one SIGTERM
-    sock = listening_socket(host, port)
     config = uvicorn.Config(create_app_from_env(), **UVICORN_OPTIONS)
-    uvicorn.Server(config).run(sockets=[sock])
+    HandoffServer(config, channel).run()
 
 
 def run_server(settings: Settings) -> None:
@@ -73,17 +69,21 @@ def run_server(settings: Settings) -> None:
 
 def serve_workers(settings: Settings, workers: int) -> None:
     """Run `workers` worker processes until SIGTERM/SIGINT; restart any that die."""
-    if not reuse_port_supported():
+    if not handoff_supported():
         uvicorn.run("bot.app:create_app_from_env", factory=True, workers=workers,
                     host=settings.host, port=settings.port, **UVICORN_OPTIONS)
         return
     context = multiprocessing.get_context("spawn")
     stopping = False
     processes: list[BaseProcess] = []
+    balancer = ConnectionBalancer(listening_socket(settings.host, settings.port))
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=run_worker, args=(settings.host, settings.port), name=f"worker-{index}")
+        ours, theirs = socket.socketpair()
+        process = context.Process(target=run_worker, args=(theirs,), name=f"worker-{index}")
         process.start()
+        theirs.close()
+        balancer.attach(index, ours)
         return process
 
     def stop(signum, _frame) -> None:
@@ -96,13 +96,20 @@ def serve_workers(settings: Settings, workers: int) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     processes.extend(start(i) for i in range(workers))
-    logger.info(f"serving on {settings.host}:{settings.port} with {workers} worker processes (SO_REUSEPORT)")
+    logger.info(f"serving on {settings.host}:{settings.port} with {workers} worker processes")
+    restart_at: dict[int, float] = {}
     while not stopping:
-        time.sleep(0.5)
+        balancer.run_for(0.2)
         for i, process in enumerate(processes):
-            if not process.is_alive() and not stopping:
+            if process.is_alive() or stopping:
+                continue
+            if i not in restart_at:
                 logger.error(f"worker {process.name} (pid {process.pid}) exited with {process.exitcode}; restarting")
-                time.sleep(RESTART_BACKOFF_SECS)
+                balancer.detach(i)
+                restart_at[i] = time.monotonic() + RESTART_BACKOFF_SECS
+            elif time.monotonic() >= restart_at[i]:
+                del restart_at[i]
                 processes[i] = start(i)
+    balancer.close()
     for process in processes:
         process.join()

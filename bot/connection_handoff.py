@@ -1,0 +1,168 @@
+"""Connections handed to the worker process with the fewest live ones.
+
+The supervisor owns the listening socket. It accepts each connection and passes the socket
+(SCM_RIGHTS over a Unix socketpair) to the ready worker with the fewest open connections;
+the worker serves it with uvicorn's own protocol, as if it had accepted it, and reports
+back when it closes. A media socket is a call lasting minutes, so where calls land decides
+how loaded a worker is for a long time: SO_REUSEPORT hashes connections at random (runs of
+100 calls split 62/38 between two workers, and the busier one's event loop fell behind),
+and a shared accept socket goes to whichever process wakes first (54 of 75 to one worker).
+
+Wire format on each socketpair, one byte per message:
+  supervisor -> worker: b"c" with one file descriptor attached (a new connection);
+  worker -> supervisor: b"r" once it serves (ready), b"x" per connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import selectors
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+from loguru import logger
+
+NEW_CONNECTION, READY, CLOSED = b"c", b"r", b"x"
+
+
+@dataclass
+class WorkerChannel:
+    """The supervisor's end of one worker's socketpair, and what it knows of that worker."""
+
+    sock: socket.socket
+    ready: bool = False
+    live: int = 0
+    handed: int = 0
+
+
+class ConnectionBalancer:
+    """Accepts on `listener` and hands each connection to the least-loaded ready worker."""
+
+    def __init__(self, listener: socket.socket):
+        listener.setblocking(False)
+        self.listener = listener
+        self.channels: dict[int, WorkerChannel] = {}  # by worker index
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._turn = itertools.count()
+
+    def attach(self, index: int, sock: socket.socket) -> None:
+        """A (re)started worker's channel; any previous one for `index` is dropped."""
+        self.detach(index)
+        sock.setblocking(False)
+        self.channels[index] = WorkerChannel(sock)
+        self._selector.register(sock, selectors.EVENT_READ, index)
+
+    def detach(self, index: int) -> None:
+        old = self.channels.pop(index, None)
+        if old is not None:
+            self._selector.unregister(old.sock)
+            old.sock.close()
+
+    def run_for(self, timeout: float) -> None:
+        """Serve whatever is ready within `timeout` seconds (the supervisor's poll)."""
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                self._accept_all()
+            else:
+                self._read_worker(key.data)
+
+    def close(self) -> None:
+        """Stop taking connections (shutdown: the workers finish the live ones)."""
+        self._selector.unregister(self.listener)
+        self.listener.close()
+
+    def _accept_all(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            with conn:
+                self._hand_over(conn)
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        ready = [(index, ch) for index, ch in self.channels.items() if ch.ready]
+        if not ready:
+            logger.warning("no worker ready: connection refused")
+            return
+        turn = next(self._turn)
+        # Fewest live connections; ties taken in turn, so short requests alternate too.
+        index, channel = min(ready, key=lambda item: (item[1].live, (item[0] - turn) % len(self.channels)))
+        try:
+            socket.send_fds(channel.sock, [NEW_CONNECTION], [conn.fileno()])
+        except OSError as error:
+            logger.error(f"could not hand a connection to worker {index}: {error}")
+            return
+        channel.live += 1
+        channel.handed += 1
+
+    def _read_worker(self, index: int) -> None:
+        channel = self.channels[index]
+        try:
+            data = channel.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is gone; the supervisor restarts it
+            self.detach(index)
+            return
+        channel.ready = channel.ready or READY in data
+        channel.live = max(0, channel.live - data.count(CLOSED))
+
+
+class HandoffServer(uvicorn.Server):
+    """uvicorn serving the connections its supervisor hands over on `channel` (no listener)."""
+
+    def __init__(self, config: uvicorn.Config, channel: socket.socket):
+        super().__init__(config)
+        self.channel = channel
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=[])
+        if self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+        self.channel.setblocking(False)
+        loop.add_reader(self.channel.fileno(), self._take_connections, loop)
+        self.channel.send(READY)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        asyncio.get_running_loop().remove_reader(self.channel.fileno())
+        await super().shutdown(sockets=sockets)
+
+    def _take_connections(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            _, fds, _, _ = socket.recv_fds(self.channel, 1024, 64)
+        except (BlockingIOError, InterruptedError):
+            return
+        for fd in fds:
+            conn = socket.socket(fileno=fd)
+            conn.setblocking(False)
+            loop.create_task(loop.connect_accepted_socket(self._protocol_factory(loop), conn))
+
+    def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
+        """uvicorn's HTTP protocol (as Server.startup makes it), reporting when it closes."""
+        config, channel = self.config, self.channel
+
+        def create_protocol() -> asyncio.Protocol:
+            protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
+            )
+            connection_lost = protocol.connection_lost
+
+            def report_closed(exc: Exception | None) -> None:
+                connection_lost(exc)
+                try:
+                    channel.send(CLOSED)
+                except OSError:
+                    pass  # the supervisor is gone: nothing to balance any more
+
+            protocol.connection_lost = report_closed  # type: ignore[method-assign]
+            return protocol
+
+        return create_protocol
