@@ -23,6 +23,7 @@ from fastapi import WebSocket
 from loguru import logger
 
 from pipecat.frames.frames import (
+    BotSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
@@ -279,6 +280,14 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             await BaseOutputTransport.process_frame(self, frame, direction)
             return
         await super().process_frame(frame, direction)
+
+    async def broadcast_frame(self, frame_cls: type[Frame], **kwargs):
+        # The media sender broadcasts a BotSpeakingFrame every 200 ms of bot speech, through
+        # every processor upstream; only Pipecat's pipeline idle timeout and RTVI read it, and
+        # both are off here (BotStarted/StoppedSpeaking still go out).
+        if frame_cls is BotSpeakingFrame:
+            return
+        await super().broadcast_frame(frame_cls, **kwargs)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         # The media sender announces BotStoppedSpeaking (downstream first, then upstream)

@@ -4,6 +4,12 @@ Sits just before the output transport. When the caller's turn ends it starts a t
 reply audio has come by `after_ms`, it plays one pre-synthesized filler (plain output audio:
 it never enters the LLM context, and barge-in drops it like any bot audio). At most one
 filler per turn.
+
+Being the first processor after the TTS, it also stops the frames nothing past it reads:
+MetricsFrames (the call's turn metrics take them where they are pushed, see
+pipelines/call_watch.py) and the TTS's AggregatedTextProgressFrames (for Pipecat's RTVI,
+which is off), instead of letting them queue through the output transport's clock and the
+assistant aggregator.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import asyncio
 import itertools
 
 from pipecat.frames.frames import (
+    AggregatedTextProgressFrame,
     BotStartedSpeakingFrame,
     EndFrame,
     Frame,
     InterruptionFrame,
+    MetricsFrame,
     OutputAudioRawFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
@@ -53,6 +61,8 @@ class FillerInjector(FrameProcessor):
              BotStartedSpeakingFrame, EndFrame),
         ):
             await self._disarm()
+        elif isinstance(frame, (MetricsFrame, AggregatedTextProgressFrame)):
+            return
         await self.push_frame(frame, direction)
 
     def _arm(self) -> None:
