@@ -213,6 +213,9 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "gap_max": r4(max(gaps) if gaps else 0.0),
         "gaps_at_call_secs": sorted(round(at, 2) for r in results for at, _ in r.gaps)[:20],
         "gaps_into_utterance_secs": sorted(round(at, 2) for r in results for at in r.gaps_into_utterance)[:20],
+        "longest_gaps": sorted(([r.config.call_sid, round(at, 3), round(into, 3), round(g, 4)]
+                                for r in results for (at, g), into in zip(r.gaps, r.gaps_into_utterance)),
+                               key=lambda row: -row[3])[:5],
         "turns_expected": sum(len(e) for e in ends_by_call),
         "turns_measured": len(v2v),
         "greeting_p50": r4(percentile(greet, 50)),
