@@ -99,6 +99,23 @@ def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, li
     return script, ends, barge_ins
 
 
+def added_by_stage(turns: list[dict]) -> dict[str, list]:
+    """Where the added time of the turns goes, p50/p95 in seconds: turn end (speech end ->
+    the user aggregator ends the turn, beyond VAD stop + speech timeout), LLM (turn end -> first
+    token, beyond its TTFT), TTS (first token -> first audio, beyond its TTFB) and output (first
+    audio -> sent to Exotel)."""
+    rows: dict[str, list[float]] = {"turn_end": [], "llm": [], "tts": [], "output": []}
+    for t in turns:
+        keys = ("user_stopped_to_turn_end", "llm_first_text_after", "tts_first_audio_after", "voice_to_voice")
+        if not all(t.get(k) is not None for k in keys):
+            continue
+        rows["turn_end"].append(t["user_stopped_to_turn_end"] - VAD_STOP - SPEECH_TIMEOUT)
+        rows["llm"].append(t["llm_first_text_after"] - t["user_stopped_to_turn_end"] - LLM_MS / 1000)
+        rows["tts"].append(t["tts_first_audio_after"] - t["llm_first_text_after"] - TTS_MS / 1000)
+        rows["output"].append(t["voice_to_voice"] - t["tts_first_audio_after"])
+    return {name: [r4(percentile(v, 50)), r4(percentile(v, 95))] for name, v in rows.items() if v}
+
+
 def barge_in_figures(result, barge_ins: list[tuple[float, float]]) -> tuple[list[float], int, int]:
     """Per barge-in: onset (when the emulator sent the chunk holding the first voiced sample)
     -> the first `clear` after it; stale = bot media that arrived after that clear while the
@@ -181,6 +198,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
     records = await asyncio.gather(*(stack.record(emu.config.call_sid) for emu, _ in emus))
     turns = [t for r in records if r for t in r["turns"]]
     v2v = [t["voice_to_voice"] for t in turns if t.get("voice_to_voice") is not None]
+    stages = added_by_stage(turns)
     added = [v - FLOOR for v in v2v]
     caller_v2v = [latency for result, ends in zip(results, ends_by_call)
                   for latency in reply_latencies(result, ends, TURN_GAP_SECS)]
@@ -248,6 +266,11 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "calls_per_worker": sorted(Counter(r["metrics"].get("worker_pid") for r in records if r).values()),
         "worker_loop_lag_p95_ms": sorted(h.get("loop_lag", {}).get("p95_ms", -1) for h in health.values()),
         "worker_loop_lag_max_ms": sorted(h.get("loop_lag", {}).get("max_ms", -1) for h in health.values()),
+        "added_by_stage_p50_p95": stages,
+        "early_clear_holds_expired": sum((r or {}).get("metrics", {}).get("early_clear_holds_expired", 0) for r in records),
+        "audio_dropped_in_hold_secs": round(sum((r or {}).get("metrics", {}).get("audio_dropped_in_hold_bytes", 0)
+                                                for r in records) / 16000, 3),
+        "worker_gc_last_minute": [h.get("loop_lag", {}).get("gc") for h in health.values()],
         "worker_loop_stalls_over_100ms": sum(h.get("loop_lag", {}).get("stalls", 0) for h in health.values()) - stalls0,
         "fakes_loop_lag_p95_ms": fakes_lag["p95_ms"],
         "fakes_loop_lag_max_ms": fakes_lag["max_ms"],

@@ -181,6 +181,8 @@ def _record_metrics(session: CallSession, transport: ExotelTransport, call: Call
     session.metrics["marks_echoed"] = serializer.marks.echoed
     session.metrics["clears_sent"] = serializer.stats["clears_out"]
     session.metrics["early_clear_leads_ms"] = [round(lead * 1000, 1) for lead in transport.early_clear_leads]
+    session.metrics["early_clear_holds_expired"] = transport.early_clear_holds_expired
+    session.metrics["audio_dropped_in_hold_bytes"] = transport.audio_dropped_in_hold_bytes
     session.metrics["bad_messages_in"] = serializer.problems.total
     session.metrics["fillers_played"] = call.injector.played
     session.metrics["duration_secs"] = time.monotonic() - session.socket_opened_monotonic

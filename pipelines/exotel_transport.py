@@ -193,8 +193,13 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             return False
         if self._cleared_early_at is not None:
             if time.monotonic() - self._cleared_early_at < EARLY_CLEAR_HOLD_SECS:
+                self._transport.audio_dropped_in_hold_bytes += len(frame.audio)
                 return True  # interrupted: the InterruptionFrame that flushes this is on its way
             self._cleared_early_at = None
+            self._transport.early_clear_holds_expired += 1
+            logger.bind(call_sid=self._transport.call_sid).warning(
+                "early clear: no interruption followed within the hold; audio plays again"
+            )
         serializer = self.serializer
         if self.recorder is not None:
             await self.recorder.add_bot_audio(frame.audio, self._played_until - time.monotonic())
@@ -361,6 +366,8 @@ class ExotelTransport(BaseTransport):
         self.call_sid = call_sid
         self.clears_sent_at: list[float] = []
         self.early_clear_leads: list[float] = []  # per early clear: how long before the InterruptionFrame
+        self.early_clear_holds_expired = 0
+        self.audio_dropped_in_hold_bytes = 0
         callbacks = FastAPIWebsocketCallbacks(
             on_client_connected=self._on_client_connected,
             on_client_disconnected=self._on_client_disconnected,

@@ -115,7 +115,8 @@ def test_connections_go_to_the_least_loaded_worker_and_sigterm_stops_every_worke
                 answered.append(client.get(health).json()["worker_pid"])
         assert sorted(answered.count(pid) for pid in pids) == [10, 10], answered
         body = httpx.get(health).json()
-        assert set(body["loop_lag"]) == {"p50_ms", "p95_ms", "max_ms", "stalls"}
+        assert set(body["loop_lag"]) == {"p50_ms", "p95_ms", "max_ms", "stalls", "gc"}
+        assert set(body["loop_lag"]["gc"]) == {"count", "full", "total_ms", "max_ms"}
         # A worker that dies is replaced.
         victim = pids.pop()
         os.kill(victim, signal.SIGKILL)
