@@ -1,8 +1,8 @@
 """Start the server: `python server.py` (settings from the environment and `.env`).
 
-WORKERS processes (0 = one per core), each with its own socket on the port (SO_REUSEPORT, so
-the kernel spreads calls evenly: bot/workers.py); whatever one request leaves for another (a
-dialled call's lead, a prepared greeting) lives in the database and DATA_DIR.
+WORKERS processes (0 = two per core); the supervisor hands each new connection to the worker
+with the fewest (bot/workers.py); whatever one request leaves for another (a dialled call's
+lead, a prepared greeting) lives in the database and DATA_DIR.
 """
 
 import sys

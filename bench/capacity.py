@@ -3,7 +3,7 @@
     .venv/bin/python bench/capacity.py [--calls 1,25,50,75,100] [--seconds 20] [--workers 0]
                                        [--ramp-secs 10] [--compare-calls 10] [--profile]
 
-The agent runs as deployed (bench/process_stack.py): `server.py` with WORKERS processes (0 = one
+The agent runs as deployed (bench/process_stack.py): `server.py` with WORKERS processes (0 = two
 per core) sharing the port and the SQLite store, the wire-level fakes of Deepgram (150 ms),
 OpenAI (350 ms to first token) and ElevenLabs (150 ms to first byte, 30 ms per character) in a
 process of their own, and N emulated Exotel callers (bot/exotel_emulator.py) in this process.
@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from bench.measures import percentile, reply_latencies, speech_end_offset, speec
 from bench.process_stack import ProcessStack, process_stack  # noqa: E402
 from bot.exotel_emulator import HangUp, Say  # noqa: E402
 from bot.logging_setup import setup_logging  # noqa: E402
+from bot.workers import worker_count  # noqa: E402
 from bot.speech_synth import speak  # noqa: E402
 
 LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
@@ -438,7 +438,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", default="1,25,50,75,100", help="comma-separated concurrency levels")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each call")
-    parser.add_argument("--workers", type=int, default=0, help="server worker processes (0: one per core)")
+    parser.add_argument("--workers", type=int, default=0, help="server worker processes (0: two per core)")
     parser.add_argument("--ramp-secs", type=float, default=10.0,
                         help="spread call starts over this many seconds (0: all at once)")
     parser.add_argument("--profile", action="store_true", help="py-spy the workers during the last level")
@@ -446,7 +446,7 @@ async def main() -> None:
     parser.add_argument("--name", default="latest", help="results file names: bench/results/NAME.json, NAME.md")
     args = parser.parse_args()
     levels_wanted = [int(x) for x in args.calls.split(",") if x.strip()]
-    workers = args.workers or os.cpu_count() or 1
+    workers = worker_count(args.workers)
     setup_logging("WARNING")
     started = time.time()
     loadavg = [round(x, 2) for x in psutil.getloadavg()]

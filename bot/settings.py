@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(
-        1, ge=0, le=64, description="Server processes sharing the port; 0 = one per CPU core."
+        1, ge=0, le=64, description="Server processes sharing the port; 0 = two per CPU core."
     )
 
     # --- media socket -------------------------------------------------------------------

@@ -5,6 +5,12 @@ with the fewest live connections (bot/connection_handoff.py): a call lasts minut
 neither SO_REUSEPORT's random hashing (runs of 100 calls split up to 62/38) nor uvicorn's
 shared accept socket (54 of 75 calls to one worker) kept two workers evenly loaded.
 
+WORKERS=0 runs two workers per core. Each worker's event loop serves its calls one piece of
+work at a time, so a burst in one call (a call starting, a GC pass) delays every call on that
+loop; with more, smaller workers the kernel's preemptive scheduler interleaves them instead.
+Measured with 100 calls on 2 cores (bench/capacity.py): 2 workers had audio gaps and added
+p95 320-450 ms; 3 and 4 workers none, and 140-180 ms. A worker costs ~200 MB of memory.
+
 The supervisor forwards SIGTERM/SIGINT (each worker then finishes its live calls: see the
 app's lifespan) and restarts a worker that dies unexpectedly. Where passing sockets between
 processes is not available (not Linux), uvicorn's shared-socket workers are used instead.
@@ -52,15 +58,20 @@ def run_worker(channel: socket.socket) -> None:
     HandoffServer(config, channel).run()
 
 
+def worker_count(setting: int) -> int:
+    """WORKERS as a number of processes: 0 means two per core (see the module's docstring)."""
+    return setting or 2 * (os.cpu_count() or 1)
+
+
 def run_server(settings: Settings) -> None:
-    """Serve until SIGTERM/SIGINT: in this process, or in WORKERS processes (0 = one per core).
+    """Serve until SIGTERM/SIGINT: in this process, or in WORKERS processes (0 = two per core).
 
     The app is built here first either way, so a bad campaign file raises CampaignError before
     anything listens or any worker starts."""
     from bot.app import create_app
 
     app = create_app(settings)
-    workers = settings.workers or os.cpu_count() or 1
+    workers = worker_count(settings.workers)
     if workers == 1:
         uvicorn.run(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)
     else:
