@@ -204,8 +204,11 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
                   for latency in reply_latencies(result, ends, TURN_GAP_SECS)]
     greet = [r.first_media_after_start for r in results if r.first_media_after_start is not None]
     barge, stale, missed = [], 0, 0
-    for result, barge_ins in zip(results, barges_by_call):
+    barge_by_worker: dict[str, list[float]] = {}
+    for result, barge_ins, record in zip(results, barges_by_call, records):
         latencies, stale_here, missed_here = barge_in_figures(result, barge_ins)
+        pid = str((record or {}).get("metrics", {}).get("worker_pid"))
+        barge_by_worker.setdefault(pid, []).extend(round(x, 3) for x in latencies)
         barge += latencies
         stale += stale_here
         missed += missed_here
@@ -267,6 +270,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "worker_loop_lag_p95_ms": sorted(h.get("loop_lag", {}).get("p95_ms", -1) for h in health.values()),
         "worker_loop_lag_max_ms": sorted(h.get("loop_lag", {}).get("max_ms", -1) for h in health.values()),
         "added_by_stage_p50_p95": stages,
+        "barge_in_by_worker": barge_by_worker,
         "early_clear_holds_expired": sum((r or {}).get("metrics", {}).get("early_clear_holds_expired", 0) for r in records),
         "audio_dropped_in_hold_secs": round(sum((r or {}).get("metrics", {}).get("audio_dropped_in_hold_bytes", 0)
                                                 for r in records) / 16000, 3),
