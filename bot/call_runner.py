@@ -19,7 +19,7 @@ from pipecat.workers.runner import WorkerRunner
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
 from bot.settings import Settings
-from pipelines.builder import OFFLINE_VOICE, CallPipeline, build_call_pipeline, greeting_frames
+from pipelines.builder import OFFLINE_VOICE, CallPipeline, build_call_pipeline, effective_tts, greeting_frames
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
 from pipelines.providers.synthesis import synthesize_line
 from pipelines.speech_cache import SpeechCache, speech_key
@@ -60,8 +60,6 @@ async def prepare_line(
     cache: SpeechCache, campaign: Campaign, settings: Settings, text: str, sample_rate: int
 ) -> bytes | None:
     """`text` in the campaign's (effective) voice, from the shared cache or synthesized now."""
-    from pipelines.builder import effective_tts
-
     tts = effective_tts(campaign, settings)
     key = speech_key(tts, text, sample_rate)
     return await cache.get_or_make(key, lambda: synthesize_line(tts, text, sample_rate, settings))
@@ -76,11 +74,19 @@ async def run_call(
     cache: SpeechCache,
 ) -> CallSession:
     """Run the call's pipeline until it ends; fill the session's end reason and metrics."""
-    transport = build_transport(websocket, session, settings, prefetched)
-    call = build_call_pipeline(session, campaign, transport, settings)
-    worker, control = call.worker, call.control
     greeting = campaign.render_greeting(session.lead)
-    prepared_greeting = await cache.get(speech_key(call.tts_config, greeting, session.sample_rate))
+    # The prepared greeting is read (in a worker thread) while the pipeline is being built.
+    reading_greeting = asyncio.create_task(
+        cache.get(speech_key(effective_tts(campaign, settings), greeting, session.sample_rate))
+    )
+    try:
+        transport = build_transport(websocket, session, settings, prefetched)
+        call = build_call_pipeline(session, campaign, transport, settings)
+    except BaseException:
+        reading_greeting.cancel()
+        raise
+    worker, control = call.worker, call.control
+    prepared_greeting = await reading_greeting
     stt_errors = 0
 
     @transport.event_handler("on_client_disconnected")
@@ -97,7 +103,7 @@ async def run_call(
     async def _greet(_worker, _frame):
         session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
         if call.recorder is not None:
-            await call.recorder.start()
+            call.recorder.start()
         session.add_transcript("assistant", greeting)  # in the record even if the caller hangs up mid-way
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1

@@ -20,6 +20,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+from loguru import logger
 
 from pipecat.audio.utils import create_stream_resampler
 
@@ -40,18 +41,25 @@ class CallRecorder:
         self._writes = asyncio.Lock()
         self._flushing: asyncio.Task | None = None
         self._recording = False
+        self._opening: asyncio.Task | None = None
         self.bytes_written = 0
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self._open)
+    def start(self) -> None:
+        """Record from now. The file is opened in a worker thread meanwhile: the greeting must
+        not wait for a thread of the (busy, shared) pool; audio buffers until it is open."""
         self._recording = True
+        self._opening = asyncio.get_running_loop().create_task(asyncio.to_thread(self._open))
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        wav = wave.open(str(self.path), "wb")
-        wav.setnchannels(2)
-        wav.setsampwidth(2)
-        wav.setframerate(self._rate)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            wav = wave.open(str(self.path), "wb")
+            wav.setnchannels(2)
+            wav.setsampwidth(2)
+            wav.setframerate(self._rate)
+        except OSError as error:  # a recording failure never breaks the call
+            logger.warning(f"recording disabled: cannot write {self.path}: {error}")
+            return
         self._wav = wav
 
     # -- the two tracks ---------------------------------------------------------------------
@@ -94,6 +102,8 @@ class CallRecorder:
 
     async def _flush(self, everything: bool = False) -> None:
         async with self._writes:
+            if self._opening is not None:
+                await self._opening
             audio = self._take(everything)
             if audio and self._wav is not None:
                 await asyncio.to_thread(self._wav.writeframes, audio)

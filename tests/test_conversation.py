@@ -397,3 +397,19 @@ async def test_call_is_recorded_as_stereo_wav(tmp_path):
     caller, bot = np.abs(frames[:, 0]), np.abs(frames[:, 1])
     assert caller[int(3.2 * 8000):int(4.2 * 8000)].max() > 1000, "the caller's words are on the left"
     assert bot[: int(2 * 8000)].max() > 1000, "the greeting is on the right"
+
+
+async def test_a_recording_that_cannot_be_written_does_not_break_the_call(tmp_path):
+    """The WAV opens in a worker thread after the greeting has started; if it cannot be
+    opened (here: the recordings folder is a file), the call runs and ends as usual."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "recordings").write_text("not a folder")
+    async with agent_stack(tmp_path, stt_script=["Tell me about the project"], llm=chatty_agent,
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        result = await emu.run([Say(at=3.0, pcm=speak("Tell me about the project")), HangUp(at=6)])
+        session = await wait_finished(stack, emu.config.call_sid)
+    assert result.first_media_after_start < 1.5, "the greeting played"
+    assert result.violations == []
+    assert session.recording_path is None
+    assert session.end_reason == "caller_hangup" and any(e["role"] == "user" for e in session.transcript)
