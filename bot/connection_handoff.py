@@ -86,19 +86,20 @@ class ConnectionBalancer:
 
     def _hand_over(self, conn: socket.socket) -> None:
         ready = [(index, ch) for index, ch in self.channels.items() if ch.ready]
-        if not ready:
-            logger.warning("no worker ready: connection refused")
-            return
         turn = next(self._turn)
-        # Fewest live connections; ties taken in turn, so short requests alternate too.
-        index, channel = min(ready, key=lambda item: (item[1].live, (item[0] - turn) % len(self.channels)))
-        try:
-            socket.send_fds(channel.sock, [NEW_CONNECTION], [conn.fileno()])
-        except OSError as error:
-            logger.error(f"could not hand a connection to worker {index}: {error}")
+        # Fewest live connections; ties taken in turn, so short requests alternate too. A worker
+        # whose channel is full (stuck) or gone is passed over for the next.
+        ready.sort(key=lambda item: (item[1].live, (item[0] - turn) % len(self.channels)))
+        for index, channel in ready:
+            try:
+                socket.send_fds(channel.sock, [NEW_CONNECTION], [conn.fileno()])
+            except OSError as error:
+                logger.error(f"could not hand a connection to worker {index}: {error}")
+                continue
+            channel.live += 1
+            channel.handed += 1
             return
-        channel.live += 1
-        channel.handed += 1
+        logger.warning("no worker ready: connection refused")
 
     def _read_worker(self, index: int) -> None:
         channel = self.channels[index]

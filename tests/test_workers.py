@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -140,3 +141,44 @@ def test_connections_go_to_the_least_loaded_worker_and_sigterm_stops_every_worke
             raise AssertionError(f"worker {pid} still running after the supervisor stopped")
         except ProcessLookupError:
             pass
+
+
+def test_a_worker_that_cannot_take_a_connection_is_passed_over():
+    """The least-loaded worker cannot take a connection (it is stuck: its channel is full):
+    the connection goes to the next worker instead of being dropped."""
+    from bot.connection_handoff import CLOSED, READY, ConnectionBalancer
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    balancer = ConnectionBalancer(listener)
+    ends = {}
+    for index in (0, 1):
+        ours, theirs = socket.socketpair()
+        balancer.attach(index, ours)
+        theirs.sendall(READY)
+        ends[index] = theirs
+    balancer.run_for(0.2)
+    assert all(channel.ready for channel in balancer.channels.values())
+    balancer.channels[1].live = 3  # worker 0 is the least loaded ...
+    stuck = balancer.channels[0].sock  # ... but stuck: it reads nothing, its channel fills up
+    try:
+        while True:
+            stuck.send(b"\0" * 65536)
+    except BlockingIOError:
+        pass
+    client = socket.create_connection(listener.getsockname())
+    deadline = time.time() + 5
+    while balancer.channels[1].handed == 0 and time.time() < deadline:
+        balancer.run_for(0.1)
+    assert balancer.channels[1].handed == 1, "the connection went to the next worker"
+    ends[1].settimeout(2)
+    _, fds, _, _ = socket.recv_fds(ends[1], 16, 4)
+    assert len(fds) == 1 and balancer.channels[1].live == 4
+    handed = socket.socket(fileno=fds[0])
+    handed.sendall(b"ping")
+    assert client.recv(4) == b"ping", "the handed-over socket is the client's connection"
+    ends[1].sendall(CLOSED)
+    balancer.run_for(0.2)
+    assert balancer.channels[1].live == 3
+    for sock in (handed, client, *ends.values()):
+        sock.close()
+    balancer.close()
