@@ -122,6 +122,7 @@ class HandoffServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, channel: socket.socket):
         super().__init__(config)
         self.channel = channel
+        self._connecting: set[asyncio.Task] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])
@@ -144,7 +145,9 @@ class HandoffServer(uvicorn.Server):
         for fd in fds:
             conn = socket.socket(fileno=fd)
             conn.setblocking(False)
-            loop.create_task(loop.connect_accepted_socket(self._protocol_factory(loop), conn))
+            task = loop.create_task(loop.connect_accepted_socket(self._protocol_factory(loop), conn))
+            self._connecting.add(task)  # held until done: the loop keeps only weak references
+            task.add_done_callback(self._connecting.discard)
 
     def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
         """uvicorn's HTTP protocol (as Server.startup makes it), reporting when it closes."""
