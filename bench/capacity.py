@@ -99,6 +99,11 @@ def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, li
     return script, ends, barge_ins
 
 
+def metric_values(records: list[dict | None], key: str) -> list:
+    """`key` from the metrics of each call record that has it (None: a call with no record)."""
+    return [r["metrics"][key] for r in records if r and r["metrics"].get(key) is not None]
+
+
 def added_by_stage(turns: list[dict]) -> dict[str, list]:
     """Where the added time of the turns goes, p50/p95 in seconds: turn end (speech end ->
     the user aggregator ends the turn, beyond VAD stop + speech timeout), LLM (turn end -> first
@@ -212,10 +217,8 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         barge += latencies
         stale += stale_here
         missed += missed_here
-    pipe_start = [r["metrics"]["pipeline_started_after_start_secs"] for r in records
-                  if r and "pipeline_started_after_start_secs" in r["metrics"]]
-    first_audio = [r["metrics"]["first_audio_after_start_secs"] for r in records
-                   if r and r["metrics"].get("first_audio_after_start_secs") is not None]
+    pipe_start = metric_values(records, "pipeline_started_after_start_secs")
+    first_audio = metric_values(records, "first_audio_after_start_secs")
     gaps = [g for r in results for _, g in r.gaps]
     violations = [v for r in results for v in r.violations]
     call_secs = sum((r.closed_at or seconds) for r in results) or n * seconds
@@ -226,7 +229,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "wall_secs": round(wall, 2),
         "connect_errors": sum(1 for r in results if r.connect_error),
         "records_found": sum(1 for r in records if r),
-        "greeting_prepared": sum(1 for r in records if r and r["metrics"].get("greeting_prepared")),
+        "greeting_prepared": sum(1 for prepared in metric_values(records, "greeting_prepared") if prepared),
         "violations": len(violations),
         "violation_examples": sorted({v.split("s ", 1)[-1] for v in violations})[:5],
         "gaps": len(gaps),
@@ -271,9 +274,8 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "worker_loop_lag_max_ms": sorted(h.get("loop_lag", {}).get("max_ms", -1) for h in health.values()),
         "added_by_stage_p50_p95": stages,
         "barge_in_by_worker": barge_by_worker,
-        "early_clear_holds_expired": sum((r or {}).get("metrics", {}).get("early_clear_holds_expired", 0) for r in records),
-        "audio_dropped_in_hold_secs": round(sum((r or {}).get("metrics", {}).get("audio_dropped_in_hold_bytes", 0)
-                                                for r in records) / 16000, 3),
+        "early_clear_holds_expired": sum(metric_values(records, "early_clear_holds_expired")),
+        "audio_dropped_in_hold_secs": round(sum(metric_values(records, "audio_dropped_in_hold_bytes")) / 16000, 3),
         "worker_gc_last_minute": [h.get("loop_lag", {}).get("gc") for h in health.values()],
         "worker_loop_stalls_over_100ms": sum(h.get("loop_lag", {}).get("stalls", 0) for h in health.values()) - stalls0,
         "fakes_loop_lag_p95_ms": fakes_lag["p95_ms"],
