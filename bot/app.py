@@ -29,7 +29,8 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
     from pipelines.providers.silero import shared_silero_session
     from serializers.exotel_events import StreamStart
 
-    shared_silero_session()
+    for rate in (8000, 16000):  # Silero's two rates: specialising a graph takes ~0.1 s
+        shared_silero_session(rate)
     if not (settings.deepgram_api_key and settings.openai_api_key):
         from pipelines.providers.whisper_stt import shared_whisper_model
 

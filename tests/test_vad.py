@@ -161,3 +161,56 @@ async def test_smart_turn_model_is_shared_and_runs_off_the_loop():
         state, _ = await analyzer.analyze_end_of_turn()
         assert state in (EndOfTurnState.COMPLETE, EndOfTurnState.INCOMPLETE)
     assert threading.active_count() <= before + 1  # at most the one shared thread, started once
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_specialised_graph_scores_speech_as_pipecats_model(rate):
+    """The rate-specialised graph (no `If`, no `sr` input, fixed shapes) gives Pipecat's
+    model's confidence on every window of a spoken line, state carried across windows."""
+    import onnx
+
+    from pipecat.audio.vad.silero import SileroOnnxModel
+    from pipelines.providers import silero_graph
+    from pipelines.providers.silero import SileroStream
+
+    graph = onnx.load_from_string(silero_graph.specialised_model_bytes(rate)).graph
+    assert not [node for node in graph.node if node.op_type == "If"]
+    assert [i.name for i in graph.input] == ["input", "state"]
+    theirs = SileroOnnxModel(silero_graph.model_path())
+    ours = SileroStream(rate)
+    assert ours._sr == {}  # the specialised session is the one in use
+    window = silero_graph.WINDOW[rate]
+    speech = np.frombuffer(speak(LINES[1], sample_rate=rate), np.int16).astype(np.float32) / 32768
+    scores = []
+    for k in range(len(speech) // window):
+        x = speech[k * window : (k + 1) * window]
+        scores.append((float(theirs(x, rate)[0, 0]), float(ours(x)[0, 0])))
+    assert max(t for t, _ in scores) > 0.9  # speech was heard
+    assert np.allclose([t for t, _ in scores], [o for _, o in scores], atol=1e-5)
+
+
+def test_specialised_graph_falls_back_to_the_original_when_it_scores_differently(monkeypatch, tmp_path):
+    """A graph that does not score as Pipecat's (here: every `If` sent down its other branch)
+    is not used; nothing is cached; a damaged cache file is rebuilt."""
+    from loguru import logger
+
+    from pipelines.providers import silero_graph
+
+    monkeypatch.setattr(silero_graph.tempfile, "tempdir", str(tmp_path))
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(message), level="WARNING")
+    try:
+        right_branches = silero_graph._if_conditions
+        monkeypatch.setattr(silero_graph, "_if_conditions",
+                            lambda *args: {name: not taken for name, taken in right_branches(*args).items()})
+        assert silero_graph.specialised_session(8000) is None
+        assert any("using the original" in w for w in warnings)
+        assert not list(tmp_path.rglob("*.onnx"))
+        monkeypatch.setattr(silero_graph, "_if_conditions", right_branches)
+        assert silero_graph.specialised_session(8000) is not None
+        cached = silero_graph._cache_path(8000)
+        cached.write_bytes(b"damaged")
+        assert silero_graph.specialised_session(8000) is not None
+        assert len(cached.read_bytes()) > 100_000
+    finally:
+        logger.remove(sink)
