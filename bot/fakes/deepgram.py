@@ -348,6 +348,11 @@ class _Session:
             samples = _DECODE[self.rec.encoding or "mulaw"][np.frombuffer(chunk, dtype=np.uint8)]
         frames = samples.reshape(n, -1)
         rms = np.sqrt(np.mean(frames * frames, axis=1))
+        if (self.state == "idle" and not self.candidate and not self.stopping
+                and not (self.ue_pending and self.rec.utterance_end_ms is not None)
+                and not (rms >= self.threshold).any()):
+            self.frame_no += n  # quiet, between utterances: what _frame would do, n times over
+            return
         for k in range(n):
             if self.stopping:
                 return
