@@ -19,7 +19,14 @@ from pipecat.workers.runner import WorkerRunner
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
 from bot.settings import Settings
-from pipelines.builder import OFFLINE_VOICE, CallPipeline, build_call_pipeline, effective_tts, greeting_frames
+from pipelines.builder import (
+    OFFLINE_VOICE,
+    CallPipeline,
+    build_call_pipeline,
+    build_call_recorder,
+    effective_tts,
+    greeting_frames,
+)
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
 from pipelines.providers.synthesis import synthesize_line
 from pipelines.speech_cache import SpeechCache, speech_key
@@ -81,12 +88,20 @@ async def run_call(
     )
     try:
         transport = build_transport(websocket, session, settings, prefetched)
-        call = build_call_pipeline(session, campaign, transport, settings)
+        recorder = transport.output().recorder = build_call_recorder(session, campaign, settings)
+        prepared_greeting = await reading_greeting
+        head, rest = greeting_head(prepared_greeting, session.sample_rate, settings.exotel_payload_bytes)
+        if head:
+            # The caller hears the greeting now, not once the pipeline is built and started
+            # (~15 ms idle, far more under load); the pipeline plays the rest.
+            if recorder is not None:
+                recorder.start()
+            await transport.output().play_ahead(head)
+        call = build_call_pipeline(session, campaign, transport, settings, recorder)
     except BaseException:
         reading_greeting.cancel()
         raise
     worker, control = call.worker, call.control
-    prepared_greeting = await reading_greeting
     stt_errors = 0
 
     @transport.event_handler("on_client_disconnected")
@@ -102,12 +117,12 @@ async def run_call(
     @worker.event_handler("on_pipeline_started")
     async def _greet(_worker, _frame):
         session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
-        if call.recorder is not None:
+        if call.recorder is not None and not head:
             call.recorder.start()
         session.add_transcript("assistant", greeting)  # in the record even if the caller hangs up mid-way
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1
-            await call.injector.play_prepared(prepared_greeting)
+            await call.injector.play_prepared(rest)
         else:
             await worker.queue_frames(greeting_frames(greeting))
 
@@ -145,6 +160,25 @@ async def run_call(
         _record_metrics(session, transport, call)
         logger.info(f"call ended: {session.log_summary()}")
     return session
+
+
+# How much of a prepared greeting goes out before the pipeline has started: the pipeline must
+# be running (and playing the rest) before this has played, or the caller hears a gap.
+GREETING_HEAD_SECS = 1.0
+
+
+def greeting_head(pcm: bytes | None, sample_rate: int, payload_bytes: int) -> tuple[bytes, bytes]:
+    """Split a prepared greeting into what is sent at once and what the pipeline plays: the
+    head is whole Exotel payloads, at most GREETING_HEAD_SECS, and at least one payload is
+    left for the pipeline (whose output transport then marks, and announces, the utterance).
+    No head when the greeting is shorter than two payloads."""
+    if not pcm:
+        return b"", pcm or b""
+    payloads = min(int(GREETING_HEAD_SECS * sample_rate * 2) // payload_bytes, len(pcm) // payload_bytes - 1)
+    if payloads < 1:
+        return b"", pcm
+    cut = payloads * payload_bytes
+    return pcm[:cut], pcm[cut:]
 
 
 async def _prepare_during_call(

@@ -138,10 +138,21 @@ def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt:
     return UserTurnStrategies(start=start, stop=stop)
 
 
+def build_call_recorder(session: CallSession, campaign: Campaign, settings: Settings) -> CallRecorder | None:
+    """The call's recording (when the campaign records), under data/recordings/<sid>.wav."""
+    if not campaign.record:
+        return None
+    path = settings.data_dir / "recordings" / f"{session.call_sid}.wav"
+    return CallRecorder(path, session.pipeline_in_rate, bot_sample_rate=session.sample_rate)
+
+
 def build_call_pipeline(
-    session: CallSession, campaign: Campaign, transport: ExotelTransport, settings: Settings
+    session: CallSession, campaign: Campaign, transport: ExotelTransport, settings: Settings,
+    recorder: CallRecorder | None = None,
 ) -> CallPipeline:
-    """One pipeline per call, from the campaign and the keys that are set."""
+    """One pipeline per call, from the campaign and the keys that are set. `recorder` (see
+    build_call_recorder) is fed from the transport's edges: the caller's audio here, the bot's
+    by the output transport."""
     rate = session.sample_rate
     control = CallControl(session, campaign)
     tts_config = effective_tts(campaign, settings)
@@ -165,11 +176,6 @@ def build_call_pipeline(
         ),
     )
     injector = FillerInjector(after_ms=campaign.fillers.after_ms, sample_rate=rate)
-    recorder = None
-    if campaign.record:
-        path = settings.data_dir / "recordings" / f"{session.call_sid}.wav"
-        recorder = CallRecorder(path, session.pipeline_in_rate, bot_sample_rate=rate)
-        transport.output().recorder = recorder
     processors: list[FrameProcessor] = [
         transport.input(),
         CallTap(session, recorder, DTMFActions(campaign.dtmf, control)),

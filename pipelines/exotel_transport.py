@@ -216,6 +216,25 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 await asyncio.sleep(delay)
         return True
 
+    async def play_ahead(self, pcm: bytes) -> None:
+        """Send the opening of speech prepared ahead (the greeting) before the pipeline has
+        started, straight through the serializer: the caller hears it while the call's
+        pipeline is still being built and started (a few ms idle, far more under load). The
+        rest of the utterance follows through the pipeline, paced from where this ends, and
+        its mark covers both parts."""
+        if not pcm or self._client.is_closing or not self._client.is_connected:
+            return
+        if self.recorder is not None:
+            await self.recorder.add_bot_audio(pcm, self._played_until - time.monotonic())
+        before = self.serializer.stats["bytes_out"]
+        messages = await self.serializer.serialize_many(
+            OutputAudioRawFrame(audio=pcm, sample_rate=self.serializer.exotel_sample_rate, num_channels=1)
+        )
+        audio_bytes = self.serializer.stats["bytes_out"] - before
+        for message in messages:
+            await self._send(message, audio_bytes)
+            audio_bytes = 0
+
     # ---------------------------------------------------------- held-back tail
     def _arm_tail_flush(self) -> None:
         """Make sure audio held back below a full chunk is not stranded mid-sentence.

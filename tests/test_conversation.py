@@ -308,8 +308,28 @@ async def test_presynthesized_greeting_leaves_within_tens_of_ms(tmp_path):
         session = await wait_finished(stack, emu.config.call_sid)
     assert session.metrics.get("greeting_prepared") == 1
     assert result.first_media_after_start < 0.15, result.first_media_after_start
-    assert result.violations == [] and result.marks_echoed
+    # Its opening went out before the call's pipeline had even started; the pipeline played
+    # the rest, seamlessly: the whole greeting, no gap, one utterance (one mark).
+    assert session.metrics["first_audio_after_start_secs"] < session.metrics["pipeline_started_after_start_secs"]
+    spoken = len("Hello Meera, this is Priya from Sunrise Homes. Got a minute?") * EL_FAST["ms_per_char"] / 1000
+    assert spoken - 0.05 < result.played_secs < spoken + 0.25, (result.played_secs, spoken)
+    assert result.gaps == []
+    assert result.violations == [] and len(result.marks_echoed) == 1
     assert session.transcript[0]["text"].startswith("Hello Meera")
+
+
+def test_greeting_head_is_whole_payloads_and_leaves_the_pipeline_the_rest():
+    from bot.call_runner import GREETING_HEAD_SECS, greeting_head
+
+    for seconds in (0.1, 0.25, 0.4, 0.41, 1.0, 1.3, 3.7):
+        pcm = bytes(int(seconds * 8000) * 2)
+        head, rest = greeting_head(pcm, 8000, 3200)
+        assert head + rest == pcm
+        assert len(head) % 3200 == 0 and len(head) <= GREETING_HEAD_SECS * 16000
+        assert len(rest) >= 3200 or not head, "the pipeline plays (and marks) at least one payload"
+        assert head or len(pcm) < 2 * 3200
+    assert greeting_head(bytes(64000), 8000, 3200)[0] == bytes(16000)  # 1 s of a 4 s greeting
+    assert greeting_head(None, 8000, 3200) == (b"", b"")
 
 
 async def test_a_sentence_is_not_held_back_waiting_for_the_next_one(tmp_path):
