@@ -93,6 +93,13 @@ async def test_full_qualification_call(tmp_path):
     assert query["model"] == "nova-3" and query["language"] == "en-IN" and query["sample_rate"] == "8000"
     # Raw PCM is not worth deflating: the STT socket offers no per-message compression.
     assert "sec-websocket-extensions" not in stack.deepgram.accepted[0].headers
+    # The SDK's headers, though built once per process rather than per connect.
+    from importlib.metadata import version
+
+    handshake = stack.deepgram.accepted[0]
+    assert handshake.api_key == "test" and handshake.headers["authorization"] == "Token test"
+    assert handshake.headers["user-agent"] == f"deepgram-sdk/{version('deepgram-sdk')}"
+    assert handshake.headers["x-fern-sdk-name"] == "deepgram-sdk"
     # Per-turn metrics: voice-to-voice measured for every answered turn.
     answered = [t for t in session.turns if "voice_to_voice" in t]
     assert len(answered) >= 2
