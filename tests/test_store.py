@@ -205,6 +205,25 @@ async def test_dialled_call_is_found_by_any_worker(backend: Backend, store: Call
     assert await other_worker.find_call("CA-unknown") is None
 
 
+async def test_live_progress_moves_status_forward_only_and_creates_unknown_calls(backend: Backend, store: CallStore):
+    """save_progress (one UPDATE): transcript and details replaced, initiated/ringing become
+    in-progress, a finished call keeps its status, an unknown Sid gets a record."""
+    await store.record_dialled("CA20", "real_estate", {"id": "L20"}, "+919876543210")
+    line = [{"role": "user", "text": "Maybe eighty lakhs", "t": 4.2}]
+    assert await store.save_progress("CA20", line, {"budget": "80 lakhs"})
+    other_worker = await backend.open(migrate=False)
+    row = await other_worker.find_call("CA20")
+    assert (row.status, row.transcript, row.collected) == ("in-progress", line, {"budget": "80 lakhs"})
+    assert row.lead == {"id": "L20"} and row.campaign == "real_estate"
+    await store.apply_status({"CallSid": "CA20", "Status": "completed"})
+    assert await store.save_progress("CA20", line * 2, {})
+    row = await other_worker.find_call("CA20")
+    assert (row.status, len(row.transcript), row.collected) == ("completed", 2, {})
+    assert await store.save_progress("CA-inbound", line, {"bhk": 2})
+    row = await other_worker.find_call("CA-inbound")
+    assert (row.status, row.transcript, row.collected) == ("in-progress", line, {"bhk": 2})
+
+
 async def test_status_callbacks_are_idempotent_and_order_safe(store: CallStore):
     await store.record_dialled("CA1", "c", {"id": "L1"}, "+919800000001")
     assert await store.apply_status({"CallSid": "CA1", "Status": "ringing"})
