@@ -1,6 +1,6 @@
 """Campaign + call session + transport -> the call's Pipecat pipeline.
 
-transport in -> tap (+ DTMF keys) -> Deepgram STT -> voicemail check -> user turn (Silero VAD,
+transport in (tap: recording, DTMF keys) -> Deepgram STT -> voicemail check -> user turn (Silero VAD,
 owned by the aggregator) -> [caller audio stops here] -> OpenAI LLM (tools) -> TTS ->
 filler/prepared audio -> transport out -> assistant turn. Pipecat's native interruption stops
 the bot when the caller speaks (the transport sends `clear` as the caller's turn starts). The
@@ -176,10 +176,8 @@ def build_call_pipeline(
         ),
     )
     injector = FillerInjector(after_ms=campaign.fillers.after_ms, sample_rate=rate)
-    processors: list[FrameProcessor] = [
-        transport.input(),
-        CallTap(session, recorder, DTMFActions(campaign.dtmf, control)),
-    ]
+    transport.tap = CallTap(session, recorder, DTMFActions(campaign.dtmf, control))
+    processors: list[FrameProcessor] = [transport.input()]
     if openai:
         llm: FrameProcessor = build_openai_llm(campaign.llm, settings, system_prompt)
         AgentTools(campaign, control).register(llm)

@@ -3,7 +3,7 @@
 Past the aggregator (which runs the VAD on it) nothing needs the caller's raw audio: the LLM,
 TTS, filler injector, output transport and assistant aggregator only pass it along, ten frames
 a second per call, each hop a queue handoff on the event loop. The recording takes the caller's
-audio at the input (CallTap), so it stops here. So does the aggregator's UserSpeakingFrame
+audio at the input transport (CallTap), so it stops here. So does the aggregator's UserSpeakingFrame
 pulse (five a second while the caller talks), which only Pipecat's pipeline idle timeout and
 RTVI read, both off here; the aggregator has already used it for its own turn tracking.
 """
@@ -18,7 +18,7 @@ class CallerAudioStop(FrameProcessor):
     """Drops InputAudioRawFrame and UserSpeakingFrame; passes every other frame on.
 
     Runs in Pipecat's direct mode, as do the other processors here that only look at frames
-    and pass them on (CallTap, VoicemailDetector, FillerInjector): a frame is handled in the
+    and pass them on (VoicemailDetector, FillerInjector): a frame is handled in the
     task of the processor that pushed it instead of being queued for a task of this one
     (one or two queue handoffs and task switches per frame, per hop, saved).
     """

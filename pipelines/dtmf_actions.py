@@ -1,7 +1,7 @@
 """Keypad shortcuts from the campaign (e.g. 0 = talk to a human, 9 = end the call).
 
-Not a pipeline stage of its own: CallTap, which sees every caller frame first anyway, hands
-it each key (one processor fewer for every frame of the call to cross)."""
+Not a pipeline stage of its own: the input transport hands each key to the call's CallTap,
+which runs its action (one processor fewer for every frame of the call to cross)."""
 
 from __future__ import annotations
 

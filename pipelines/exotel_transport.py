@@ -24,11 +24,13 @@ from loguru import logger
 
 from pipecat.frames.frames import (
     BotSpeakingFrame,
+    BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
     EndFrame,
     Frame,
     InputAudioRawFrame,
+    InputDTMFFrame,
     InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
@@ -44,6 +46,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
 )
+from pipelines.call_tap import CallTap
 from pipelines.recorder import CallRecorder
 from serializers.exotel import ExotelFrameSerializer, ExotelStopFrame
 
@@ -111,6 +114,9 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
         Pipecat's input transport queues it for a task of its own (an asyncio queue and a
         wait_for per 100 ms frame, per call), which serves audio filters and transport-side
         VAD; this transport has neither unless an audio filter is configured."""
+        tap = self._transport.tap
+        if tap is not None:
+            tap.caller_audio(frame.audio)
         if self._params.audio_in_filter is not None:
             await super().push_audio_frame(frame)
         elif self._params.audio_in_enabled and self._params.audio_in_passthrough and not self._paused:
@@ -139,6 +145,9 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
                     await self.push_audio_frame(frame)
                 elif isinstance(frame, InputTransportMessageFrame):
                     await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
+                elif isinstance(frame, InputDTMFFrame) and self._transport.tap is not None:
+                    await self._transport.tap.dtmf(frame.button.value, self.push_frame)
+                    await self.push_frame(frame)
                 else:
                     await self.push_frame(frame)
         except Exception as error:
@@ -314,10 +323,19 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await super().broadcast_frame(frame_cls, **kwargs)
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
-        # The media sender announces BotStoppedSpeaking (downstream first, then upstream)
-        # when its queue is empty; hold it until the caller has heard the utterance.
-        if isinstance(frame, BotStoppedSpeakingFrame) and direction == FrameDirection.DOWNSTREAM:
-            await self._finish_utterance()
+        if direction == FrameDirection.DOWNSTREAM:
+            if isinstance(frame, OutputAudioRawFrame):
+                # Pipecat passes the audio it has sent on downstream "in case anyone else needs
+                # it": here only the assistant aggregator, which ignores audio (a queue hop per
+                # 200 ms of bot speech for nothing).
+                return
+            if isinstance(frame, BotStoppedSpeakingFrame):
+                # The media sender announces it (downstream first, then upstream) when its
+                # queue is empty; hold it until the caller has heard the utterance.
+                await self._finish_utterance()
+            tap = self._transport.tap
+            if tap is not None and isinstance(frame, (BotStartedSpeakingFrame, BotStoppedSpeakingFrame)):
+                tap.bot_speech("started" if isinstance(frame, BotStartedSpeakingFrame) else "stopped")
         await super().push_frame(frame, direction)
 
     async def _finish_utterance(self) -> None:
@@ -383,6 +401,7 @@ class ExotelTransport(BaseTransport):
         super().__init__()
         self._params = params
         self.call_sid = call_sid
+        self.tap: CallTap | None = None  # set by the pipeline builder: what the edges tell the call session
         self.clears_sent_at: list[float] = []
         self.early_clear_leads: list[float] = []  # per early clear: how long before the InterruptionFrame
         self.early_clear_holds_expired = 0

@@ -2,7 +2,7 @@
 call goes.
 
 Fed by the transport's edges rather than by a processor in the pipeline: the caller's audio as
-it arrives (CallTap), the bot's audio as it is sent to Exotel, placed where it will play
+it arrives at the input transport (CallTap), the bot's audio as it is sent to Exotel, placed where it will play
 (ExotelOutputTransport), and cut where a barge-in `clear` stopped it. So the recording is what
 the caller heard, and caller audio need not travel the whole pipeline just to reach a recorder
 at its end (the hops it skips were ~1/3 of a call's frame traffic).
