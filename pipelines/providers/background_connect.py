@@ -30,6 +30,11 @@ class ConnectInBackground:
             return
         await super()._connect()  # type: ignore[misc]
 
+    @property
+    def connecting(self) -> bool:
+        """The first connect is still under way."""
+        return self._first_connect is not None and not self._first_connect.done()
+
     async def wait_connected(self) -> None:
         """Wait (bounded) for the background connect, if it's still under way."""
         task = self._first_connect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import AsyncGenerator
 
 import deepgram.listen.v1.client as deepgram_listen_client
@@ -75,12 +76,33 @@ for _module in (deepgram_listen_client, deepgram_listen_raw_client):
     _module.websockets_client_connect = connect_without_compression
 
 
+# Caller audio kept while the first connect is under way (100 ms chunks: 30 s).
+HELD_CHUNKS = 300
+
+
 class BackgroundConnectDeepgramSTTService(ConnectInBackground, DeepgramSTTService):
     """Deepgram STT that doesn't hold the call's start for its handshake; caller audio that
-    arrives meanwhile waits for the connection instead of being dropped."""
+    arrives meanwhile is kept and sent once connected, not dropped.
+
+    Runs in Pipecat's direct mode: caller audio is sent to Deepgram from the task that pushed
+    it (the input transport's socket reader) instead of being queued for a task of the STT's
+    own (a queue handoff and a task switch per 100 ms frame, ~3.5% of a worker's CPU per
+    call). So nothing here waits: audio that comes before the connection is held, not awaited.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("enable_direct_mode", True)
+        super().__init__(**kwargs)
+        self._held: deque[bytes] = deque(maxlen=HELD_CHUNKS)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        await self.wait_connected()
+        if self.connecting:
+            self._held.append(audio)
+            yield None
+            return
+        if self._held:
+            audio = b"".join(self._held) + audio
+            self._held.clear()
         async for frame in super().run_stt(audio):
             yield frame
 
