@@ -75,6 +75,19 @@ BARGE_IN_LIMIT = VAD_START + 0.050
 RESULTS = ROOT / "bench" / "results"
 
 
+def speed_index_ms() -> float:
+    """How fast this machine runs Python right now: a fixed loop, best of five, in ms. This
+    host's speed drifts (the same code measured 0.0116 and 0.0171 CPU-s per call-second on
+    different days), so every level records it next to its figures."""
+    best = float("inf")
+    for _ in range(5):
+        started, total = time.process_time(), 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
+
+
 def r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -177,6 +190,7 @@ async def _delayed(delay: float, coro):
 async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[bytes], ramp_secs: float = 0.0,
                     profile_to: Path | None = None) -> dict:
     gc.collect()
+    speed_before = speed_index_ms()
     me = psutil.Process()
     stalls0 = sum(h.get("loop_lag", {}).get("stalls", 0) for h in (await stack.worker_health()).values())
     rss0 = stack.workers_rss()
@@ -224,6 +238,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
     call_secs = sum((r.closed_at or seconds) for r in results) or n * seconds
     return {
         "calls": n,
+        "speed_index_ms": [speed_before, speed_index_ms()],  # before / after the level (lower = faster)
         "call_secs": seconds,
         "ramp_secs": ramp_secs,
         "wall_secs": round(wall, 2),
@@ -348,7 +363,8 @@ async def run_levels(levels: list[int], seconds: float, log, ramp_secs: float, w
                     "stale_media_after_clear", "barge_ins_without_clear", "server_cpu_per_call_sec",
                     "server_cores_busy", "machine_cores_busy", "rss_growth_per_call_mb", "turns_measured",
                     "calls_per_worker", "worker_loop_lag_p95_ms", "worker_loop_lag_max_ms",
-                    "worker_loop_stalls_over_100ms", "fakes_loop_lag_p95_ms", "fakes_loop_lag_max_ms")))
+                    "worker_loop_stalls_over_100ms", "fakes_loop_lag_p95_ms", "fakes_loop_lag_max_ms",
+                    "speed_index_ms")))
                 await asyncio.sleep(2.0)
             workers_seen = len(stack.workers())
     return out, {**warmup, "workers": workers_seen}
@@ -379,8 +395,8 @@ def markdown(report: dict) -> str:
         f"{BARGE_IN_LIMIT * 1000:.0f} ms). CPU per call-s: the server's processes only.", "",
         "| calls | viol. | gaps | greeting p50/p95 ms | v2v p50/p95 ms | added p50/p95/max ms | "
         "barge-in clear p50/p95 ms | stale | turns | server CPU per call-s | server cores | all cores busy | "
-        "RSS MB/call | clean |",
-        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "RSS MB/call | clean | speed index ms |",
+        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in report["levels"]:
         lines.append(
@@ -390,8 +406,11 @@ def markdown(report: dict) -> str:
             f"{ms(r['added_max'])} | {ms(r['barge_in_p50'])} / {ms(r['barge_in_p95'])} | "
             f"{r['stale_media_after_clear']} | {r['turns_measured']}/{r['turns_expected']} | "
             f"{r['server_cpu_per_call_sec']:.4f} | {r['server_cores_busy']:.2f} | {r['machine_cores_busy']:.2f} | "
-            f"{r['rss_growth_per_call_mb']:.2f} | {'yes' if r['clean'] else 'no'} |")
-    lines += ["", f"Highest clean level: **{report['highest_clean_level']}** concurrent calls "
+            f"{r['rss_growth_per_call_mb']:.2f} | {'yes' if r['clean'] else 'no'} | "
+            f"{' / '.join(map(str, r.get('speed_index_ms') or []))} |")
+    lines += ["", "Speed index: a fixed Python loop timed before / after the level (lower = faster; this host "
+                  "drifts, and so does everything measured here).",
+              "", f"Highest clean level: **{report['highest_clean_level']}** concurrent calls "
                   f"(clean = no gaps, violations or stale media, added p95 <= {ADDED_P95_LIMIT * 1000:.0f} ms, "
                   f"barge-in p95 <= {BARGE_IN_LIMIT * 1000:.0f} ms).",
               f"Warm-up calls, greeting spoken live by the TTS fake: {ms(report['warmup']['greeting_live_tts_p50'])} ms "
