@@ -88,6 +88,21 @@ def speed_index_ms() -> float:
     return round(best * 1000, 1)
 
 
+def package_versions() -> dict[str, str]:
+    """What the run measured besides our code: a fresh setup takes the newest releases."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("pipecat-ai", "uvicorn", "websockets", "uvloop", "onnxruntime", "numpy", "openai", "deepgram-sdk",
+             "sqlalchemy", "aiosqlite")
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return {"python": sys.version.split()[0], **found}
+
+
 def r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -488,6 +503,7 @@ async def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": {"cpus": psutil.cpu_count(), "loadavg_before": loadavg,
                     "harness_prioritised": harness_prioritised},
+        "versions": package_versions(),
         "provider_latency_ms": {"stt": STT_MS, "llm_ttft": LLM_MS, "tts_ttfb": TTS_MS, "tts_ms_per_char": MS_PER_CHAR},
         "floor_secs": FLOOR, "barge_in_limit_secs": BARGE_IN_LIMIT, "call_secs": args.seconds,
         "ramp_secs": args.ramp_secs, "levels_requested": levels_wanted,

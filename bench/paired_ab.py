@@ -1,0 +1,163 @@
+"""Server CPU per call-second of two versions of the code, measured side by side.
+
+    .venv/bin/python bench/paired_ab.py --base 282f217 [--calls 12] [--seconds 20] [--rounds 4]
+                                        [--name NAME]
+
+This host's speed drifts by up to 1.5x within minutes, so two benchmark runs made one after the
+other compare the machine as much as the code. Here both versions serve calls *at the same
+time*: a git worktree of `--base` (A) and this working tree (B) each run the app in one process
+(uvicorn on uvloop, as a worker does), against the same provider fakes (bench/fake_providers.py,
+STT 150 / LLM 350 / TTS 150 ms), each with `--calls` emulated Exotel callers playing the
+capacity benchmark's call script (greeting, caller lines, a barge-in). Each round measures both
+processes' CPU over the same wall-clock span; the result is the median of the per-round ratios
+B/A (two copies of the same code measured 0.99-1.01). Writes bench/results/NAME.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def serve(tree: Path, urls: dict[str, str]) -> None:
+    """In a child process: the app from `tree` on a free port; prints its media URL, serves
+    until stdin closes."""
+    sys.path[:0] = [str(tree), str(tree / "bench")]
+    import uvloop
+
+    from bot.local_server import free_port, serve_locally
+    from bot.logging_setup import setup_logging
+    from bot.settings import load_settings
+    from capacity import GREETING, SPEECH_TIMEOUT, VAD_START, VAD_STOP, prefill_greeting
+    from tests.agent_stack import write_campaigns
+
+    async def main() -> None:
+        tmp = Path(tempfile.mkdtemp())
+        tweaks = {"real_estate": {"greeting": GREETING, "fillers": {"enabled": False},
+                                  "turn_taking": {"vad": {"start_secs": VAD_START, "stop_secs": VAD_STOP},
+                                                  "user_speech_timeout_secs": SPEECH_TIMEOUT, "min_words": 1}}}
+        settings = load_settings(
+            _env_file=None, host="127.0.0.1", port=free_port(), log_level="WARNING",
+            deepgram_api_key="test", deepgram_base_url=urls["deepgram"],
+            openai_api_key="test", openai_base_url=urls["openai"],
+            elevenlabs_api_key="test", elevenlabs_base_url=urls["elevenlabs"],
+            campaigns_dir=write_campaigns(tmp / "configs", tweaks), data_dir=tmp / "data")
+        async with serve_locally(settings) as server:
+            await prefill_greeting(type("Stack", (), {"settings": settings})())
+            print(server.ws_url, flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    setup_logging("WARNING")
+    uvloop.run(main())
+
+
+async def call_round(urls: list[str], calls: int, seconds: float, ramp_secs: float) -> list[dict]:
+    """`calls` emulated callers against each URL at once; per URL: gaps and media received."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from capacity import LINES, call_script
+
+    from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
+    from bot.speech_synth import speak
+
+    pcms = [speak(line) for line in LINES]
+
+    async def one(url: str, index: int):
+        await asyncio.sleep(index * ramp_secs / calls)
+        emulator = ExotelEmulator(EmulatorConfig(url=url, max_secs=seconds + 10, custom_parameters={
+            "name": "Rahul", "campaign": "real_estate"}))
+        script, _, _ = call_script(index, pcms, seconds)
+        return await emulator.run(script)
+
+    results = await asyncio.gather(*(one(url, i) for url in urls for i in range(calls)))
+    per_url = [results[k * calls:(k + 1) * calls] for k in range(len(urls))]
+    return [{"gaps": sum(len(r.gaps) for r in rs), "media": sum(len(r.media_at) for r in rs),
+             "connect_errors": sum(1 for r in rs if r.connect_error)} for rs in per_url]
+
+
+def cpu_secs(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def compare(base: str, calls: int, seconds: float, rounds: int, ramp_secs: float) -> dict:
+    worktree = Path(tempfile.mkdtemp()) / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base], cwd=ROOT, check=True,
+                   capture_output=True)
+    fakes = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_providers.py"), json.dumps({
+        "stt_ms": 150, "llm_ms": 350, "tts_ms": 150, "ms_per_char": 30,
+        "lines": ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
+                  "Maybe in three months", "Weekends are better for me", "Thank you"],
+        "reply": "Okay, noted. Could you tell me a little more?"})], stdout=subprocess.PIPE, cwd=ROOT)
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        urls = fakes.stdout.readline().decode()
+        for name, tree in (("A", worktree), ("B", ROOT)):
+            process = subprocess.Popen([sys.executable, __file__, "--serve", str(tree), urls],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            servers[name] = (process, process.stdout.readline().decode().strip())
+        rows = []
+        for k in range(rounds):
+            before = {name: cpu_secs(p.pid) for name, (p, _) in servers.items()}
+            outcome = await call_round([url for _, url in servers.values()], calls, seconds, ramp_secs)
+            await asyncio.sleep(2.0)  # hang-ups and call records
+            per_call_sec = {name: (cpu_secs(p.pid) - before[name]) / (calls * seconds)
+                            for name, (p, _) in servers.items()}
+            rows.append({"a": round(per_call_sec["A"], 5), "b": round(per_call_sec["B"], 5),
+                         "b_over_a": round(per_call_sec["B"] / per_call_sec["A"], 3),
+                         "a_calls": outcome[0], "b_calls": outcome[1]})
+            print(f"round {k + 1}: A {per_call_sec['A'] * 1000:.2f}  B {per_call_sec['B'] * 1000:.2f} ms CPU per "
+                  f"call-second, B/A {rows[-1]['b_over_a']}", flush=True)
+    finally:
+        for process, _ in servers.values():
+            process.stdin.close()
+            process.wait(timeout=60)
+        fakes.terminate()
+        fakes.wait()
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, capture_output=True)
+    ratios = [row["b_over_a"] for row in rows]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "base": base, "working_tree_head": head.strip(),
+        "calls_per_server": calls, "call_secs": seconds, "rounds": rows,
+        "median_a_cpu_per_call_sec": statistics.median(r["a"] for r in rows),
+        "median_b_cpu_per_call_sec": statistics.median(r["b"] for r in rows),
+        "median_b_over_a": statistics.median(ratios), "min_b_over_a": min(ratios), "max_b_over_a": max(ratios),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve(Path(sys.argv[2]), json.loads(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="git revision to compare the working tree against")
+    parser.add_argument("--calls", type=int, default=12, help="calls per server per round")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--ramp-secs", type=float, default=5.0)
+    parser.add_argument("--name", default="paired_ab")
+    args = parser.parse_args()
+    report = asyncio.run(compare(args.base, args.calls, args.seconds, args.rounds, args.ramp_secs))
+    print(f"median B/A {report['median_b_over_a']} (range {report['min_b_over_a']}-{report['max_b_over_a']}); "
+          f"A {report['median_a_cpu_per_call_sec'] * 1000:.2f}, B {report['median_b_cpu_per_call_sec'] * 1000:.2f} "
+          "ms CPU per call-second")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote bench/results/{args.name}.json")
+
+
+if __name__ == "__main__":
+    main()
