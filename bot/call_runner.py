@@ -225,5 +225,8 @@ def _record_metrics(session: CallSession, transport: ExotelTransport, call: Call
     session.metrics["audio_dropped_in_hold_bytes"] = transport.audio_dropped_in_hold_bytes
     session.metrics["bad_messages_in"] = serializer.problems.total
     session.metrics["fillers_played"] = call.injector.played
+    if call.stt_gate is not None:
+        session.metrics["stt_audio_sent_secs"] = round(call.stt_gate.sent_secs, 2)
+        session.metrics["stt_audio_held_back_secs"] = round(call.stt_gate.held_back_secs, 2)
     session.metrics["duration_secs"] = time.monotonic() - session.socket_opened_monotonic
     session.metrics["worker_pid"] = os.getpid()

@@ -46,6 +46,9 @@ class STTConfig(_Strict):
     keyterms: list[str] = Field(default_factory=list)
     endpointing_ms: int = Field(300, ge=10, le=5000)
     smart_format: bool = True
+    stream_silence: bool = Field(
+        False, description="send the STT the caller's audio even while the line is too quiet to hold "
+        "speech the VAD would act on (by default it is held back, bar 0.5 s before speech and 1.5 s after)")
 
 
 class LLMConfig(_Strict):

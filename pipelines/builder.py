@@ -65,6 +65,7 @@ from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.recorder import CallRecorder
+from pipelines.speech_gate import SpeechGate
 from pipelines.tools import AgentTools, tools_schema
 from pipelines.turn_metrics import TurnMetrics
 from pipelines.voicemail import VoicemailDetector
@@ -83,6 +84,7 @@ class CallPipeline:
     tts_config: TTSConfig
     watch: CallWatch
     recorder: CallRecorder | None = None
+    stt_gate: SpeechGate | None = None  # what of the caller's audio the STT heard
 
 
 def effective_tts(campaign: Campaign, settings: Settings) -> TTSConfig:
@@ -184,7 +186,9 @@ def build_call_pipeline(
     else:
         llm = ScriptedAgent(campaign, control)
     if deepgram:
-        stt: FrameProcessor = build_deepgram_stt(campaign.stt, settings, session.pipeline_in_rate)
+        stt: FrameProcessor = build_deepgram_stt(
+            campaign.stt, settings, session.pipeline_in_rate, campaign.turn_taking.vad.min_volume
+        )
     else:
         stt = WhisperSTTService(sample_rate=session.pipeline_in_rate)
     processors.append(stt)
@@ -219,7 +223,8 @@ def build_call_pipeline(
     _record_transcript(aggregators, session)
     if campaign.turn_taking.interruptions:
         _clear_at_turn_start(aggregators, transport)
-    return CallPipeline(worker, control, context, injector, tts_config, watch, recorder)
+    return CallPipeline(worker, control, context, injector, tts_config, watch, recorder,
+                        getattr(stt, "gate", None))
 
 
 def _clear_at_turn_start(aggregators: LLMContextAggregatorPair, transport: ExotelTransport) -> None:

@@ -84,6 +84,12 @@ async def test_full_qualification_call(tmp_path):
     assert roles.count("user") == 3 and roles[0] == "assistant"
     assert any("budget" in e["text"] for e in session.transcript if e["role"] == "assistant")
     assert any("Goodbye" in e["text"] for e in session.transcript if e["role"] == "assistant")
+    # Deepgram heard the caller's three lines (each transcribed) but not the quiet line
+    # between them: the first 3 s of listening and the pauses while the bot spoke were held back.
+    heard = stack.deepgram.accepted[0].audio_bytes / 16000
+    inbound = session.inbound_audio_bytes / 16000
+    assert heard == pytest.approx(session.metrics["stt_audio_sent_secs"], abs=0.05)
+    assert session.metrics["stt_audio_held_back_secs"] > 3.0 and heard < inbound - 3.0, (heard, inbound)
     # The LLM saw the campaign's system prompt and the tools.
     first = stack.openai.requests[0]
     assert "Priya" in first["messages"][0]["content"]

@@ -18,6 +18,7 @@ from pipecat.services.deepgram.stt import DeepgramSTTService
 from bot.campaigns import STTConfig
 from bot.settings import Settings
 from pipelines.providers.background_connect import ConnectInBackground
+from pipelines.speech_gate import SpeechGate
 
 
 @functools.cache
@@ -90,12 +91,18 @@ class BackgroundConnectDeepgramSTTService(ConnectInBackground, DeepgramSTTServic
     call). So nothing here waits: audio that comes before the connection is held, not awaited.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, gate: SpeechGate | None = None, **kwargs):
         kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
+        self.gate = gate
         self._held: deque[bytes] = deque(maxlen=HELD_CHUNKS)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        if self.gate is not None:
+            audio = self.gate.admit(audio)
+            if not audio:  # the line is quiet: nothing Deepgram needs to hear
+                yield None
+                return
         if self.connecting:
             self._held.append(audio)
             yield None
@@ -107,10 +114,15 @@ class BackgroundConnectDeepgramSTTService(ConnectInBackground, DeepgramSTTServic
             yield frame
 
 
-def build_deepgram_stt(config: STTConfig, settings: Settings, sample_rate: int) -> DeepgramSTTService:
-    """Deepgram at the pipeline's input rate (linear16), with the campaign's model and endpointing."""
+def build_deepgram_stt(
+    config: STTConfig, settings: Settings, sample_rate: int, vad_min_volume: float
+) -> BackgroundConnectDeepgramSTTService:
+    """Deepgram at the pipeline's input rate (linear16), with the campaign's model and
+    endpointing; it hears the caller's audio through a SpeechGate matched to the VAD's
+    min_volume unless the campaign streams silence too."""
     assert settings.deepgram_api_key is not None
     return BackgroundConnectDeepgramSTTService(
+        gate=None if config.stream_silence else SpeechGate(sample_rate, vad_min_volume),
         api_key=settings.deepgram_api_key.get_secret_value(),
         base_url=settings.deepgram_base_url or "",
         sample_rate=sample_rate,

@@ -45,6 +45,18 @@ ONSET_CONFIDENCE_RATIO = 0.3
 SHELF_GAIN_BOUND_DB = 6.0
 
 
+def faint_energy(min_volume: float, sample_rate: int) -> float:
+    """The energy (sum of squared 16-bit samples) below which VOLUME_WINDOW_SECS of audio cannot
+    measure as loud as `min_volume` (see SharedSileroVADAnalyzer.set_params); 0 when min_volume
+    is 0 (then everything may count)."""
+    if min_volume <= 0:
+        return 0.0
+    span = math.ceil(VOLUME_WINDOW_SECS * sample_rate)
+    # min_volume 0..1 maps to -110..-10 LUFS (pipecat.audio.utils.calculate_audio_volume).
+    lufs = -110 + 100 * min_volume
+    return span * 32768.0**2 * 10 ** ((lufs + 0.691 - SHELF_GAIN_BOUND_DB) / 10)
+
+
 @functools.cache
 def shared_silero_session(sample_rate: int = 8000) -> tuple[onnxruntime.InferenceSession, bool]:
     """The process's Silero session for `sample_rate`, and whether it still takes `sr` (the
@@ -249,12 +261,7 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         window = self.num_frames_required()
         span = math.ceil(VOLUME_WINDOW_SECS * self.sample_rate)  # the volume tracker's samples
         self._recent_energy: deque[float] = deque(maxlen=math.ceil(span / window) + 1)
-        if params.min_volume > 0:
-            # min_volume 0..1 maps to -110..-10 LUFS (pipecat.audio.utils.calculate_audio_volume).
-            lufs = -110 + 100 * params.min_volume
-            self._faint_energy = span * 32768.0**2 * 10 ** ((lufs + 0.691 - SHELF_GAIN_BOUND_DB) / 10)
-        else:
-            self._faint_energy = 0.0
+        self._faint_energy = faint_energy(params.min_volume, self.sample_rate)
 
     def _wake_model(self) -> None:
         """Catch up on the skipped windows (after a long quiet spell: fresh state, then the
