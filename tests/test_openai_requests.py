@@ -53,3 +53,24 @@ def test_the_shared_client_uses_the_lean_completions():
 
     client = LeanAsyncOpenAI(api_key="test", base_url="http://127.0.0.1:9/v1")
     assert isinstance(client.chat.completions, LeanCompletions)
+
+
+async def test_sdk_internals_that_do_not_fit_fall_back_to_create(monkeypatch):
+    """If this SDK's _post takes other arguments, the request goes through its own create()."""
+    from pipelines.providers import openai as lean
+
+    client = lean.LeanAsyncOpenAI(api_key="test", base_url="http://127.0.0.1:9/v1")
+    completions = client.chat.completions
+    calls: list[str] = []
+
+    async def changed_post(*args, **kwargs):
+        raise TypeError("_post() got an unexpected keyword argument 'stream_cls'")
+
+    async def sdk_create(self, **params):
+        calls.append("create")
+        return "stream"
+
+    monkeypatch.setattr(completions, "_post", changed_post)
+    monkeypatch.setattr(lean.AsyncCompletions, "create", sdk_create)
+    assert await completions.create(**(await pipecat_params())) == "stream"
+    assert calls == ["create"]

@@ -60,13 +60,13 @@ class LeanCompletions(AsyncCompletions):
                 extra_body=params.get("extra_body"), timeout=params.get("timeout", NOT_GIVEN),
                 security={"bearer_auth": True},
             )
-        except TypeError as error:  # another SDK version
+            return await self._post(
+                "/chat/completions", body=body, options=options, cast_to=ChatCompletion,
+                stream=True, stream_cls=AsyncStream[ChatCompletionChunk],
+            )
+        except TypeError as error:  # another SDK version: its internals take other arguments
             logger.warning(f"OpenAI SDK internals changed ({error}); using its create()")
             return await super().create(**params)
-        return await self._post(
-            "/chat/completions", body=body, options=options, cast_to=ChatCompletion,
-            stream=True, stream_cls=AsyncStream[ChatCompletionChunk],
-        )
 
 
 def lean_body(params: dict[str, Any]) -> dict[str, Any] | None:
