@@ -21,6 +21,7 @@ def resample_pcm(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def speak(text: str, sample_rate: int = 8000, voice: str = DEFAULT_VOICE) -> bytes:
-    """`text` spoken as 16-bit mono PCM at `sample_rate` (blocking; cached)."""
-    pcm, rate = synthesize_pcm(voice, text)
+    """`text` spoken as 16-bit mono PCM at `sample_rate` (blocking; cached). The same bytes
+    on every run, so a test or benchmark that passes once passes again."""
+    pcm, rate = synthesize_pcm(voice, text, deterministic=True)
     return resample_pcm(pcm, rate, sample_rate)

@@ -46,10 +46,17 @@ def load_voice(voice: str) -> Any:
     return PiperVoice.load(model_path)
 
 
-def synthesize_pcm(voice: str, text: str) -> tuple[bytes, int]:
-    """Synthesize `text` to 16-bit mono PCM; returns (audio, sample_rate). Blocking."""
+def synthesize_pcm(voice: str, text: str, *, deterministic: bool = False) -> tuple[bytes, int]:
+    """Synthesize `text` to 16-bit mono PCM; returns (audio, sample_rate). Blocking.
+
+    Piper samples its prosody and timing noise afresh on every call, so the same text never
+    sounds quite the same twice; `deterministic` turns that noise off (the same bytes every
+    time), for test and benchmark speech that must not change from run to run."""
+    from piper.config import SynthesisConfig
+
     piper_voice = load_voice(voice)
-    audio = b"".join(chunk.audio_int16_bytes for chunk in piper_voice.synthesize(text))
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if deterministic else None
+    audio = b"".join(chunk.audio_int16_bytes for chunk in piper_voice.synthesize(text, syn_config=config))
     return audio, piper_voice.config.sample_rate
 
 
