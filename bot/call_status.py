@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.utc import as_utc
+
 # Ours: Exotel's, plus `dial-failed` (our REST request to Exotel failed; Exotel never says it).
 CALL_STATUSES: tuple[str, ...] = (
     "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled",
@@ -70,7 +72,5 @@ def call_is_over(status: str | None, ended_at: datetime | str | None, end_reason
         return True
     if not ended_at:
         return False
-    ended = datetime.fromisoformat(ended_at) if isinstance(ended_at, str) else ended_at
-    if ended.tzinfo is None:
-        ended = ended.replace(tzinfo=UTC)
+    ended = as_utc(datetime.fromisoformat(ended_at) if isinstance(ended_at, str) else ended_at)
     return ((now or datetime.now(UTC)) - ended).total_seconds() >= SESSION_END_GRACE_SECS

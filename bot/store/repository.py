@@ -44,7 +44,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.utc import as_utc
 from bot.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
 from bot.store.models import (
     ACTIVE_LEAD_STATES,
@@ -224,14 +225,8 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _iso(value: datetime | None) -> str | None:
-    value = _aware(value)
+    value = as_utc(value)
     return value.isoformat() if value else None
 
 
@@ -490,7 +485,7 @@ class CallStore:
         status = normalize_status(upd.status)
         if upd.status and status is None:
             logger.bind(call_sid=upd.call_sid).warning("ignoring unknown call status {!r}", upd.status)
-        at = _aware(upd.at) or utcnow()
+        at = as_utc(upd.at) or utcnow()
 
         def change(row: CallRecord, is_new: bool) -> bool:
             values: dict[str, Any] = {}
@@ -528,8 +523,8 @@ class CallStore:
         s = session_like
         call_sid = str(s.call_sid)
         session_lead = _jsonable(dict(getattr(s, "lead", None) or {}))
-        started = _aware(getattr(s, "started_at", None))
-        ended = _aware(getattr(s, "ended_at", None)) or utcnow()
+        started = as_utc(getattr(s, "started_at", None))
+        ended = as_utc(getattr(s, "ended_at", None)) or utcnow()
 
         def change(row: CallRecord, is_new: bool) -> bool:
             lead = {**session_lead, **(row.lead or {})}
@@ -569,7 +564,7 @@ class CallStore:
         it never got to store on the lead."""
         stmt = select(CallRecord).where(CallRecord.campaign == campaign, CallRecord.lead_id == str(lead_id))
         if since is not None:
-            stmt = stmt.where(CallRecord.created_at >= _aware(since))
+            stmt = stmt.where(CallRecord.created_at >= as_utc(since))
         async with self._read() as session:
             return list((await session.execute(stmt.order_by(CallRecord.created_at.desc()))).scalars())
 
@@ -624,9 +619,9 @@ class CallStore:
         if outcome is not None:
             stmt = stmt.where(CallRecord.outcome == outcome)
         if since is not None:
-            stmt = stmt.where(CallRecord.created_at >= _aware(since))
+            stmt = stmt.where(CallRecord.created_at >= as_utc(since))
         if until is not None:
-            stmt = stmt.where(CallRecord.created_at < _aware(until))
+            stmt = stmt.where(CallRecord.created_at < as_utc(until))
         stmt = stmt.order_by(CallRecord.created_at.desc(), CallRecord.call_sid.desc())
         stmt = stmt.limit(max(0, min(int(limit), 1000))).offset(max(0, int(offset)))
         async with self._read() as session:
@@ -720,7 +715,7 @@ class CallStore:
         are serialized by BEGIN IMMEDIATE).
         Returns None when no lead is due (some may still be scheduled for later).
         """
-        now = _aware(now) or utcnow()
+        now = as_utc(now) or utcnow()
         due = and_(
             CampaignLead.run_id == run_id,
             CampaignLead.state == "pending",
@@ -795,7 +790,7 @@ class CallStore:
 
         `not_an_attempt`: the claim didn't dial (e.g. outside the calling window), so it
         doesn't count against the lead's attempts."""
-        values: dict[str, Any] = {"state": "pending", "next_attempt_at": _aware(at)}
+        values: dict[str, Any] = {"state": "pending", "next_attempt_at": as_utc(at)}
         if not_an_attempt:
             values["attempts"] = CampaignLead.attempts - 1
         for key, value in (("last_status", status), ("last_outcome", outcome), ("last_error", error)):
@@ -812,7 +807,7 @@ class CallStore:
             CampaignLead.run_id == run_id, CampaignLead.state == "dialling", CampaignLead.last_call_sid.is_(None)
         )
         if claimed_before is not None:
-            stmt = stmt.where(CampaignLead.updated_at < _aware(claimed_before))
+            stmt = stmt.where(CampaignLead.updated_at < as_utc(claimed_before))
         async with self._read() as session:
             return list((await session.execute(stmt.order_by(CampaignLead.line_number, CampaignLead.id))).scalars())
 
@@ -885,7 +880,7 @@ class CallStore:
                     total=sum(per_state.values()),
                     counts=per_state,
                     to_reconcile=[lead_id for rid, lead_id in stale if rid == run.id],
-                    next_attempt_at=_aware(next_at),
+                    next_attempt_at=as_utc(next_at),
                 )
             )
         return result
