@@ -101,13 +101,14 @@ import base64
 import contextlib
 import functools
 import json
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from bot.fakes.serving import cancel_all, serve_app
 
 __all__ = [
     "FakeElevenLabs",
@@ -399,10 +400,7 @@ class _WsSession:
         return [c.task for c in (*self.contexts.values(), *self.closing_contexts)]
 
     async def stop(self):
-        tasks = self._all_tasks()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._all_tasks())
 
     async def close(self, code: int, reason: str):
         await self.stop()
@@ -602,13 +600,7 @@ class FakeElevenLabs:
         app.router.add_post(tts + "/with-timestamps", self._http_handler)
         app.router.add_post(tts + "/stream", self._http_handler)
         app.router.add_post(tts, self._http_handler)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve_app(app)
         return self
 
     async def stop(self):

@@ -63,7 +63,6 @@ import binascii
 import json
 import re
 import secrets
-import socket
 import time
 import uuid
 from collections import deque
@@ -79,6 +78,7 @@ from loguru import logger
 
 from bot.exotel_emulator import CallerEvent, EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp
 from bot.phone import mask_phone
+from bot.fakes.serving import cancel_all, serve_app
 
 OUTCOMES = ("answered", "busy", "no-answer", "failed")
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -257,21 +257,12 @@ class FakeExotelREST:
         app = web.Application()
         app.router.add_post("/v1/Accounts/{sid}/Calls/connect.json", self._connect)
         app.router.add_get("/v1/Accounts/{sid}/Calls/{call_sid}.json", self._lookup)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve_app(app)
         self._session = aiohttp.ClientSession()
         return self
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -57,6 +57,8 @@ from typing import Any, Union
 
 from aiohttp import web
 
+from bot.fakes.serving import cancel_all, serve_app
+
 __all__ = [
     "FakeOpenAI",
     "Fail",
@@ -350,24 +352,15 @@ class FakeOpenAI:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._track(self._chat_completions))
         app.router.add_get("/v1/models", self._track(self._models))
-        self._runner = web.AppRunner(
-            app,
-            handle_signals=False,
+        self._runner, self.port = await serve_app(
+            app, self.host, self.port,
             shutdown_timeout=0.5,
             handler_cancellation=True,  # a client that hangs up cancels its handler
-            access_log=None,
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
