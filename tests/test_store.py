@@ -491,6 +491,38 @@ async def test_resume_reports_dialling_leads_instead_of_redialling(backend: Back
     assert (await resumed.run_progress(run.id)).counts["done"] == 4
 
 
+async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_path):
+    """A transcript line that lands during a progress write is saved by a write after it,
+    without waiting for another line (it used to wait for the next change or hang-up)."""
+    from bot.call_session import CallSession
+    from bot.routers.media import ProgressSaver
+    from serializers.exotel_events import StreamStart
+
+    store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", migrate=True)
+    writing, release = asyncio.Event(), asyncio.Event()
+    save_progress = store.save_progress
+
+    async def slow_first_write(*args):
+        if not writing.is_set():
+            writing.set()
+            await release.wait()  # a write that is still under way when the next line comes
+        return await save_progress(*args)
+
+    store.save_progress = slow_first_write
+    try:
+        session = CallSession.from_handshake(StreamStart(stream_sid="s", call_sid="CA-during"), {})
+        session.on_update = ProgressSaver(store, session, every_secs=0.2)
+        session.add_transcript("user", "line 0")
+        await asyncio.wait_for(writing.wait(), 5)
+        session.add_transcript("assistant", "line 1")  # lands mid-write
+        release.set()
+        await asyncio.sleep(0.6)
+        record = await store.find_call("CA-during")
+        assert [entry["text"] for entry in record.transcript] == ["line 0", "line 1"]
+    finally:
+        await store.close()
+
+
 async def test_live_progress_is_saved_at_most_every_interval_latest_state_wins(tmp_path):
     """A hundred calls on one SQLite file must not queue on its lock: a live call's transcript
     is written at most once per interval (the newest lines win), and not after hang-up."""

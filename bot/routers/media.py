@@ -87,37 +87,43 @@ class ProgressSaver:
     call every PROGRESS_SAVE_EVERY_SECS (the latest state wins), never two at once, none
     after hang-up (the completed record is written then). With a hundred calls on one SQLite
     file, a write per transcript line queued the writers on the file's lock and left a new
-    call's lead lookup waiting ~1 s for a pooled connection."""
+    call's lead lookup waiting ~1 s for a pooled connection. A change that lands while a
+    write is under way is saved by the next one, not left for the next change."""
 
     def __init__(self, store, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
         self._store, self._session, self._every = store, session, every_secs
         self._task: asyncio.Task | None = None
         self._last_saved = 0.0
         self._writing = False
+        self._dirty = False
 
     def __call__(self) -> None:
+        self._dirty = True
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._save_when_due())
+            self._task = asyncio.create_task(self._save_while_dirty())
 
     def cancel(self) -> None:
         """Drop a save still waiting its turn (one already writing finishes: never cut a
         transaction off half-way)."""
+        self._dirty = False
         if self._task is not None and not self._writing:
             self._task.cancel()
 
-    async def _save_when_due(self) -> None:
-        delay = self._last_saved + self._every - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self._last_saved = time.monotonic()
-        session = self._session
-        self._writing = True
-        try:
-            await self._store.save_progress(session.call_sid, list(session.transcript), dict(session.collected))
-        except Exception as error:
-            logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
-        finally:
-            self._writing = False
+    async def _save_while_dirty(self) -> None:
+        while self._dirty:
+            delay = self._last_saved + self._every - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._last_saved = time.monotonic()
+            self._dirty = False
+            session = self._session
+            self._writing = True
+            try:
+                await self._store.save_progress(session.call_sid, list(session.transcript), dict(session.collected))
+            except Exception as error:
+                logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
+            finally:
+                self._writing = False
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:
