@@ -313,6 +313,26 @@ async def test_complete_from_session_writes_the_conversation(store: CallStore):
     assert (await store.find_call("CA10")).duration_secs == 64.0
 
 
+async def test_the_answered_callbacks_zero_duration_is_not_the_calls_duration(store: CallStore):
+    """Exotel's `answered` callback carries ConversationDuration 0 (the call has only begun).
+    Taken as the duration, it stuck: the session's end then kept 0 s for a 30 s call."""
+    import dataclasses
+
+    await store.record_dialled("CA11", "real_estate", {"id": "L-8"}, "+919876543210")
+    answered = dataclasses.replace(
+        StatusUpdate.from_exotel({"CallSid": "CA11", "EventType": "answered", "Status": "in-progress",
+                                  "ConversationDuration": "0"}),
+        at=datetime.now(UTC) - timedelta(seconds=30),
+    )
+    await store.apply_status(answered)
+    assert (await store.find_call("CA11")).duration_secs is None
+    row = await store.complete_from_session(_finished_session("CA11"))
+    assert row.duration_secs == pytest.approx(30, abs=5)
+    # Exotel's terminal figure, when it comes, is the one kept
+    assert await store.apply_status({"CallSid": "CA11", "Status": "completed", "ConversationDuration": "31"})
+    assert (await store.find_call("CA11")).duration_secs == 31.0
+
+
 async def test_complete_from_session_creates_an_inbound_call(store: CallStore):
     session = _finished_session("CA-in-1")
     await store.complete_from_session(session)

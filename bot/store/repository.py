@@ -476,8 +476,8 @@ class CallStore:
 
         Idempotent and order-safe: the status only moves to a later stage (a terminal status is
         final, so `completed` followed by a late `ringing` stays `completed`), RecordingUrl,
-        AnsweredBy and the duration are merged in when given (a later non-empty value wins;
-        empty ones never erase), and re-applying the same callback changes nothing (not even
+        AnsweredBy and (from a terminal callback) the duration are merged in when given (a later
+        non-empty value wins; empty ones never erase), and re-applying the same callback changes nothing (not even
         updated_at). An unknown Sid gets a row (e.g. a call that started elsewhere); unknown
         status words are ignored but the other fields are still merged.
         """
@@ -504,7 +504,9 @@ class CallStore:
                 values["recording_url"] = upd.recording_url
             if upd.answered_by:
                 values["answered_by"] = upd.answered_by
-            if upd.duration_secs is not None and math.isfinite(upd.duration_secs):
+            # Only an ended call's figure is its duration: `answered` callbacks carry 0.
+            if (upd.duration_secs is not None and math.isfinite(upd.duration_secs)
+                    and status in TERMINAL_CALL_STATUSES):
                 values["duration_secs"] = float(upd.duration_secs)
             return _assign(row, values)
 
