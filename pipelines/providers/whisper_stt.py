@@ -21,6 +21,7 @@ import numpy as np
 
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.services.settings import STTSettings
+from pipecat.services.stt_latency import WHISPER_TTFS_P99
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.utils.time import time_now_iso8601
 
@@ -53,6 +54,9 @@ class WhisperSTTService(SegmentedSTTService):
     """Segment-by-segment offline STT on the shared Whisper model."""
 
     def __init__(self, **kwargs):
+        # The wait for a final transcript after the caller stops: Pipecat's own figure for
+        # Whisper, as its Whisper services pass it (unset, every call logged a warning).
+        kwargs.setdefault("ttfs_p99_latency", WHISPER_TTFS_P99)
         super().__init__(settings=STTSettings(model="whisper-tiny.en", language="en"), **kwargs)
 
     @property
