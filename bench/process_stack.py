@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +77,10 @@ class ProcessStack:
         self.fakes.send_signal(signal.SIGUSR1)
         return json.loads(await asyncio.wait_for(self.fakes_stdout.readline(), 10))
 
-    async def worker_health(self, tries: int = 40) -> dict[int, dict]:
-        """/health of each worker (new connections until every worker has answered)."""
-        seen: dict[int, dict] = {}
-        for _ in range(tries):
-            body = (await self.http.get("/health")).json()
-            seen[body["worker_pid"]] = body
-            if len(seen) >= len(self.worker_pids):
-                break
-        return seen
+    async def worker_health(self, within_secs: float = 10.0) -> dict[int, dict]:
+        """/health of each worker (fewer if some did not answer within `within_secs`)."""
+        return await health_of_every_worker(str(self.http.base_url), len(self.worker_pids),
+                                            until=time.monotonic() + within_secs)
 
     async def record(self, call_sid: str, wait_secs: float = 15.0) -> dict | None:
         """The call's record once the server has completed it (None if it never did)."""
@@ -168,10 +163,10 @@ async def process_stack(tmp: Path, *, workers: int, fakes_config: dict,
         with log_path.open("wb") as log:
             server = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=child_env,
                                       stdout=log, stderr=subprocess.STDOUT, preexec_fn=_server_priority)
-        # No keep-alive: each /health probe opens a new connection, which either worker may accept.
+        # No keep-alive: an idle connection held open would count as load on one worker.
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, limits=limits) as http:
-            pids = await _wait_healthy(http, server, workers, log_path)
+            pids = await _wait_healthy(str(http.base_url), server, workers, log_path)
             yield ProcessStack(settings, psutil.Process(server.pid), psutil.Process(fakes.pid), fakes.stdout, http,
                                log_path, pids)
     finally:
@@ -185,19 +180,45 @@ async def process_stack(tmp: Path, *, workers: int, fakes_config: dict,
         await fakes.wait()
 
 
-async def _wait_healthy(http: httpx.AsyncClient, server: subprocess.Popen, workers: int, log_path: Path) -> set[int]:
+async def health_of_every_worker(base_url: str, workers: int, *, until: float,
+                                 check: Callable[[], None] | None = None) -> dict[int, dict]:
+    """/health from each of `workers` workers, by pid, as far as they answer before `until`.
+
+    The supervisor hands each new connection to the worker with the fewest open ones, so
+    probes that close at once keep reaching the same (least busy) worker. Each probe's
+    connection is therefore held open until every worker has answered: it counts against
+    the worker that took it, and the next probe goes to another. `check` runs before each
+    probe and may raise (e.g. when the server has exited)."""
+    seen: dict[int, dict] = {}
+    held: list[httpx.AsyncClient] = []
+    try:
+        while len(seen) < workers and time.monotonic() < until:
+            if check is not None:
+                check()
+            client = httpx.AsyncClient(base_url=base_url, timeout=10)
+            try:
+                response = await client.get("/health")
+            except httpx.HTTPError:  # not listening yet
+                await client.aclose()
+                await asyncio.sleep(0.2)
+                continue
+            held.append(client)
+            if response.status_code == 200:
+                body = response.json()
+                seen[body["worker_pid"]] = body
+    finally:
+        await asyncio.gather(*(client.aclose() for client in held))
+    return seen
+
+
+async def _wait_healthy(base_url: str, server: subprocess.Popen, workers: int, log_path: Path) -> set[int]:
     """Until every worker has answered /health (each has finished its start-up warm-up); their pids."""
-    seen: set[int] = set()
-    deadline = time.monotonic() + 120
-    while len(seen) < workers:
+
+    def check() -> None:
         if server.poll() is not None:
             raise RuntimeError(f"server.py exited ({server.returncode}): {log_path.read_text()[-2000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server not healthy after 120 s; saw workers {sorted(seen)}")
-        try:
-            response = await http.get("/health")
-            if response.status_code == 200:
-                seen.add(response.json().get("worker_pid"))
-        except httpx.HTTPError:
-            await asyncio.sleep(0.2)
-    return seen
+
+    seen = await health_of_every_worker(base_url, workers, until=time.monotonic() + 120, check=check)
+    if len(seen) < workers:
+        raise RuntimeError(f"server not healthy after 120 s; saw workers {sorted(seen)}")
+    return set(seen)
