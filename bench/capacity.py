@@ -73,6 +73,15 @@ TURN_GAP_SECS = 5.5  # after a line ends: room for the reply (~1 s to start, ~3 
 ADDED_P95_LIMIT = 0.100
 BARGE_IN_LIMIT = VAD_START + 0.050
 RESULTS = ROOT / "bench" / "results"
+# The call every benchmark that serves these calls sets up: the campaign as tuned for it, and
+# the provider fakes' latencies and script (bench/fake_providers.py).
+CAMPAIGN_TWEAKS = {"real_estate": {
+    "greeting": GREETING, "fillers": {"enabled": False},
+    "turn_taking": {"vad": {"start_secs": VAD_START, "stop_secs": VAD_STOP},
+                    "user_speech_timeout_secs": SPEECH_TIMEOUT, "min_words": 1},
+}}
+FAKES_CONFIG = {"stt_ms": STT_MS, "llm_ms": LLM_MS, "tts_ms": TTS_MS, "ms_per_char": MS_PER_CHAR,
+                "lines": LINES, "reply": REPLY}
 
 
 def speed_index_ms() -> float:
@@ -350,17 +359,10 @@ async def prefill_greeting(stack: ProcessStack) -> None:
 
 async def run_levels(levels: list[int], seconds: float, log, ramp_secs: float, workers: int,
                      profile: bool) -> tuple[list[dict], dict]:
-    tweaks = {"real_estate": {
-        "greeting": GREETING, "fillers": {"enabled": False},
-        "turn_taking": {"vad": {"start_secs": VAD_START, "stop_secs": VAD_STOP},
-                        "user_speech_timeout_secs": SPEECH_TIMEOUT, "min_words": 1},
-    }}
-    fakes = {"stt_ms": STT_MS, "llm_ms": LLM_MS, "tts_ms": TTS_MS, "ms_per_char": MS_PER_CHAR,
-             "lines": LINES, "reply": REPLY}
     pcms = [speak(line) for line in LINES]
     out: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        async with process_stack(Path(tmp), workers=workers, fakes_config=fakes, campaign_tweaks=tweaks) as stack:
+        async with process_stack(Path(tmp), workers=workers, fakes_config=FAKES_CONFIG, campaign_tweaks=CAMPAIGN_TWEAKS) as stack:
             log(f"server up: {len(stack.workers())} worker process(es)")
             log("warm-up: one call per worker (greeting spoken live by the TTS fake)")
             warm = await run_level(stack, len(stack.workers()), min(seconds, 12.0), pcms)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def serve(tree: Path, urls: dict[str, str]) -> None:
-    """In a child process: the app from `tree` on a free port; prints its media URL, serves
+def serve(tree: Path, urls: dict[str, str], tweaks: dict) -> None:
+    """In a child process: the app from `tree` on a free port, with the benchmark campaign
+    (`tweaks`: the harness's own, so both versions get the same); prints its media URL, serves
     until stdin closes."""
     sys.path[:0] = [str(tree), str(tree / "bench")]
     import uvloop
@@ -41,14 +41,11 @@ def serve(tree: Path, urls: dict[str, str]) -> None:
     from bot.local_server import free_port, serve_locally
     from bot.logging_setup import setup_logging
     from bot.settings import load_settings
-    from capacity import GREETING, SPEECH_TIMEOUT, VAD_START, VAD_STOP, prefill_greeting
+    from capacity import prefill_greeting
     from tests.agent_stack import write_campaigns
 
     async def main() -> None:
         tmp = Path(tempfile.mkdtemp())
-        tweaks = {"real_estate": {"greeting": GREETING, "fillers": {"enabled": False},
-                                  "turn_taking": {"vad": {"start_secs": VAD_START, "stop_secs": VAD_STOP},
-                                                  "user_speech_timeout_secs": SPEECH_TIMEOUT, "min_words": 1}}}
         settings = load_settings(
             _env_file=None, host="127.0.0.1", port=free_port(), log_level="WARNING",
             deepgram_api_key="test", deepgram_base_url=urls["deepgram"],
@@ -66,7 +63,6 @@ def serve(tree: Path, urls: dict[str, str]) -> None:
 
 async def call_round(urls: list[str], calls: int, seconds: float, ramp_secs: float) -> list[dict]:
     """`calls` emulated callers against each URL at once; per URL: gaps and media received."""
-    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     from capacity import LINES, call_script
 
     from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
@@ -96,16 +92,17 @@ async def compare(base: str, calls: int, seconds: float, rounds: int, ramp_secs:
     worktree = Path(tempfile.mkdtemp()) / "base"
     subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base], cwd=ROOT, check=True,
                    capture_output=True)
-    fakes = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_providers.py"), json.dumps({
-        "stt_ms": 150, "llm_ms": 350, "tts_ms": 150, "ms_per_char": 30,
-        "lines": ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
-                  "Maybe in three months", "Weekends are better for me", "Thank you"],
-        "reply": "Okay, noted. Could you tell me a little more?"})], stdout=subprocess.PIPE, cwd=ROOT)
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from capacity import CAMPAIGN_TWEAKS, FAKES_CONFIG
+
+    fakes = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fake_providers.py"), json.dumps(FAKES_CONFIG)],
+                             stdout=subprocess.PIPE, cwd=ROOT)
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     try:
         urls = fakes.stdout.readline().decode()
         for name, tree in (("A", worktree), ("B", ROOT)):
-            process = subprocess.Popen([sys.executable, __file__, "--serve", str(tree), urls],
+            process = subprocess.Popen([sys.executable, __file__, "--serve", str(tree), urls,
+                                        json.dumps(CAMPAIGN_TWEAKS)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             servers[name] = (process, process.stdout.readline().decode().strip())
         rows = []
@@ -140,7 +137,7 @@ async def compare(base: str, calls: int, seconds: float, rounds: int, ramp_secs:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(Path(sys.argv[2]), json.loads(sys.argv[3]))
+        serve(Path(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="git revision to compare the working tree against")
