@@ -209,16 +209,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             logger.bind(call_sid=self._transport.call_sid).warning(
                 "early clear: no interruption followed within the hold; audio plays again"
             )
-        serializer = self.serializer
-        if self.recorder is not None:
-            await self.recorder.add_bot_audio(frame.audio, self._played_until - time.monotonic())
-        before = serializer.stats["bytes_out"]
-        messages = await serializer.serialize_many(frame)
-        if messages:
-            audio_bytes = serializer.stats["bytes_out"] - before
-            for message in messages:
-                await self._send(message, audio_bytes)
-                audio_bytes = 0  # the clock advances once, by everything these carry
+        if await self._record_and_send(frame):
             self._arm_tail_flush()
             delay = self._played_until - self._params.playback_lead_secs - time.monotonic()
             if delay > 0:
@@ -233,13 +224,22 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         its mark covers both parts."""
         if not pcm or self._client.is_closing or not self._client.is_connected:
             return
-        if self.recorder is not None:
-            await self.recorder.add_bot_audio(pcm, self._played_until - time.monotonic())
-        before = self.serializer.stats["bytes_out"]
-        messages = await self.serializer.serialize_many(
+        await self._record_and_send(
             OutputAudioRawFrame(audio=pcm, sample_rate=self.serializer.exotel_sample_rate, num_channels=1)
         )
-        audio_bytes = self.serializer.stats["bytes_out"] - before
+
+    async def _record_and_send(self, frame: OutputAudioRawFrame) -> bool:
+        """Record the bot's audio where it will play, then send it as Exotel payloads; False if
+        none went out yet (the serializer holds audio short of a full payload)."""
+        if self.recorder is not None:
+            await self.recorder.add_bot_audio(frame.audio, self._played_until - time.monotonic())
+        before = self.serializer.stats["bytes_out"]
+        messages = await self.serializer.serialize_many(frame)
+        await self._send_all(messages, self.serializer.stats["bytes_out"] - before)
+        return bool(messages)
+
+    async def _send_all(self, messages: list[str], audio_bytes: int) -> None:
+        """Send `messages`; the playback clock advances once, by all the audio they carry."""
         for message in messages:
             await self._send(message, audio_bytes)
             audio_bytes = 0
@@ -343,11 +343,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         if not self._client.is_connected or self._client.is_closing:
             return
         before = self.serializer.stats["bytes_out"]
-        messages = await self.serializer.flush_utterance()
-        audio_bytes = self.serializer.stats["bytes_out"] - before
-        for message in messages:
-            await self._send(message, audio_bytes)
-            audio_bytes = 0  # the tail travels in the first message; the mark carries none
+        messages = await self.serializer.flush_utterance()  # the padded tail first, then the mark
+        await self._send_all(messages, self.serializer.stats["bytes_out"] - before)
         await self._wait_until_heard()
 
     async def _wait_until_heard(self) -> None:
