@@ -231,16 +231,22 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def _record_and_send(self, frame: OutputAudioRawFrame) -> bool:
         """Record the bot's audio where it will play, then send it as Exotel payloads; False if
         none went out yet (the serializer holds audio short of a full payload)."""
+        clears = self.serializer.stats["clears_out"]
         if self.recorder is not None:
             await self.recorder.add_bot_audio(frame.audio, self._played_until - time.monotonic())
         before = self.serializer.stats["bytes_out"]
         messages = await self.serializer.serialize_many(frame)
-        await self._send_all(messages, self.serializer.stats["bytes_out"] - before)
+        await self._send_all(messages, self.serializer.stats["bytes_out"] - before, clears)
         return bool(messages)
 
-    async def _send_all(self, messages: list[str], audio_bytes: int) -> None:
-        """Send `messages`; the playback clock advances once, by all the audio they carry."""
+    async def _send_all(self, messages: list[str], audio_bytes: int, clears: int) -> None:
+        """Send `messages`, made when `clears` clears had gone out; the playback clock advances
+        once, by all the audio they carry. Each send yields to the event loop, and a barge-in
+        `clear` (clear_now, from the user aggregator's task) can go out in between: what is
+        left of the messages is then stale and is dropped, not sent after the clear."""
         for message in messages:
+            if self.serializer.stats["clears_out"] != clears:
+                return
             await self._send(message, audio_bytes)
             audio_bytes = 0
 
@@ -342,9 +348,9 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         """Send the padded tail and a mark, then wait until the caller has heard it."""
         if not self._client.is_connected or self._client.is_closing:
             return
-        before = self.serializer.stats["bytes_out"]
+        clears, before = self.serializer.stats["clears_out"], self.serializer.stats["bytes_out"]
         messages = await self.serializer.flush_utterance()  # the padded tail first, then the mark
-        await self._send_all(messages, self.serializer.stats["bytes_out"] - before)
+        await self._send_all(messages, self.serializer.stats["bytes_out"] - before, clears)
         await self._wait_until_heard()
 
     async def _wait_until_heard(self) -> None:
