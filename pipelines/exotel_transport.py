@@ -179,6 +179,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._marks_trusted = True
         self.first_audio_sent_at: float | None = None
         self._cleared_early_at: float | None = None
+        self._interrupting = False  # an InterruptionFrame is being handled: audio still arriving is stale
         self._tail_timer: asyncio.TimerHandle | None = None
         self.recorder: CallRecorder | None = None  # set by the pipeline builder when the call is recorded
 
@@ -200,6 +201,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected:
             return False
+        if self._interrupting:
+            return True  # from before the interruption whose handling is under way
         if self._cleared_early_at is not None:
             if time.monotonic() - self._cleared_early_at < EARLY_CLEAR_HOLD_SECS:
                 self._transport.audio_dropped_in_hold_bytes += len(frame.audio)
@@ -312,11 +315,17 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 self._transport.early_clear_leads.append(time.monotonic() - self._cleared_early_at)
             if not already_cleared and self._audio_possibly_queued() and self._client.is_connected:
                 await self._send_clear()
-            self._cleared_early_at = None
-            self._played_until = 0.0
             self._cancel_tail_flush()
-            # Skip FastAPIWebsocketOutputTransport's handler: it would send a second clear.
-            await BaseOutputTransport.process_frame(self, frame, direction)
+            # Pipecat's handler (FastAPIWebsocketOutputTransport's is skipped: it would send a
+            # second clear) stops the media sender, awaiting as it goes; audio the sender writes
+            # meanwhile was queued before the caller spoke, so it is dropped until it is done.
+            self._interrupting = True
+            try:
+                await BaseOutputTransport.process_frame(self, frame, direction)
+            finally:
+                self._interrupting = False
+                self._cleared_early_at = None
+                self._played_until = 0.0
             return
         await super().process_frame(frame, direction)
 
