@@ -5,13 +5,29 @@ The session is per call and owned by the call's task: nothing here is shared bet
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from loguru import logger
+
+from bot.lead_limits import MAX_ID_CHARS, MAX_NAME_CHARS
 from bot.phone import mask_phone
-from serializers.exotel_events import StreamStart
+from serializers.exotel_events import StreamStart, is_call_sid, is_stream_sid
+
+# What the stream may tell us, bounded: Exotel passes at most 3 custom parameters of 256
+# characters in all, and its numbers are short digit strings.
+MAX_PARAMETERS = 10
+MAX_PARAMETER_CHARS = 256
+MAX_CAMPAIGN_CHARS = 100
+_PHONE_TEXT = re.compile(r"\+?[0-9][0-9 ()-]{0,31}")
+
+
+class InvalidStream(ValueError):
+    """The stream's identity is not Exotel's (e.g. a call_sid that is not a short id)."""
 
 
 @dataclass
@@ -50,25 +66,39 @@ class CallSession:
     def from_handshake(
         cls, start: StreamStart, query: dict[str, str], default_rate: int = 8000
     ) -> "CallSession":
-        """Build the session from `start` (or a first `media`) and the socket's query string."""
-        params = {**query, **start.custom_parameters}  # Exotel's custom parameters win
+        """Build the session from `start` (or a first `media`) and the socket's query string.
+
+        Raises InvalidStream when the call or stream id is not shaped like Exotel's: those
+        ids name the call's files and records. Over-long parameters and numbers are dropped."""
+        custom = _bounded(start.custom_parameters)
+        params = {**_bounded(query), **custom}  # Exotel's custom parameters win
         call_sid = start.call_sid or params.get("call_sid") or params.get("CallSid")
+        if call_sid is not None and not is_call_sid(call_sid):
+            raise InvalidStream(f"call_sid {call_sid[:40]!r} is not an Exotel call id")
+        if start.stream_sid is not None and not is_stream_sid(start.stream_sid):
+            raise InvalidStream(f"stream_sid {start.stream_sid[:40]!r} is not an Exotel stream id")
+        call_sid = call_sid or f"unknown-{uuid.uuid4().hex[:16]}"
         rate = start.sample_rate or _rate_from_query(query) or default_rate
+        lead: dict[str, Any] = {}
         lead_id = params.get("lead") or params.get("lead_id")
-        lead: dict[str, Any] = {"id": lead_id} if lead_id else {}
-        for key in ("name", "lead_name"):
-            if params.get(key):
-                lead["name"] = params[key]
+        if lead_id and len(lead_id) <= MAX_ID_CHARS:
+            lead["id"] = lead_id
+        name = params.get("name") or params.get("lead_name")
+        if name and len(name) <= MAX_NAME_CHARS:
+            lead["name"] = name
+        elif name:
+            logger.bind(call_sid=call_sid).warning(f"lead name of {len(name)} characters ignored (at most {MAX_NAME_CHARS})")
+        campaign = params.get("campaign")
         return cls(
-            call_sid=call_sid or f"unknown-{start.stream_sid or id(params)}",
+            call_sid=call_sid,
             stream_sid=start.stream_sid,
-            account_sid=start.account_sid,
-            from_number=start.from_number,
-            to_number=start.to_number,
-            custom_parameters=dict(start.custom_parameters),
-            query_parameters=dict(query),
+            account_sid=start.account_sid if is_call_sid(start.account_sid) else None,
+            from_number=_phone_text(start.from_number),
+            to_number=_phone_text(start.to_number),
+            custom_parameters=custom,
+            query_parameters=_bounded(query),
             sample_rate=rate,
-            campaign=params.get("campaign"),
+            campaign=campaign if campaign and len(campaign) <= MAX_CAMPAIGN_CHARS else None,
             lead=lead,
         )
 
@@ -125,6 +155,18 @@ class CallSession:
             "inbound_audio_secs": round(self.inbound_audio_bytes / (2 * self.pipeline_in_rate), 2),
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in self.metrics.items()},
         }
+
+
+def _bounded(params: dict[str, str]) -> dict[str, str]:
+    """At most MAX_PARAMETERS string parameters of at most MAX_PARAMETER_CHARS each."""
+    kept = {k: v for k, v in params.items()
+            if isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= MAX_PARAMETER_CHARS}
+    return dict(list(kept.items())[:MAX_PARAMETERS])
+
+
+def _phone_text(value: str | None) -> str | None:
+    """A number as the stream gave it, if it looks like one (it is stored and masked in logs)."""
+    return value if value is not None and _PHONE_TEXT.fullmatch(value) else None
 
 
 def _rate_from_query(query: dict[str, str]) -> int | None:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from bot.app import create_app
 from bot.settings import Settings
+from bot.workers import UVICORN_OPTIONS
 
 
 @dataclass
@@ -44,8 +45,7 @@ async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
     port = settings.port if settings.port else free_port()
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                       ws_per_message_deflate=False)
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", **UVICORN_OPTIONS)
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -17,6 +17,9 @@ from starlette.websockets import WebSocketDisconnect
 from serializers.exotel_events import StreamStart, stream_sid_of
 
 MAX_OPENING_MESSAGES = 50
+# Exotel's opening messages are `connected` and `start` (well under 2 KB) and perhaps a few
+# 100 ms audio chunks; a socket that sends more than this before saying who it is, is dropped.
+MAX_OPENING_BYTES = 256 * 1024
 
 
 @dataclass
@@ -33,8 +36,10 @@ class HandshakeError(Exception):
 
 
 async def read_handshake(websocket: WebSocket, timeout: float) -> Handshake:
-    """Receive until `start` or the first `media`; HandshakeError otherwise."""
+    """Receive until `start` or the first `media`; HandshakeError otherwise (also when the
+    messages before it add up to more than MAX_OPENING_BYTES)."""
     messages: list[str | bytes] = []
+    held = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while len(messages) < MAX_OPENING_MESSAGES:
@@ -52,6 +57,9 @@ async def read_handshake(websocket: WebSocket, timeout: float) -> Handshake:
         data = raw.get("text") if raw.get("text") is not None else raw.get("bytes")
         if data is None:
             continue
+        held += len(data)
+        if held > MAX_OPENING_BYTES:
+            raise HandshakeError(f"more than {MAX_OPENING_BYTES // 1024} KB before start")
         messages.append(data)
         try:
             message = json.loads(data)

@@ -33,7 +33,10 @@ from bot.connection_handoff import ConnectionBalancer, HandoffServer
 from bot.settings import Settings
 
 RESTART_BACKOFF_SECS = 1.0
-UVICORN_OPTIONS = {"log_level": "warning", "ws_per_message_deflate": False}  # media is PCM: don't deflate
+# Media is PCM: don't deflate. Exotel's messages are a few KB (100 ms of audio); one larger than
+# 1 MiB is refused by the websocket layer (close 1009) before it is buffered whole.
+WS_MAX_MESSAGE_BYTES = 1024 * 1024
+UVICORN_OPTIONS = {"log_level": "warning", "ws_per_message_deflate": False, "ws_max_size": WS_MAX_MESSAGE_BYTES}
 
 
 def handoff_supported() -> bool:

@@ -64,7 +64,7 @@ from pipelines.providers.piper import BUNDLED_VOICES, DEFAULT_VOICE, SharedPiper
 from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
-from pipelines.recorder import CallRecorder
+from pipelines.recorder import CallRecorder, recording_path
 from pipelines.speech_gate import SpeechGate
 from pipelines.tools import AgentTools, tools_schema
 from pipelines.turn_metrics import TurnMetrics
@@ -141,10 +141,10 @@ def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt:
 
 
 def build_call_recorder(session: CallSession, campaign: Campaign, settings: Settings) -> CallRecorder | None:
-    """The call's recording (when the campaign records), under data/recordings/<sid>.wav."""
+    """The call's recording (when the campaign records), under DATA_DIR/recordings/<sid>.wav."""
     if not campaign.record:
         return None
-    path = settings.data_dir / "recordings" / f"{session.call_sid}.wav"
+    path = recording_path(settings.data_dir / "recordings", session.call_sid)
     return CallRecorder(path, session.pipeline_in_rate, bot_sample_rate=session.sample_rate)
 
 

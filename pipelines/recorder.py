@@ -18,13 +18,25 @@ from __future__ import annotations
 import asyncio
 import wave
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from loguru import logger
 
 from pipecat.audio.utils import create_stream_resampler
 
+from bot.private_files import open_private, private_folder
+from serializers.exotel_events import is_call_sid
+
 FLUSH_EVERY_SECS = 5
+
+
+def recording_path(folder: Path, call_sid: str) -> Path:
+    """`folder/<call_sid>.wav`, for a call id that is Exotel-shaped only: the id comes off the
+    wire, and nothing from the wire may choose where a file is written."""
+    if not is_call_sid(call_sid):  # letters, digits, _ and - only: no separator, no ".."
+        raise ValueError(f"not a call id: {call_sid[:40]!r}")
+    return folder / f"{call_sid}.wav"
 
 
 class CallRecorder:
@@ -38,6 +50,7 @@ class CallRecorder:
         self._caller = bytearray()  # not yet written
         self._bot = bytearray()  # not yet written; starts where _caller starts
         self._wav: wave.Wave_write | None = None
+        self._file: BinaryIO | None = None
         self._writes = asyncio.Lock()
         self._flushing: asyncio.Task | None = None
         self._recording = False
@@ -52,8 +65,9 @@ class CallRecorder:
 
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            wav = wave.open(str(self.path), "wb")
+            private_folder(self.path.parent)
+            self._file = open_private(self.path)  # a person's voice: 0600
+            wav = wave.open(self._file, "wb")
             wav.setnchannels(2)
             wav.setsampwidth(2)
             wav.setframerate(self._rate)
@@ -61,6 +75,15 @@ class CallRecorder:
             logger.warning(f"recording disabled: cannot write {self.path}: {error}")
             return
         self._wav = wav
+
+    def _close(self) -> None:
+        """Finalise the header and close the file (wave leaves a file it was given open)."""
+        if self._wav is not None:
+            self._wav.close()
+            self._wav = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     # -- the two tracks ---------------------------------------------------------------------
 
@@ -114,7 +137,5 @@ class CallRecorder:
         self._recording = False
         await self._flush(everything=True)
         async with self._writes:
-            if self._wav is not None:
-                await asyncio.to_thread(self._wav.close)
-                self._wav = None
+            await asyncio.to_thread(self._close)
         return self.path if self.bytes_written else None

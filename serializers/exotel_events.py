@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 SUPPORTED_RATES = (8000, 16000, 24000)
+# Exotel's call and stream ids are short letters-digits strings. Anything else in those fields
+# is not Exotel speaking: such an id must never reach a file name, a log line or the database.
+_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STREAM_SID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def is_call_sid(value: str | None) -> bool:
+    """True for an id shaped like Exotel's CallSid (1-64 of A-Z a-z 0-9 _ -)."""
+    return isinstance(value, str) and _SID.fullmatch(value) is not None
+
+
+def is_stream_sid(value: str | None) -> bool:
+    """True for an id shaped like Exotel's stream_sid (1-128 of A-Z a-z 0-9 _ - . :)."""
+    return isinstance(value, str) and _STREAM_SID.fullmatch(value) is not None
 
 
 def pick(obj: Any, *names: str) -> Any:

@@ -14,10 +14,11 @@ setup_logging("INFO")
 
 
 @pytest.fixture
-async def live_server(request) -> AsyncIterator[LocalServer]:
-    """The real app on a free loopback port; overrides via @pytest.mark.settings(...)."""
+async def live_server(request, tmp_path) -> AsyncIterator[LocalServer]:
+    """The real app on a free loopback port, with its own DATA_DIR (records, recordings) under
+    the test's tmp_path; overrides via @pytest.mark.settings(...)."""
     marker = request.node.get_closest_marker("settings")
-    overrides = marker.kwargs if marker else {}
+    overrides = {"data_dir": tmp_path / "data", **(marker.kwargs if marker else {})}
     settings = load_settings(_env_file=None, port=free_port(), host="127.0.0.1", **overrides)
     async with serve_locally(settings) as server:
         yield server

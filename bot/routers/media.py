@@ -9,8 +9,8 @@ from fastapi import APIRouter, WebSocket
 from loguru import logger
 
 from bot.call_runner import run_call
-from bot.call_session import CallSession
-from bot.campaigns import CampaignError
+from bot.call_session import CallSession, InvalidStream
+from bot.campaigns import Campaign, CampaignError
 from bot.media_auth import media_request_authorized
 from bot.media_handshake import HandshakeError, read_handshake
 from bot.settings import Settings
@@ -37,34 +37,33 @@ async def media_stream(websocket: WebSocket) -> None:
         logger.warning(f"media socket dropped: {error}")
         await _close_quietly(websocket, POLICY_VIOLATION)
         return
-    session = CallSession.from_handshake(
-        handshake.start, dict(websocket.query_params), default_rate=settings.exotel_sample_rate or 8000
-    )
+    try:
+        session = CallSession.from_handshake(
+            handshake.start, dict(websocket.query_params), default_rate=settings.exotel_sample_rate or 8000
+        )
+    except InvalidStream as error:
+        logger.warning(f"media socket refused: {error}")
+        await _close_quietly(websocket, POLICY_VIOLATION)
+        return
     session.socket_opened_monotonic = opened
     session.start_received_monotonic = time.monotonic()
     log = logger.bind(call_sid=session.call_sid)
-    store = websocket.app.state.store
-    if store is not None:  # a dialled call: its campaign and lead were stored against the Sid
-        found = await store.lead_for_call(session.call_sid)
-        if found:
-            session.campaign = found[0] or session.campaign
-            session.lead = {**session.lead, **(found[1] or {})}
-    try:
-        campaign = websocket.app.state.campaigns.get(session.campaign, settings.default_campaign)
-    except CampaignError as error:
-        log.error(f"call refused: {error}")
+    live_calls: dict = websocket.app.state.live_calls
+    if session.call_sid in live_calls:
+        log.warning("media socket refused: this call already has a live media session")
         await _close_quietly(websocket, POLICY_VIOLATION)
         return
-    session.campaign = campaign.name
-    log.info(
-        f"call started: campaign={campaign.name} rate={session.sample_rate} "
-        f"start={'yes' if handshake.had_start else 'no (media first)'}"
-    )
-    if store is not None:
-        session.on_update = ProgressSaver(store, session)
-    live_calls: dict = websocket.app.state.live_calls
-    live_calls[session.call_sid] = session
+    live_calls[session.call_sid] = session  # held from here: a second socket for this call is refused
+    admitted = False
     try:
+        campaign = await _admit(websocket, session, settings, handshake.had_start)
+        if campaign is None:
+            await _close_quietly(websocket, POLICY_VIOLATION)
+            return
+        admitted = True
+        store = websocket.app.state.store
+        if store is not None:
+            session.on_update = ProgressSaver(store, session)
         # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
         with logger.contextualize(call_sid=session.call_sid):
             await run_call(
@@ -79,7 +78,36 @@ async def media_stream(websocket: WebSocket) -> None:
         live_calls.pop(session.call_sid, None)
         if isinstance(session.on_update, ProgressSaver):
             session.on_update.cancel()
-        await websocket.app.state.call_sink.call_finished(session)
+        if admitted:
+            await websocket.app.state.call_sink.call_finished(session)
+
+
+async def _admit(
+    websocket: WebSocket, session: CallSession, settings: Settings, had_start: bool
+) -> Campaign | None:
+    """The call's campaign, with the dialled lead filled in from the store; None (logged) when
+    the call must not be served: it already ended (its record is final), or no campaign fits."""
+    log = logger.bind(call_sid=session.call_sid)
+    store = websocket.app.state.store
+    if store is not None:  # a dialled call: its campaign and lead were stored against the Sid
+        known = await store.call_for_media(session.call_sid)
+        if known is not None and known.ended:
+            log.warning("media socket refused: this call has ended; its record stays as it is")
+            return None
+        if known is not None:
+            session.campaign = known.campaign or session.campaign
+            session.lead = {**session.lead, **known.lead}
+    try:
+        campaign = websocket.app.state.campaigns.get(session.campaign, settings.default_campaign)
+    except CampaignError as error:
+        log.error(f"call refused: {error}")
+        return None
+    session.campaign = campaign.name
+    log.info(
+        f"call started: campaign={campaign.name} rate={session.sample_rate} "
+        f"start={'yes' if had_start else 'no (media first)'}"
+    )
+    return campaign
 
 
 class ProgressSaver:

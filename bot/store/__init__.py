@@ -17,6 +17,7 @@ from bot.store.models import (
 )
 from bot.store.repository import (
     CallStore,
+    KnownCall,
     LeadInput,
     RunProgress,
     StatusUpdate,
@@ -33,6 +34,7 @@ __all__ = [
     "Base",
     "CallRecord",
     "CallStore",
+    "KnownCall",
     "CampaignLead",
     "CampaignRun",
     "LeadInput",

@@ -54,6 +54,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.private_files import private_file, private_folder
 from bot.utc import as_utc
 from bot.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
 from bot.store.models import (
@@ -71,6 +72,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PG_MIGRATION_LOCK = 0x0CA11_5704E  # pg_advisory_xact_lock key: one migrator at a time
+# End reasons a finished call's own session may still replace: a record closed for a lost
+# worker is completed by that call's session when its spooled record arrives later.
+REPLACEABLE_END_REASONS = frozenset({"worker_lost"})
 
 
 # --- URLs -----------------------------------------------------------------------------------
@@ -96,13 +100,17 @@ def normalize_database_url(url: str | URL) -> URL:
 
 
 def ensure_sqlite_folder(url: URL) -> None:
-    """Create the folder of a SQLite file (not for :memory: or `file:` URIs)."""
+    """Create the folder of a SQLite file (0700 when we create it) and the file itself (0600:
+    it holds people's numbers and conversations); not for :memory: or `file:` URIs."""
     if url.get_backend_name() != "sqlite":
         return
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(database).expanduser()
+    if not path.parent.exists():
+        private_folder(path.parent)
+    private_file(path)
 
 
 def mask_url(url: str | URL) -> str:
@@ -177,6 +185,15 @@ class StatusUpdate:
             answered_by=_first(form, "AnsweredBy", "answered_by"),
             duration_secs=duration_secs,
         )
+
+
+@dataclass(frozen=True)
+class KnownCall:
+    """A call the store knows of, as a starting media session sees it."""
+
+    campaign: str | None
+    lead: dict[str, Any]
+    ended: bool  # a media session for it has already finished: its record is final
 
 
 @dataclass(frozen=True)
@@ -471,6 +488,20 @@ class CallStore:
             return None
         return row.campaign, dict(row.lead or {})
 
+    async def call_for_media(self, call_sid: str) -> KnownCall | None:
+        """What a media session starting for `call_sid` needs to know, in one read: the
+        dialled call's campaign and lead, and whether a media session already ended it."""
+        async with self._read() as session:
+            row = (
+                await session.execute(
+                    select(CallRecord.campaign, CallRecord.lead, CallRecord.end_reason)
+                    .where(CallRecord.call_sid == call_sid)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        return KnownCall(row.campaign, dict(row.lead or {}), ended=row.end_reason is not None)
+
     async def apply_status(self, update_: StatusUpdate | Mapping[str, Any]) -> bool:
         """Apply one status callback; True if the record changed.
 
@@ -529,6 +560,11 @@ class CallStore:
         ended = as_utc(getattr(s, "ended_at", None)) or utcnow()
 
         def change(row: CallRecord, is_new: bool) -> bool:
+            if row.end_reason is not None and row.end_reason not in REPLACEABLE_END_REASONS:
+                logger.bind(call_sid=call_sid).warning(
+                    "a second media session for a finished call was not recorded over it"
+                )
+                return False
             lead = {**session_lead, **(row.lead or {})}
             lead_id = lead.get("id", lead.get("lead_id"))
             values: dict[str, Any] = {
@@ -919,6 +955,7 @@ def _current_revision(sync_conn: Any) -> str | None:
 
 __all__ = [
     "CallStore",
+    "KnownCall",
     "LeadInput",
     "RunProgress",
     "StatusUpdate",
