@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from bot import __version__
 from bot.call_sink import CallSink
 from bot.loop_monitor import LoopLagMonitor
+from bot.private_files import private_folder
 from bot.campaigns import CampaignBook
 from bot.routers import calls, exotel_connect, health, media, webhooks
 from bot.settings import Settings
@@ -88,6 +89,7 @@ def create_app_from_env() -> FastAPI:
 def create_app(settings: Settings) -> FastAPI:
     """Load campaigns (failing fast on a bad file) and wire the routers."""
     campaigns = CampaignBook(settings.campaigns_dir)
+    private_folder(settings.data_dir)  # records, recordings, secrets: the server's user only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -25,6 +25,7 @@ from loguru import logger
 from bot.call_status import call_is_over
 from bot.campaigns import Campaign
 from bot.exotel_client import ExotelError
+from bot.lead_limits import LeadError, check_lead
 from bot.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
 from bot.store import CallStore, LeadInput
 
@@ -88,9 +89,14 @@ def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[B
             if lead_id in seen:
                 bad.append(BadRow(line, f"duplicate lead {lead_id!r}"))
                 continue
-            seen.add(lead_id)
             payload = {k: v for k, v in row.items() if k not in PHONE_COLUMNS and v}
             payload["id"] = lead_id
+            try:
+                check_lead(payload)
+            except LeadError as error:
+                bad.append(BadRow(line, str(error)))
+                continue
+            seen.add(lead_id)
             leads.append(LeadInput(line_number=line, lead_id=lead_id, phone=phone, payload=payload))
     return leads, bad, skipped
 

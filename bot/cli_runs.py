@@ -18,6 +18,7 @@ from bot.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.cli_services import cli_services
 from bot.phone import mask_phone
 from bot.settings import Settings
+from bot.store.repository import mask_url
 
 console = Console()
 
@@ -83,7 +84,7 @@ async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any]
     print_outcome(record)
     if record and record.get("recording"):
         console.print(f"recording (caller left, bot right): {record['recording'].get('path')}")
-    console.print(f"call record: {settings.database_url}  (bot calls show {result.call_sid})")
+    console.print(f"call record: {mask_url(str(settings.database_url))}  (bot calls show {result.call_sid})")
     return 0 if record and record["status"] == "completed" else 1
 
 

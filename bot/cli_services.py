@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.campaigns import CampaignBook
+from bot.private_files import private_folder
 from bot.settings import Settings
 from bot.signing import signing_key
 from bot.store import CallStore
@@ -28,6 +29,7 @@ async def cli_services(settings: Settings, *, dialling: bool):
     """Open the store (and, for dialling, the Exotel client and dialler); close them after."""
     from bot.dialer import Dialer, exotel_client_for
 
+    private_folder(settings.data_dir)
     store = await CallStore.open(settings.database_url, migrate=True)
     client = None
     try:

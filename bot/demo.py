@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Say
 from bot.local_server import serve_locally
+from bot.private_files import open_private, private_folder
 from bot.settings import Settings
 from bot.speech_synth import speak
 
@@ -23,9 +24,8 @@ async def run_demo(settings: Settings, lead_name: str, recordings: Path) -> tupl
         )
         caller_line = speak("Sorry, who is this?")
         result = await emulator.run([Say(at=5.0, pcm=caller_line), HangUp(at=8.0)])
-    recordings.mkdir(parents=True, exist_ok=True)
-    path = recordings / f"demo-{emulator.config.call_sid}.wav"
-    with wave.open(str(path), "wb") as wav:
+    path = private_folder(recordings) / f"demo-{emulator.config.call_sid}.wav"
+    with open_private(path) as out, wave.open(out, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(emulator.config.sample_rate)

@@ -17,6 +17,7 @@ from loguru import logger
 
 from bot.campaigns import Campaign
 from bot.exotel_client import ExotelClient
+from bot.lead_limits import check_lead
 from bot.phone import mask_phone, normalize_indian_phone
 from bot.settings import Settings
 from bot.signing import sign
@@ -40,10 +41,33 @@ class DialResult:
     status: str
 
 
+CUSTOM_FIELD_CHARS = 128  # Exotel's limit
+
+
 def custom_field(campaign: Campaign, lead: dict[str, Any], ref: str) -> str:
-    """<= 128 chars that find the lead and campaign again: campaign, lead id, dial ref."""
-    data = {"c": campaign.name[:40], "l": str(lead.get("id") or "")[:40], "r": ref}
-    return json.dumps(data, separators=(",", ":"))[:128]
+    """<= 128 chars of JSON that find the lead and campaign again: campaign, lead id, dial ref.
+
+    Always whole JSON with the whole ref (the status callback is checked against it): the
+    lead id, then the campaign name, are shortened until it fits."""
+    name, lead_id = campaign.name[:40], str(lead.get("id") or "")[:40]
+    while True:
+        text = json.dumps({"r": ref, "c": name, "l": lead_id}, separators=(",", ":"), ensure_ascii=False)
+        if len(text) <= CUSTOM_FIELD_CHARS:
+            return text
+        if lead_id:
+            lead_id = lead_id[:-1]
+        else:
+            name = name[:-1]
+
+
+def dial_ref(custom_field_text: str | None) -> str | None:
+    """The dial ref inside a CustomField written by `custom_field` (None if there is none)."""
+    try:
+        data = json.loads(custom_field_text or "")
+    except ValueError:
+        return None
+    ref = data.get("r") if isinstance(data, dict) else None
+    return ref if isinstance(ref, str) and ref else None
 
 
 class Dialer:
@@ -63,7 +87,9 @@ class Dialer:
         return f"{base}/webhooks/exotel/call-status?ref={ref}&sig={sign(self._key, 'status', ref)}"
 
     async def dial(self, to: str, campaign: Campaign, lead: dict[str, Any], attempt: int = 1) -> DialResult:
-        """Ask Exotel to call `to` into the flow; raises InvalidPhoneNumber / ExotelError."""
+        """Ask Exotel to call `to` into the flow; raises LeadError / InvalidPhoneNumber (before
+        anything is sent) or ExotelError."""
+        lead = check_lead(lead)
         number = normalize_indian_phone(to)
         lead = {**lead, "phone": number}
         self._prepare_greeting(campaign, lead)

@@ -6,6 +6,7 @@ reads `os.environ`. A missing or malformed value fails at start-up with one line
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -194,14 +195,33 @@ class Settings(BaseSettings):
         return "ws" + base.removeprefix("http")
 
 
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_USERINFO = re.compile(r"[^\s/@'\"]+@")  # user:password@ of a URL (with or without its scheme)
+_QUERY = re.compile(r"\?[^\s'\"]*")  # a URL's query string (may carry a key)
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with any URL's user:password and query string replaced by ***."""
+    return _QUERY.sub("?***", _USERINFO.sub("***@", text))
+
+
+def _shown(name: str, value: object) -> str:
+    """How a bad setting's value appears in its error: never a secret, never a credential."""
+    if not name or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return ""
+    if _SECRET_NAME.search(name):
+        return " (value hidden)"
+    return f" (got {mask_credentials(str(value))[:120]!r})"
+
+
 def _one_line(error: ValidationError) -> str:
-    """Render pydantic's multi-line report as `NAME: reason` pairs on one line."""
+    """Render pydantic's multi-line report as `NAME: reason` pairs on one line, with no secret
+    in it: a secret setting's value is never shown, and URLs lose their credentials."""
     parts = []
     for item in error.errors():
         name = "_".join(str(p) for p in item.get("loc", ())).upper()
-        reason = item.get("msg", "invalid").removeprefix("Value error, ")
-        value = item.get("input")
-        shown = f" (got {value!r})" if name and isinstance(value, (str, int, float)) else ""
+        reason = mask_credentials(item.get("msg", "invalid").removeprefix("Value error, "))
+        shown = _shown(name, item.get("input"))
         parts.append(f"{name}: {reason}{shown}" if name else reason)
     return "invalid setting: " + "; ".join(parts)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 from pathlib import Path
 
+from bot.private_files import open_private, private_folder
 from bot.settings import Settings
 
 
@@ -20,11 +22,24 @@ def signing_key(settings: Settings) -> bytes:
         return settings.callback_secret.get_secret_value().encode()
     if settings.exotel_api_token:
         return hashlib.sha256(b"callback:" + settings.exotel_api_token.get_secret_value().encode()).digest()
-    path = Path(settings.data_dir) / ".callback_secret"
+    path = private_folder(Path(settings.data_dir)) / ".callback_secret"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
+        _create_once(path, secrets.token_hex(32))
     return path.read_text().strip().encode()
+
+
+def _create_once(path: Path, secret: str) -> None:
+    """Write the secret 0600 under its final name only if no other process did first: every
+    worker starting at once must end up with the same key."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open_private(tmp, "w") as out:
+        out.write(secret)
+    try:
+        os.link(tmp, path)  # atomic, and fails if the file exists: the first writer wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sign(key: bytes, purpose: str, value: str) -> str:

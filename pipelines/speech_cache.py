@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from loguru import logger
 
 from bot.campaigns import TTSConfig
+from bot.private_files import private_folder, write_private
 
 
 def speech_key(tts: TTSConfig, text: str, sample_rate: int) -> str:
@@ -44,10 +43,8 @@ class SpeechCache:
 
     async def put(self, key: str, pcm: bytes) -> None:
         def write() -> None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{key}.{uuid.uuid4().hex}.tmp"
-            tmp.write_bytes(pcm)
-            os.replace(tmp, self._path(key))
+            private_folder(self.folder)
+            write_private(self._path(key), pcm)  # atomic: readers never see half a line
 
         await asyncio.to_thread(write)
 

