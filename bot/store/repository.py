@@ -9,7 +9,8 @@ URLs: `sqlite+aiosqlite:///data/calls.db` (relative to the working directory; fo
 an absolute path) or `postgresql+asyncpg://user@host:5432/db`. Plain `sqlite:///...` and
 `postgresql://...` / `postgres://...` are accepted and given the async driver.
 
-SQLite: WAL, foreign keys and a 30 s busy timeout are set on every connection, and SQLAlchemy
+SQLite: WAL, foreign keys and a busy timeout (`timeout_secs`, 30 s by default) are set on every
+connection, and SQLAlchemy
 (not the sqlite3 module) emits BEGIN, so transactions are real: writes use BEGIN IMMEDIATE (they
 take the write lock up front and queue behind each other instead of failing with "database is
 locked" halfway), reads a deferred BEGIN. Several processes may share the file.
@@ -68,7 +69,7 @@ from bot.store.models import (
 
 DEFAULT_DB_FILENAME = "calls.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-_SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_TIMEOUT_SECS = 30.0  # SQLite's busy timeout; PostgreSQL's connect and statement timeouts
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PG_MIGRATION_LOCK = 0x0CA11_5704E  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -111,15 +112,16 @@ def mask_url(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def install_sqlite_hooks(engine: AsyncEngine) -> None:
+def install_sqlite_hooks(engine: AsyncEngine, busy_timeout_secs: float = DEFAULT_TIMEOUT_SECS) -> None:
     """WAL + foreign keys + busy timeout per connection; SQLAlchemy emits BEGIN [IMMEDIATE]."""
+    busy_timeout_ms = max(1, int(busy_timeout_secs * 1000))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # the sqlite3 module stops emitting BEGIN itself
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL may wait
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")  # first: WAL may wait
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -303,24 +305,32 @@ class CallStore:
         migrate: bool = False,
         echo: bool = False,
         connect_args: Mapping[str, Any] | None = None,
+        timeout_secs: float = DEFAULT_TIMEOUT_SECS,
     ) -> CallStore:
         """Create the engine (SQLite: its folder, WAL, foreign keys) and optionally migrate to head.
 
         `connect_args` go to the driver (e.g. asyncpg's `{"server_settings": {"search_path": "x"}}`).
+        `timeout_secs` bounds one operation's waits: SQLite's busy timeout (a locked file fails
+        with "database is locked" after it), PostgreSQL's connect and statement timeouts, and
+        the wait for a free pooled connection; callers that must not lose a write retry it
+        (bot.store.durable).
         `migrate=True` is safe with several workers starting at once: PostgreSQL migrations hold an
         advisory lock, SQLite ones the write lock.
         """
         parsed = normalize_database_url(url)
         ensure_sqlite_folder(parsed)
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": parsed.get_backend_name() != "sqlite"}
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not is_sqlite}
+        if not (is_sqlite and (parsed.database or ":memory:") == ":memory:"):  # a StaticPool has no queue
+            kwargs["pool_timeout"] = timeout_secs
         args = dict(connect_args or {})
-        if parsed.get_backend_name() == "sqlite":
-            args.setdefault("timeout", _SQLITE_BUSY_TIMEOUT_MS / 1000)
-        if args:
-            kwargs["connect_args"] = args
+        args.setdefault("timeout", timeout_secs)  # sqlite3: busy timeout; asyncpg: connect timeout
+        if not is_sqlite:
+            args.setdefault("command_timeout", timeout_secs)
+        kwargs["connect_args"] = args
         engine = create_async_engine(parsed, **kwargs)
-        if parsed.get_backend_name() == "sqlite":
-            install_sqlite_hooks(engine)
+        if is_sqlite:
+            install_sqlite_hooks(engine, timeout_secs)
         store = cls(engine)
         try:
             if migrate:
