@@ -2,7 +2,9 @@
 and store the lead and campaign against the returned Sid before the call is answered.
 
 The media socket's `start` (whichever worker process takes it) finds them by call_sid in the
-store; the CustomField and the stream's custom parameters are the fallbacks.
+store; the CustomField and the stream's custom parameters are the fallbacks. Once Exotel has
+accepted the dial the phone rings whatever the database does, so the record goes through
+`DurableRecords`: a database that doesn't take it in a few seconds gets it from the journal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bot.exotel_client import ExotelClient
 from bot.phone import mask_phone, normalize_indian_phone
 from bot.settings import Settings
 from bot.signing import sign
-from bot.store import CallStore
+from bot.store.durable import DurableRecords, RecordNotSaved
 from pipelines.speech_cache import SpeechCache
 
 
@@ -49,10 +51,10 @@ def custom_field(campaign: Campaign, lead: dict[str, Any], ref: str) -> str:
 class Dialer:
     """Places calls for one server or CLI process."""
 
-    def __init__(self, settings: Settings, store: CallStore, client: ExotelClient, cache: SpeechCache,
+    def __init__(self, settings: Settings, records: DurableRecords, client: ExotelClient, cache: SpeechCache,
                  signing_key: bytes, background: set[asyncio.Task] | None = None):
         self._settings = settings
-        self._store = store
+        self._records = records
         self._client = client
         self._cache = cache
         self._key = signing_key
@@ -78,11 +80,15 @@ class Dialer:
             time_out=45,
             record=campaign.record,  # Exotel keeps its own recording too (RecordingUrl)
         )
-        await self._store.record_dialled(
-            placed.sid, campaign.name, lead, number, custom_field(campaign, lead, ref), attempt,
-            from_number=self._settings.exotel_caller_id, status=placed.normalized_status or "initiated",
-        )
-        logger.bind(call_sid=placed.sid).info(
+        log = logger.bind(call_sid=placed.sid)
+        try:
+            await self._records.record_dialled(
+                placed.sid, campaign.name, lead, number, custom_field(campaign, lead, ref), attempt,
+                from_number=self._settings.exotel_caller_id, status=placed.normalized_status or "initiated",
+            )
+        except RecordNotSaved as error:  # the call rings anyway; its stream creates the record
+            log.error(f"the dialled call has no record yet: {error}")
+        log.info(
             f"dialled {mask_phone(number)} for campaign {campaign.name} (attempt {attempt})"
         )
         return DialResult(placed.sid, number, placed.normalized_status or "initiated")

@@ -43,9 +43,9 @@ async def media_stream(websocket: WebSocket) -> None:
     session.socket_opened_monotonic = opened
     session.start_received_monotonic = time.monotonic()
     log = logger.bind(call_sid=session.call_sid)
-    store = websocket.app.state.store
-    if store is not None:  # a dialled call: its campaign and lead were stored against the Sid
-        found = await store.lead_for_call(session.call_sid)
+    records = websocket.app.state.records
+    if records is not None:  # a dialled call: its campaign and lead were stored against the Sid
+        found = await records.find_lead(session.call_sid)  # None (in time): the custom parameters
         if found:
             session.campaign = found[0] or session.campaign
             session.lead = {**session.lead, **(found[1] or {})}
@@ -60,8 +60,8 @@ async def media_stream(websocket: WebSocket) -> None:
         f"call started: campaign={campaign.name} rate={session.sample_rate} "
         f"start={'yes' if handshake.had_start else 'no (media first)'}"
     )
-    if store is not None:
-        session.on_update = ProgressSaver(store, session)
+    if records is not None:
+        session.on_update = ProgressSaver(records, session)
     live_calls: dict = websocket.app.state.live_calls
     live_calls[session.call_sid] = session
     try:
@@ -88,29 +88,33 @@ class ProgressSaver:
     after hang-up (the completed record is written then). With a hundred calls on one SQLite
     file, a write per transcript line queued the writers on the file's lock and left a new
     call's lead lookup waiting ~1 s for a pooled connection. A change that lands while a
-    write is under way is saved by the next one, not left for the next change."""
+    write is under way is saved by the next one, not left for the next change; so is one the
+    database did not take (`DurableRecords.save_progress` skips saves while it is down, so
+    they never queue up)."""
 
-    def __init__(self, store, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
-        self._store, self._session, self._every = store, session, every_secs
+    def __init__(self, records, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
+        self._records, self._session, self._every = records, session, every_secs
         self._task: asyncio.Task | None = None
         self._last_saved = 0.0
         self._writing = False
         self._dirty = False
+        self._stopped = False
 
     def __call__(self) -> None:
         self._dirty = True
-        if self._task is None or self._task.done():
+        if not self._stopped and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._save_while_dirty())
 
     def cancel(self) -> None:
         """Drop a save still waiting its turn (one already writing finishes: never cut a
         transaction off half-way)."""
+        self._stopped = True
         self._dirty = False
         if self._task is not None and not self._writing:
             self._task.cancel()
 
     async def _save_while_dirty(self) -> None:
-        while self._dirty:
+        while self._dirty and not self._stopped:
             delay = self._last_saved + self._every - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -119,11 +123,15 @@ class ProgressSaver:
             session = self._session
             self._writing = True
             try:
-                await self._store.save_progress(session.call_sid, list(session.transcript), dict(session.collected))
+                saved = await self._records.save_progress(
+                    session.call_sid, list(session.transcript), dict(session.collected))
             except Exception as error:
+                saved = False
                 logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
             finally:
                 self._writing = False
+            if not saved and not self._stopped:
+                self._dirty = True  # try again next turn
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:
