@@ -326,3 +326,59 @@ async def test_a_status_callback_neither_database_nor_journal_takes_is_answered_
     assert refused.status_code == 503, refused.text
     assert kept.status_code == 200, kept.text
 
+
+async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_database):
+    """PostgreSQL goes away while a campaign's calls are live and comes back a few seconds
+    later: the run waits instead of dying, no lead is failed or dialled twice, and every call
+    has its complete record."""
+    from collections import Counter
+    from datetime import time as clock_time
+
+    from bot.campaign_runner import CampaignRunner, RunnerOptions
+    from bot.local_server import free_port, serve_locally
+    from bot.settings import load_settings
+
+    csv_path = tmp_path / "leads.csv"
+    csv_path.write_text("id,name,phone\n" + "\n".join(f"L{i},Lead {i},98765200{i:02d}" for i in range(4)) + "\n")
+    upstream = make_url(PG_URL)
+    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    url = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database).render_as_string(hide_password=False)
+    options = RunnerOptions(concurrency=2, calls_per_minute=200, window_start=clock_time(0, 0),
+                            window_end=clock_time(23, 59, 59), max_attempts=2, retry_delay_secs=0.3,
+                            poll_secs=0.1, call_timeout_secs=60)
+    try:
+        async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token", outcomes="answered",
+                                  caller_script=lambda number: [HangUp(at=2.0)], ring_secs=0.05) as exotel:
+            port = free_port()
+            settings = load_settings(_env_file=None, host="127.0.0.1", port=port, data_dir=tmp_path / "data",
+                                     public_base_url=f"http://127.0.0.1:{port}", exotel_api_base_url=exotel.base_url,
+                                     database_url=url, **EXOTEL, **OUTAGE_SETTINGS)
+            async with serve_locally(settings) as server:
+                exotel.dynamic_url = applet_url(settings, server.app.state.signing_key)
+                store = server.app.state.store
+                campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+                runner = CampaignRunner(store, server.app.state.dialer, campaign, options)
+                report = await runner.load(csv_path)
+                run = asyncio.create_task(runner.run(report.run_id))
+                try:
+                    await eventually(lambda: len(exotel.calls) >= 2 and not run.done(), "the first calls were never placed")
+                    await proxy.stop()
+                    await asyncio.sleep(3.0)  # the first calls end while the database is away
+                    outage_survived = not run.done()
+                    await proxy.start()
+                    counts = await asyncio.wait_for(run, timeout=90)
+                finally:
+                    run.cancel()
+                leads = await store.list_leads(report.run_id)
+                sids = [lead.last_call_sid for lead in leads]
+                async with httpx.AsyncClient(base_url=server.http_url) as client:
+                    records = [await eventually(lambda s=s: _complete(client, s), f"the record of {s} never completed")
+                               for s in sids]
+                await exotel.drain()
+    finally:
+        await proxy.stop()
+    assert outage_survived, "the run ended during the outage"
+    assert counts["done"] == 4 and counts["failed"] == 0, counts
+    assert set(Counter(call.form["From"] for call in exotel.calls).values()) == {1}, "someone was called twice"
+    assert all(r["status"] == "completed" and r["end_reason"] == "caller_hangup" for r in records)
+    assert await _pg_counts(pg_database, sids) == {sid: 1 for sid in sids}

@@ -31,11 +31,11 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -45,6 +45,7 @@ from bot.store.journal import Journal, JournalEntry
 from bot.store.repository import CallStore, StatusUpdate, _jsonable
 from bot.utc import as_utc
 
+T = TypeVar("T")
 STATUS_WAIT_SECS = 5.0  # Exotel waits 15 s for the answer to a status callback
 DIAL_WAIT_SECS = 5.0  # `POST /calls` answers with the Sid within this (the record is on disk)
 BACKOFF_FIRST_SECS = 0.05
@@ -352,6 +353,30 @@ class DurableRecords:
             self._committed(entry.op, result)
             replayed += 1
         return replayed
+
+
+async def retry_while_unavailable(operation: Callable[[], Awaitable[T]], what: str, *,
+                                  first_secs: float = 0.5, most_secs: float = 30.0) -> T:
+    """Run `operation` until the database answers it: outage errors are retried with backoff,
+    with no end (for a job that cannot go on without the answer, e.g. a campaign's lead
+    states; cancel it to stop); other errors are raised. One log line when the outage starts
+    and one when it ends."""
+    delay, failed_since = first_secs, None
+    while True:
+        try:
+            result = await operation()
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            if failed_since is None:
+                failed_since = time.monotonic()
+                logger.warning(f"database unavailable ({_short(error)}): retrying to {what}")
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, most_secs)
+            continue
+        if failed_since is not None:
+            logger.info(f"database back after {time.monotonic() - failed_since:.1f} s: {what} done")
+        return result
 
 
 def _short(error: BaseException | None) -> str:
