@@ -1,5 +1,6 @@
-"""A loopback TCP proxy a test can cut: the database "goes away" (every connection closed,
-new ones refused) and comes back on the same port, with no real outage needed."""
+"""A loopback TCP proxy a test can cut or stall: the database "goes away" (every connection
+closed, new ones refused) or hangs (connections accepted, nothing answered), and comes back on
+the same port, with no real outage needed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import contextlib
 
 class TcpProxy:
     """127.0.0.1:`port` -> `upstream_host`:`upstream_port`. `stop()` closes every connection and
-    the listener (connecting then gets "connection refused"); `start()` listens again."""
+    the listener (connecting then gets "connection refused"); `start()` listens again.
+    `stall()` keeps every connection open but forwards nothing (a hung server) until `flow()`."""
 
     def __init__(self, upstream_host: str, upstream_port: int):
         self.upstream = (upstream_host, upstream_port)
@@ -18,6 +20,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -37,6 +41,13 @@ class TcpProxy:
         if self._server is not None:
             await asyncio.wait_for(self._server.wait_closed(), timeout=5)
             self._server = None
+
+    def stall(self) -> None:
+        """Answer nothing (bytes wait in the proxy) until `flow()`."""
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
 
     async def __aenter__(self) -> TcpProxy:
         return await self.start()
@@ -64,9 +75,9 @@ class TcpProxy:
                 self._writers.discard(w)
             self._pumps.difference_update(pumps)
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()

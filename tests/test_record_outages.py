@@ -382,3 +382,33 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
     assert set(Counter(call.form["From"] for call in exotel.calls).values()) == {1}, "someone was called twice"
     assert all(r["status"] == "completed" and r["end_reason"] == "caller_hangup" for r in records)
     assert await _pg_counts(pg_database, sids) == {sid: 1 for sid in sids}
+
+
+async def test_a_hung_postgres_costs_a_starting_call_only_the_lookup_timeout(tmp_path, pg_database):
+    """PostgreSQL accepts connections but answers nothing: a call that starts meanwhile waits
+    LEAD_LOOKUP_TIMEOUT_SECS for its lead, then runs on its stream's parameters; its final
+    record waits in the journal until PostgreSQL answers again."""
+    upstream = make_url(PG_URL)
+    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    data_dir = tmp_path / "data"
+    url = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database).render_as_string(hide_password=False)
+    try:
+        async with agent_stack(tmp_path, stt_script=[], llm=qualifying_agent, campaign_tweaks=SHORT_GREETING,
+                               elevenlabs_kwargs=EL_FAST, database_url=url, lead_lookup_timeout_secs=0.5,
+                               **OUTAGE_SETTINGS) as stack:
+            proxy.stall()
+            emulator = stack.emulator(custom_parameters={"name": "Ravi", "campaign": "real_estate"})
+            result = await asyncio.wait_for(emulator.run([HangUp(at=4.0)]), timeout=30)
+            sid = emulator.config.call_sid
+            session = await eventually(lambda: stack.finished(sid), "the call never finished")
+            await eventually(lambda: len(journal_files(data_dir)) == 1, "the final record never reached the journal")
+            proxy.flow()
+            async with httpx.AsyncClient(base_url=stack.server.http_url) as client:
+                record = await eventually(lambda: _complete(client, sid), "the record was never replayed")
+    finally:
+        proxy.flow()
+        await proxy.stop()
+    assert result.violations == [] and result.media_bytes > 0, "the greeting played"
+    assert session.lead.get("name") == "Ravi" and session.transcript[0]["text"].startswith("Hello Ravi")
+    assert record["status"] == "completed" and record["lead"]["name"] == "Ravi"
+    assert await _pg_counts(pg_database, [sid]) == {sid: 1}
