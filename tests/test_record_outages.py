@@ -412,3 +412,31 @@ async def test_a_hung_postgres_costs_a_starting_call_only_the_lookup_timeout(tmp
     assert session.lead.get("name") == "Ravi" and session.transcript[0]["text"].startswith("Hello Ravi")
     assert record["status"] == "completed" and record["lead"]["name"] == "Ravi"
     assert await _pg_counts(pg_database, [sid]) == {sid: 1}
+
+
+async def test_bot_run_follows_its_call_through_a_postgres_outage(tmp_path, pg_database):
+    """`bot run --lead` prints the call as it lands in the store: an outage meanwhile pauses
+    it (the record is journalled) instead of ending it with a traceback."""
+    from bot.cli_runs import follow_call
+    from bot.store import CallStore
+
+    upstream = make_url(PG_URL)
+    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    via_proxy = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database)
+    direct = upstream.set(database=pg_database)
+    store = await CallStore.open(via_proxy, migrate=True)
+    writer = await CallStore.open(direct)
+    try:
+        await store.record_dialled("CA-follow", "real_estate", {"name": "Asha"}, "+919876543210")
+        following = asyncio.create_task(follow_call(store, "CA-follow", timeout=30, poll=0.05))
+        await asyncio.sleep(0.3)
+        await proxy.stop()
+        await asyncio.sleep(0.5)
+        await writer.apply_status({"CallSid": "CA-follow", "Status": "busy"})
+        await proxy.start()
+        record = await asyncio.wait_for(following, timeout=30)
+    finally:
+        await proxy.stop()
+        await store.close()
+        await writer.close()
+    assert record is not None and record["status"] == "busy"
