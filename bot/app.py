@@ -49,17 +49,20 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
     """The call-record store (migrated to the latest schema) and, with credentials, the dialler."""
     from bot.dialer import Dialer, exotel_client_for
     from bot.store import CallStore
+    from bot.store.durable import DurableRecords
 
     state = app.state
-    state.store = await CallStore.open(settings.database_url, migrate=True)
-    state.call_sink = CallSink(state.store, state.campaigns)
+    state.store = await CallStore.open(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
+    state.records = DurableRecords.for_settings(state.store, settings)
+    state.records.start()  # replays the journal (record writes an outage left) now and while it holds any
+    state.call_sink = CallSink(state.records, state.campaigns)
     state.exotel = None
     state.dialer = None
     state.dialer_unavailable = "dialling needs EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN, " \
         "EXOTEL_CALLER_ID and EXOTEL_APP_ID"
     if settings.exotel_configured:
         state.exotel = exotel_client_for(settings)
-        state.dialer = Dialer(settings, state.store, state.exotel, state.speech_cache,
+        state.dialer = Dialer(settings, state.records, state.exotel, state.speech_cache,
                               state.signing_key, state.background)
 
 
@@ -73,6 +76,7 @@ async def _close_services(app: FastAPI) -> None:
     await state.call_sink.drain()
     if state.exotel is not None:
         await state.exotel.aclose()
+    await state.records.stop()
     await state.store.close()
 
 
@@ -123,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.loop_monitor = LoopLagMonitor()
     app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
     app.state.store = None
+    app.state.records = None
     app.state.dialer = None
     app.state.signing_key = signing_key(settings)
     app.state.speech_cache = SpeechCache(settings.speech_cache_dir)

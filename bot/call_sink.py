@@ -1,5 +1,6 @@
-"""Where finished calls go: the call-record store, a post-call webhook, and a short
-in-process history (for `/health`-style introspection and tests)."""
+"""Where finished calls go: the call-record store (through `DurableRecords`, so an outage
+never loses a record), a post-call webhook, and a short in-process history (for
+`/health`-style introspection and tests)."""
 
 from __future__ import annotations
 
@@ -12,31 +13,39 @@ from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from bot.call_session import CallSession
+from bot.store.durable import DurableRecords, RecordNotSaved
+from bot.store.repository import call_to_dict
 
 
 class CallSink:
-    """Completes the call record at hang-up (whatever ended the call) and notifies the campaign."""
+    """Completes the call record at hang-up (whatever ended the call) and notifies the campaign
+    of every completed record, also one written later from the journal."""
 
-    def __init__(self, store: Any, campaigns: Any, size: int = 200):
-        self._store = store
+    def __init__(self, records: DurableRecords | None, campaigns: Any, size: int = 200):
+        self._records = records
         self._campaigns = campaigns
         self.sessions: deque[CallSession] = deque(maxlen=size)
         self._background: set[asyncio.Task] = set()
+        if records is not None:
+            records.on_completed = self.record_completed
 
     async def call_finished(self, session: CallSession) -> None:
         self.sessions.append(session)
-        log = logger.bind(call_sid=session.call_sid)
-        if self._store is None:
+        if self._records is None:
             return
         try:
-            record = await self._store.complete_from_session(session)
-        except Exception as error:
-            log.error(f"could not save the call record: {type(error).__name__}: {error}")
-            return
-        campaign = self._campaign(session.campaign)
+            await self._records.complete_from_session(session)
+        except RecordNotSaved as error:
+            logger.bind(call_sid=session.call_sid).error(f"could not save the call record: {error}")
+        except Exception as error:  # never let the record's trouble escape into the socket handler
+            logger.bind(call_sid=session.call_sid).exception(f"could not save the call record: {error}")
+
+    def record_completed(self, record: Any) -> None:
+        """A final record is in the database: POST it to the campaign's webhook, if it has one."""
+        campaign = self._campaign(record.campaign)
         url = getattr(campaign, "webhook_url", None) if campaign else None
         if url:
-            task = asyncio.create_task(post_call_webhook(url, self._store.to_dict(record)))
+            task = asyncio.create_task(post_call_webhook(url, call_to_dict(record)))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

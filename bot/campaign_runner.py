@@ -4,6 +4,10 @@ State lives in the call-record store (campaign_runs / campaign_leads), so a run 
 or was stopped with Ctrl-C carries on where it was without calling anyone twice: a lead is
 claimed (committed) before its REST request, leads left mid-dial without a Sid are reported
 for reconciliation instead of redialled, and leads in a call are settled from their record.
+
+A database outage pauses a run, never ends it or fails a lead: every lead-state write and
+read the run depends on is retried until the database answers again (a call in progress
+meanwhile keeps its record through the journal: bot/store/durable.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from bot.exotel_client import ExotelError
 from bot.lead_limits import LeadError, check_lead
 from bot.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
 from bot.store import CallStore, LeadInput
+from bot.store.durable import is_outage, retry_while_unavailable
 
 PHONE_COLUMNS = ("phone", "to", "number", "mobile", "phone_number")
 
@@ -162,14 +167,19 @@ class CampaignRunner:
         """Dial until nothing is left; returns the lead counts per state."""
         await self._settle_in_call(run_id)
         while True:
-            progress = await self._store.run_progress(run_id)
+            progress = await retry_while_unavailable(lambda: self._store.run_progress(run_id), "read the run")
             if progress is None:
                 raise ValueError(f"no campaign run {run_id}")
             active = progress.counts.get("pending", 0) + progress.counts.get("in-call", 0)
             if active == 0 and not self.in_flight:
                 return progress.counts
             await self._slots.acquire()
-            lead = await self._store.claim_next_lead(run_id, self._clock())
+            try:
+                lead = await retry_while_unavailable(
+                    lambda: self._store.claim_next_lead(run_id, self._clock()), "claim the next lead")
+            except BaseException:
+                self._slots.release()
+                raise
             if lead is None:
                 self._slots.release()
                 await asyncio.sleep(self._options.poll_secs)
@@ -183,7 +193,8 @@ class CampaignRunner:
             await self._dial_and_follow(lead)
         except Exception as error:  # one bad lead never stops the run
             logger.exception(f"lead on line {lead.line_number} failed: {error}")
-            await self._store.finish_lead(lead.id, "failed", error=str(error)[:300])
+            await retry_while_unavailable(
+                lambda: self._store.finish_lead(lead.id, "failed", error=str(error)[:300]), "settle a failed lead")
         finally:
             self._slots.release()
 
@@ -191,7 +202,8 @@ class CampaignRunner:
         now = self._clock()
         opens = next_window_start(now, lead.payload.get("timezone") or self._options.timezone, self._options)
         if opens is not None:
-            await self._store.reschedule_lead(lead.id, opens, status="outside-window", not_an_attempt=True)
+            await retry_while_unavailable(lambda: self._store.reschedule_lead(
+                lead.id, opens, status="outside-window", not_an_attempt=True), "defer a lead")
             self._emit("deferred", {"line": lead.line_number, "until": opens.isoformat()})
             return
         while not await self._limiter.hit(self._rate, "campaign", self._campaign.name):
@@ -199,13 +211,15 @@ class CampaignRunner:
         try:
             result = await self._dialer.dial(lead.phone, self._campaign, dict(lead.payload), attempt=lead.attempts)
         except InvalidPhoneNumber as error:
-            await self._store.finish_lead(lead.id, "failed", status="dial-failed", error=str(error))
+            await retry_while_unavailable(lambda: self._store.finish_lead(
+                lead.id, "failed", status="dial-failed", error=str(error)), "settle a lead")
             return
         except ExotelError as error:
             self._emit("dial_error", {"line": lead.line_number, "error": str(error)})
             await self._retry_or_fail(lead, "dial-failed", str(error))
             return
-        await self._store.mark_lead_dialled(lead.id, result.call_sid)
+        await retry_while_unavailable(lambda: self._store.mark_lead_dialled(lead.id, result.call_sid),
+                                      "store the dialled call on its lead")
         self._emit("dialled", {"line": lead.line_number, "call_sid": result.call_sid})
         await self._follow(lead, result.call_sid)
 
@@ -213,26 +227,35 @@ class CampaignRunner:
         """Wait for the call's terminal status (status callbacks land in the shared store)."""
         deadline = asyncio.get_running_loop().time() + self._options.call_timeout_secs
         while asyncio.get_running_loop().time() < deadline:
-            record = await self._store.find_call(call_sid)
+            try:
+                record = await self._store.find_call(call_sid)
+            except Exception as error:  # an outage: the record will be there when it ends
+                if not is_outage(error):
+                    raise
+                record = None
             if record is not None and call_is_over(record.status, record.ended_at, record.end_reason):
                 break
             await asyncio.sleep(self._options.poll_secs)
         else:
-            await self._store.finish_lead(lead.id, "failed", status="timeout", error="no final status")
+            await retry_while_unavailable(lambda: self._store.finish_lead(
+                lead.id, "failed", status="timeout", error="no final status"), "settle a lead")
             return
         self._emit("finished", {"line": lead.line_number, "call_sid": call_sid, "status": record.status,
                                 "outcome": record.outcome})
         if record.status in self._options.retry_statuses:
             await self._retry_or_fail(lead, record.status, None)
         else:
-            await self._store.finish_lead(lead.id, "done", status=record.status, outcome=record.outcome)
+            await retry_while_unavailable(lambda: self._store.finish_lead(
+                lead.id, "done", status=record.status, outcome=record.outcome), "settle a lead")
 
     async def _retry_or_fail(self, lead: Any, status: str, error: str | None) -> None:
         if lead.attempts >= self._options.max_attempts:
-            await self._store.finish_lead(lead.id, "failed", status=status, error=error)
+            await retry_while_unavailable(lambda: self._store.finish_lead(
+                lead.id, "failed", status=status, error=error), "settle a lead")
             return
         at = self._clock() + timedelta(seconds=self._options.retry_delay_secs)
-        await self._store.reschedule_lead(lead.id, at, status=status, error=error)
+        await retry_while_unavailable(lambda: self._store.reschedule_lead(
+            lead.id, at, status=status, error=error), "schedule a retry")
 
     async def _settle_in_call(self, run_id: str) -> None:
         """After a crash: leads whose call was placed are followed, never dialled again.

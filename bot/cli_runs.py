@@ -19,6 +19,7 @@ from bot.cli_services import cli_services
 from bot.phone import mask_phone
 from bot.settings import Settings
 from bot.store.repository import mask_url
+from bot.store.durable import is_outage
 
 console = Console()
 
@@ -94,7 +95,12 @@ async def follow_call(store, call_sid: str, timeout: float = 3600.0, poll: float
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        row = await store.find_call(call_sid)
+        try:
+            row = await store.find_call(call_sid)
+        except Exception as error:  # an outage: the record is journalled and lands when it ends
+            if not is_outage(error):
+                raise
+            row = None
         if row is not None:
             record = store.to_dict(row)
             if record["status"] != status:
@@ -167,10 +173,16 @@ async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str 
             task = progress.add_task(campaign.name, total=stats.total, note="")
             runner_task = asyncio.create_task(runner.run(report.run_id))
             while not runner_task.done():
-                now = await services.store.run_progress(report.run_id)
-                finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
-                progress.update(task, completed=finished,
-                                note=f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}")
+                try:
+                    now = await services.store.run_progress(report.run_id)
+                except Exception as error:  # the run pauses through an outage; so does the bar
+                    if not is_outage(error):
+                        raise
+                    progress.update(task, note="database unavailable: waiting")
+                else:
+                    finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
+                    progress.update(task, completed=finished,
+                                    note=f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}")
                 await asyncio.wait({runner_task}, timeout=1.0)
             counts = runner_task.result()
             progress.update(task, completed=stats.total)

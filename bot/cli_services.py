@@ -13,6 +13,7 @@ from bot.private_files import private_folder
 from bot.settings import Settings
 from bot.signing import signing_key
 from bot.store import CallStore
+from bot.store.durable import DurableRecords
 from pipelines.speech_cache import SpeechCache
 
 
@@ -30,17 +31,20 @@ async def cli_services(settings: Settings, *, dialling: bool):
     from bot.dialer import Dialer, exotel_client_for
 
     private_folder(settings.data_dir)
-    store = await CallStore.open(settings.database_url, migrate=True)
+    store = await CallStore.open(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
+    records = DurableRecords.for_settings(store, settings)  # dial records survive an outage (journal)
     client = None
     try:
         services = CliServices(settings, store, CampaignBook(settings.campaigns_dir))
         if dialling:
             settings.require_exotel()
             client = exotel_client_for(settings)
-            services.dialer = Dialer(settings, store, client, SpeechCache(settings.speech_cache_dir),
+            records.start()  # a long campaign replays what an outage journalled, server or not
+            services.dialer = Dialer(settings, records, client, SpeechCache(settings.speech_cache_dir),
                                      signing_key(settings))
         yield services
     finally:
         if client is not None:
             await client.aclose()
+        await records.stop()
         await store.close()

@@ -2,26 +2,28 @@
 and store the lead and campaign against the returned Sid before the call is answered.
 
 The media socket's `start` (whichever worker process takes it) finds them by call_sid in the
-store; the CustomField and the stream's custom parameters are the fallbacks.
+store; the CustomField and the stream's custom parameters are the fallbacks. Once Exotel has
+accepted the dial the phone rings whatever the database does, so the record goes through
+`DurableRecords`: a database that doesn't take it in a few seconds gets it from the journal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 
+from bot.callback_refs import custom_field
 from bot.campaigns import Campaign
 from bot.exotel_client import ExotelClient
 from bot.lead_limits import check_lead
 from bot.phone import mask_phone, normalize_indian_phone
 from bot.settings import Settings
 from bot.signing import sign
-from bot.store import CallStore
+from bot.store.durable import DurableRecords, RecordNotSaved
 from pipelines.speech_cache import SpeechCache
 
 
@@ -41,42 +43,13 @@ class DialResult:
     status: str
 
 
-CUSTOM_FIELD_CHARS = 128  # Exotel's limit
-
-
-def custom_field(campaign: Campaign, lead: dict[str, Any], ref: str) -> str:
-    """<= 128 chars of JSON that find the lead and campaign again: campaign, lead id, dial ref.
-
-    Always whole JSON with the whole ref (the status callback is checked against it): the
-    lead id, then the campaign name, are shortened until it fits."""
-    name, lead_id = campaign.name[:40], str(lead.get("id") or "")[:40]
-    while True:
-        text = json.dumps({"r": ref, "c": name, "l": lead_id}, separators=(",", ":"), ensure_ascii=False)
-        if len(text) <= CUSTOM_FIELD_CHARS:
-            return text
-        if lead_id:
-            lead_id = lead_id[:-1]
-        else:
-            name = name[:-1]
-
-
-def dial_ref(custom_field_text: str | None) -> str | None:
-    """The dial ref inside a CustomField written by `custom_field` (None if there is none)."""
-    try:
-        data = json.loads(custom_field_text or "")
-    except ValueError:
-        return None
-    ref = data.get("r") if isinstance(data, dict) else None
-    return ref if isinstance(ref, str) and ref else None
-
-
 class Dialer:
     """Places calls for one server or CLI process."""
 
-    def __init__(self, settings: Settings, store: CallStore, client: ExotelClient, cache: SpeechCache,
+    def __init__(self, settings: Settings, records: DurableRecords, client: ExotelClient, cache: SpeechCache,
                  signing_key: bytes, background: set[asyncio.Task] | None = None):
         self._settings = settings
-        self._store = store
+        self._records = records
         self._client = client
         self._cache = cache
         self._key = signing_key
@@ -99,16 +72,20 @@ class Dialer:
             caller_id=str(self._settings.exotel_caller_id),
             app_id=str(self._settings.exotel_app_id),
             status_callback=self.status_callback_url(ref),
-            custom_field=custom_field(campaign, lead, ref),
+            custom_field=custom_field(campaign.name, lead, ref),
             time_limit=int(min(campaign.max_call_secs + 60, 14400)),
             time_out=45,
             record=campaign.record,  # Exotel keeps its own recording too (RecordingUrl)
         )
-        await self._store.record_dialled(
-            placed.sid, campaign.name, lead, number, custom_field(campaign, lead, ref), attempt,
-            from_number=self._settings.exotel_caller_id, status=placed.normalized_status or "initiated",
-        )
-        logger.bind(call_sid=placed.sid).info(
+        log = logger.bind(call_sid=placed.sid)
+        try:
+            await self._records.record_dialled(
+                placed.sid, campaign.name, lead, number, custom_field(campaign.name, lead, ref), attempt,
+                from_number=self._settings.exotel_caller_id, status=placed.normalized_status or "initiated",
+            )
+        except RecordNotSaved as error:  # the call rings anyway; its stream creates the record
+            log.error(f"the dialled call has no record yet: {error}")
+        log.info(
             f"dialled {mask_phone(number)} for campaign {campaign.name} (attempt {attempt})"
         )
         return DialResult(placed.sid, number, placed.normalized_status or "initiated")

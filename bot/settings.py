@@ -102,6 +102,30 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; empty: sqlite+aiosqlite:///DATA_DIR/calls.db."
     )
+    database_timeout_secs: float = Field(
+        30.0, gt=0, le=600,
+        description="Longest one database operation waits (SQLite's busy timeout, PostgreSQL's "
+                    "connect and statement timeouts, a free pooled connection).",
+    )
+    database_retry_secs: float = Field(
+        60.0, ge=0, le=3600,
+        description="How long a call record write is retried (with backoff) before it is left "
+                    "to the journal under DATA_DIR/journal, which is replayed when the database answers.",
+    )
+    journal_replay_secs: float = Field(
+        5.0, gt=0, le=600, description="How often the journal is replayed while it holds entries."
+    )
+    journal_max_entries: int = Field(
+        50_000, ge=1, description="The journal refuses writes beyond this many entries (logged loudly)."
+    )
+    journal_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="... or beyond this many bytes."
+    )
+    lead_lookup_timeout_secs: float = Field(
+        1.0, gt=0, le=30,
+        description="How long a call start waits for its lead from the store before using the "
+                    "journal and the stream's custom parameters.",
+    )
 
     # --- campaigns ----------------------------------------------------------------------
     campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
@@ -167,6 +191,11 @@ class Settings(BaseSettings):
     @property
     def media_auth_enabled(self) -> bool:
         return bool(self.media_auth_user and self.media_auth_password)
+
+    @property
+    def journal_dir(self) -> Path:
+        """Record writes waiting for the database (shared by every process of this machine)."""
+        return self.data_dir / "journal"
 
     @property
     def speech_cache_dir(self) -> Path:

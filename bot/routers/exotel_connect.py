@@ -53,8 +53,8 @@ async def exotel_connect(request: Request) -> dict[str, str]:
     campaign_name, lead = query.get("campaign"), {}
     if query.get("name"):
         lead["name"] = query["name"]
-    if call_sid and state.store is not None:
-        found = await state.store.lead_for_call(call_sid)
+    if call_sid and state.records is not None:
+        found = await state.records.find_lead(call_sid)  # bounded: the query's values are the fallback
         if found:
             campaign_name, lead = found[0] or campaign_name, dict(found[1] or {})
     params = {k: v for k, v in (("campaign", campaign_name), ("lead", str(lead.get("id") or "")),

@@ -61,9 +61,9 @@ async def media_stream(websocket: WebSocket) -> None:
             await _close_quietly(websocket, POLICY_VIOLATION)
             return
         admitted = True
-        store = websocket.app.state.store
-        if store is not None:
-            session.on_update = ProgressSaver(store, session)
+        records = websocket.app.state.records
+        if records is not None:
+            session.on_update = ProgressSaver(records, session)
         # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
         with logger.contextualize(call_sid=session.call_sid):
             await run_call(
@@ -88,9 +88,9 @@ async def _admit(
     """The call's campaign, with the dialled lead filled in from the store; None (logged) when
     the call must not be served: it already ended (its record is final), or no campaign fits."""
     log = logger.bind(call_sid=session.call_sid)
-    store = websocket.app.state.store
-    if store is not None:  # a dialled call: its campaign and lead were stored against the Sid
-        known = await store.call_for_media(session.call_sid)
+    records = websocket.app.state.records
+    if records is not None:  # a dialled call: its campaign and lead were stored against the Sid
+        known = await records.call_for_media(session.call_sid)  # None (in time): the custom parameters
         if known is not None and known.ended:
             log.warning("media socket refused: this call has ended; its record stays as it is")
             return None
@@ -116,29 +116,33 @@ class ProgressSaver:
     after hang-up (the completed record is written then). With a hundred calls on one SQLite
     file, a write per transcript line queued the writers on the file's lock and left a new
     call's lead lookup waiting ~1 s for a pooled connection. A change that lands while a
-    write is under way is saved by the next one, not left for the next change."""
+    write is under way is saved by the next one, not left for the next change; so is one the
+    database did not take (`DurableRecords.save_progress` skips saves while it is down, so
+    they never queue up)."""
 
-    def __init__(self, store, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
-        self._store, self._session, self._every = store, session, every_secs
+    def __init__(self, records, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
+        self._records, self._session, self._every = records, session, every_secs
         self._task: asyncio.Task | None = None
         self._last_saved = 0.0
         self._writing = False
         self._dirty = False
+        self._stopped = False
 
     def __call__(self) -> None:
         self._dirty = True
-        if self._task is None or self._task.done():
+        if not self._stopped and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._save_while_dirty())
 
     def cancel(self) -> None:
         """Drop a save still waiting its turn (one already writing finishes: never cut a
         transaction off half-way)."""
+        self._stopped = True
         self._dirty = False
         if self._task is not None and not self._writing:
             self._task.cancel()
 
     async def _save_while_dirty(self) -> None:
-        while self._dirty:
+        while self._dirty and not self._stopped:
             delay = self._last_saved + self._every - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -147,11 +151,15 @@ class ProgressSaver:
             session = self._session
             self._writing = True
             try:
-                await self._store.save_progress(session.call_sid, list(session.transcript), dict(session.collected))
+                saved = await self._records.save_progress(
+                    session.call_sid, list(session.transcript), dict(session.collected))
             except Exception as error:
+                saved = False
                 logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
             finally:
                 self._writing = False
+            if not saved and not self._stopped:
+                self._dirty = True  # try again next turn
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:

@@ -4,20 +4,23 @@ Exotel does not sign its callbacks, so the address we hand it for each dial carr
 dial's ref and an HMAC of it. A callback is taken only for the call that ref was issued
 for: the record of its CallSid must exist (we placed the call) and carry the same ref, so a
 leaked callback address cannot touch any other call, nor create records.
+
+Exotel is answered 200 once the update is in the database or, while the database is
+unavailable, in the journal (replayed later; the store checks the ref when it writes it); 503
+when neither took it, so Exotel retries.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-
 from fastapi import APIRouter, HTTPException, Request
 from loguru import logger
 
-from bot.dialer import dial_ref
+from bot.callback_refs import ref_matches
 from bot.exotel_client import InvalidStatusCallback, parse_status_callback
 from bot.signing import verify
-from bot.store import StatusUpdate
+from bot.store import CallbackNotForThisCall, StatusUpdate
+from bot.store.durable import RecordNotSaved, RecordsUnavailable
+from bot.store.models import utcnow
 
 router = APIRouter(tags=["webhooks"])
 MAX_CALLBACK_BYTES = 64 * 1024  # Exotel's callbacks are a few hundred bytes
@@ -38,28 +41,26 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
         update = parse_status_callback(request.headers.get("content-type"), body)
     except InvalidStatusCallback as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
-    record = await _placed_call(state.store, update.call_sid)
-    issued = dial_ref(record.custom_field) if record is not None else None
-    if issued is None or not hmac.compare_digest(issued.encode(), ref.encode()):
+    try:
+        custom_field = await state.records.dial_custom_field(update.call_sid, RECORD_WAIT_SECS)
+        if not ref_matches(custom_field, ref):
+            logger.warning("status callback refused: its address was not issued for this call")
+            raise HTTPException(status_code=403, detail="this callback address is not for this call")
+    except RecordsUnavailable:
+        pass  # the store can't say now; it checks the ref when it writes the update (journal replay)
+    try:
+        changed = await state.records.apply_status(StatusUpdate(
+            call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
+            answered_by=update.answered_by,
+            duration_secs=float(update.duration) if update.duration is not None else None,
+            at=utcnow(),  # when it happened, also if it is written later from the journal
+        ), expected_ref=ref)  # checked again in the write's own transaction
+    except CallbackNotForThisCall:
         logger.warning("status callback refused: its address was not issued for this call")
-        raise HTTPException(status_code=403, detail="this callback address is not for this call")
-    changed = await state.store.apply_status(StatusUpdate(
-        call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
-        answered_by=update.answered_by,
-        duration_secs=float(update.duration) if update.duration is not None else None,
-    ))
-    logger.bind(call_sid=update.call_sid).info(
-        f"status callback: {update.status}{'' if changed else ' (no change)'}"
-    )
+        raise HTTPException(status_code=403, detail="this callback address is not for this call") from None
+    except RecordNotSaved:  # neither the database nor the journal took it: Exotel retries
+        raise HTTPException(status_code=503, detail="call records unavailable") from None
+    note = {True: "", False: " (no change)", None: " (journalled until the database answers)"}[changed]
+    logger.bind(call_sid=update.call_sid).info(f"status callback: {update.status}{note}")
     return {"status": "ok"}
 
-
-async def _placed_call(store, call_sid: str):
-    """The record of a call we placed, waiting up to RECORD_WAIT_SECS for one being stored."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + RECORD_WAIT_SECS
-    while True:
-        record = await store.find_call(call_sid)
-        if record is not None or loop.time() >= deadline:
-            return record
-        await asyncio.sleep(0.25)

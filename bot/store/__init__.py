@@ -16,6 +16,7 @@ from bot.store.models import (
     CampaignRun,
 )
 from bot.store.repository import (
+    CallbackNotForThisCall,
     CallStore,
     KnownCall,
     LeadInput,
@@ -33,6 +34,7 @@ __all__ = [
     "TERMINAL_CALL_STATUSES",
     "Base",
     "CallRecord",
+    "CallbackNotForThisCall",
     "CallStore",
     "KnownCall",
     "CampaignLead",

@@ -9,7 +9,8 @@ URLs: `sqlite+aiosqlite:///data/calls.db` (relative to the working directory; fo
 an absolute path) or `postgresql+asyncpg://user@host:5432/db`. Plain `sqlite:///...` and
 `postgresql://...` / `postgres://...` are accepted and given the async driver.
 
-SQLite: WAL, foreign keys and a 30 s busy timeout are set on every connection, and SQLAlchemy
+SQLite: WAL, foreign keys and a busy timeout (`timeout_secs`, 30 s by default) are set on every
+connection, and SQLAlchemy
 (not the sqlite3 module) emits BEGIN, so transactions are real: writes use BEGIN IMMEDIATE (they
 take the write lock up front and queue behind each other instead of failing with "database is
 locked" halfway), reads a deferred BEGIN. Several processes may share the file.
@@ -54,6 +55,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from bot.callback_refs import ref_matches
 from bot.private_files import private_file, private_folder
 from bot.utc import as_utc
 from bot.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
@@ -69,7 +71,7 @@ from bot.store.models import (
 
 DEFAULT_DB_FILENAME = "calls.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
-_SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_TIMEOUT_SECS = 30.0  # SQLite's busy timeout; PostgreSQL's connect and statement timeouts
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _PG_MIGRATION_LOCK = 0x0CA11_5704E  # pg_advisory_xact_lock key: one migrator at a time
 # End reasons a finished call's own session may still replace: a record closed for a lost
@@ -119,15 +121,16 @@ def mask_url(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def install_sqlite_hooks(engine: AsyncEngine) -> None:
+def install_sqlite_hooks(engine: AsyncEngine, busy_timeout_secs: float = DEFAULT_TIMEOUT_SECS) -> None:
     """WAL + foreign keys + busy timeout per connection; SQLAlchemy emits BEGIN [IMMEDIATE]."""
+    busy_timeout_ms = max(1, int(busy_timeout_secs * 1000))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # the sqlite3 module stops emitting BEGIN itself
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")  # first: WAL may wait
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")  # first: WAL may wait
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -185,6 +188,10 @@ class StatusUpdate:
             answered_by=_first(form, "AnsweredBy", "answered_by"),
             duration_secs=duration_secs,
         )
+
+
+class CallbackNotForThisCall(ValueError):
+    """A status callback whose signed address was issued for another call (or none we placed)."""
 
 
 @dataclass(frozen=True)
@@ -320,24 +327,32 @@ class CallStore:
         migrate: bool = False,
         echo: bool = False,
         connect_args: Mapping[str, Any] | None = None,
+        timeout_secs: float = DEFAULT_TIMEOUT_SECS,
     ) -> CallStore:
         """Create the engine (SQLite: its folder, WAL, foreign keys) and optionally migrate to head.
 
         `connect_args` go to the driver (e.g. asyncpg's `{"server_settings": {"search_path": "x"}}`).
+        `timeout_secs` bounds one operation's waits: SQLite's busy timeout (a locked file fails
+        with "database is locked" after it), PostgreSQL's connect and statement timeouts, and
+        the wait for a free pooled connection; callers that must not lose a write retry it
+        (bot.store.durable).
         `migrate=True` is safe with several workers starting at once: PostgreSQL migrations hold an
         advisory lock, SQLite ones the write lock.
         """
         parsed = normalize_database_url(url)
         ensure_sqlite_folder(parsed)
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": parsed.get_backend_name() != "sqlite"}
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": not is_sqlite}
+        if not (is_sqlite and (parsed.database or ":memory:") == ":memory:"):  # a StaticPool has no queue
+            kwargs["pool_timeout"] = timeout_secs
         args = dict(connect_args or {})
-        if parsed.get_backend_name() == "sqlite":
-            args.setdefault("timeout", _SQLITE_BUSY_TIMEOUT_MS / 1000)
-        if args:
-            kwargs["connect_args"] = args
+        args.setdefault("timeout", timeout_secs)  # sqlite3: busy timeout; asyncpg: connect timeout
+        if not is_sqlite:
+            args.setdefault("command_timeout", timeout_secs)
+        kwargs["connect_args"] = args
         engine = create_async_engine(parsed, **kwargs)
-        if parsed.get_backend_name() == "sqlite":
-            install_sqlite_hooks(engine)
+        if is_sqlite:
+            install_sqlite_hooks(engine, timeout_secs)
         store = cls(engine)
         try:
             if migrate:
@@ -502,7 +517,7 @@ class CallStore:
             return None
         return KnownCall(row.campaign, dict(row.lead or {}), ended=row.end_reason is not None)
 
-    async def apply_status(self, update_: StatusUpdate | Mapping[str, Any]) -> bool:
+    async def apply_status(self, update_: StatusUpdate | Mapping[str, Any], expected_ref: str | None = None) -> bool:
         """Apply one status callback; True if the record changed.
 
         Idempotent and order-safe: the status only moves to a later stage (a terminal status is
@@ -511,6 +526,9 @@ class CallStore:
         non-empty value wins; empty ones never erase), and re-applying the same callback changes nothing (not even
         updated_at). An unknown Sid gets a row (e.g. a call that started elsewhere); unknown
         status words are ignored but the other fields are still merged.
+
+        `expected_ref`: apply only to a call we dialled with that ref (bot/callback_refs.py),
+        checked in the same transaction; otherwise CallbackNotForThisCall and nothing changes.
         """
         upd = update_ if isinstance(update_, StatusUpdate) else StatusUpdate.from_exotel(update_)
         status = normalize_status(upd.status)
@@ -519,6 +537,8 @@ class CallStore:
         at = as_utc(upd.at) or utcnow()
 
         def change(row: CallRecord, is_new: bool) -> bool:
+            if expected_ref is not None and (is_new or not ref_matches(row.custom_field, expected_ref)):
+                raise CallbackNotForThisCall(f"the callback's address was not issued for {upd.call_sid}")
             values: dict[str, Any] = {}
             current = row.status
             advances = status is not None and (
@@ -955,6 +975,7 @@ def _current_revision(sync_conn: Any) -> str | None:
 
 __all__ = [
     "CallStore",
+    "CallbackNotForThisCall",
     "KnownCall",
     "LeadInput",
     "RunProgress",
