@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import uvicorn
 from loguru import logger
 
+from bot.uvicorn_compat import protocol_factory
+
 NEW_CONNECTION, READY, CLOSED = b"c", b"r", b"x"
 
 
@@ -151,12 +153,11 @@ class HandoffServer(uvicorn.Server):
 
     def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
         """uvicorn's HTTP protocol (as Server.startup makes it), reporting when it closes."""
-        config, channel = self.config, self.channel
+        channel = self.channel
+        make_protocol = protocol_factory(self, loop)
 
         def create_protocol() -> asyncio.Protocol:
-            protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
-            )
+            protocol = make_protocol()
             connection_lost = protocol.connection_lost
 
             def report_closed(exc: Exception | None) -> None:

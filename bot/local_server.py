@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bot.app import create_app
+from bot.app_server import server_config
 from bot.settings import Settings
 
 
@@ -43,10 +44,7 @@ async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
     """Start uvicorn with the app on 127.0.0.1:`settings.port` (0 = a free port)."""
     port = settings.port if settings.port else free_port()
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                       ws_per_message_deflate=False)
-    )
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=port, lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

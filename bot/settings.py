@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=0, le=64, description="Server processes sharing the port; 0 = two per CPU core."
     )
+    http_header_timeout_secs: float = Field(
+        10.0, gt=0, le=300,
+        description="A request's line and headers must arrive within this long of the connection "
+        "opening (or of the request's first byte); slower or silent connections are closed.",
+    )
+    http_idle_timeout_secs: float = Field(
+        5.0, gt=0, le=3600,
+        description="A kept-alive connection with no request, or a request body with no bytes "
+        "arriving, is closed after this long.",
+    )
 
     # --- media socket -------------------------------------------------------------------
     media_auth_user: str | None = Field(None, description="Basic-auth user Exotel must send.")

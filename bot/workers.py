@@ -29,11 +29,11 @@ from multiprocessing.process import BaseProcess
 import uvicorn
 from loguru import logger
 
+from bot.app_server import server_config
 from bot.connection_handoff import ConnectionBalancer, HandoffServer
 from bot.settings import Settings
 
 RESTART_BACKOFF_SECS = 1.0
-UVICORN_OPTIONS = {"log_level": "warning", "ws_per_message_deflate": False}  # media is PCM: don't deflate
 
 
 def handoff_supported() -> bool:
@@ -54,8 +54,8 @@ def run_worker(channel: socket.socket) -> None:
     from bot.app import create_app_from_env
 
     os.setpgrp()  # a terminal's Ctrl+C reaches the supervisor only, which forwards one SIGTERM
-    config = uvicorn.Config(create_app_from_env(), **UVICORN_OPTIONS)
-    HandoffServer(config, channel).run()
+    app = create_app_from_env()
+    HandoffServer(server_config(app, app.state.settings), channel).run()
 
 
 def worker_count(setting: int) -> int:
@@ -73,7 +73,7 @@ def run_server(settings: Settings) -> None:
     app = create_app(settings)
     workers = worker_count(settings.workers)
     if workers == 1:
-        uvicorn.run(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)
+        uvicorn.Server(server_config(app, settings, host=settings.host, port=settings.port)).run()
     else:
         serve_workers(settings, workers)
 
@@ -81,8 +81,11 @@ def run_server(settings: Settings) -> None:
 def serve_workers(settings: Settings, workers: int) -> None:
     """Run `workers` worker processes until SIGTERM/SIGINT; restart any that die."""
     if not handoff_supported():
-        uvicorn.run("bot.app:create_app_from_env", factory=True, workers=workers,
-                    host=settings.host, port=settings.port, **UVICORN_OPTIONS)
+        from uvicorn.supervisors import Multiprocess
+
+        config = server_config("bot.app:create_app_from_env", settings, factory=True, workers=workers,
+                               host=settings.host, port=settings.port)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     context = multiprocessing.get_context("spawn")
     stopping = False
