@@ -45,12 +45,16 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
 
 
 async def _open_services(app: FastAPI, settings: Settings) -> None:
-    """The call-record store (migrated to the latest schema) and, with credentials, the dialler."""
+    """The call-record store (migrated to the latest schema), this process's heartbeat and
+    sweep for dead processes' calls (bot/call_ownership.py) and, with credentials, the dialler."""
+    from bot.call_ownership import CallOwnership
     from bot.dialer import Dialer, exotel_client_for
     from bot.store import CallStore
 
     state = app.state
     state.store = await CallStore.open(settings.database_url, migrate=True)
+    state.ownership = CallOwnership(state.store, settings)
+    await state.ownership.start()
     state.call_sink = CallSink(state.store, state.campaigns)
     state.exotel = None
     state.dialer = None
@@ -70,6 +74,7 @@ async def _close_services(app: FastAPI) -> None:
             break
         await asyncio.sleep(0.1)
     await state.call_sink.drain()
+    await state.ownership.stop()
     if state.exotel is not None:
         await state.exotel.aclose()
     await state.store.close()
@@ -121,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.loop_monitor = LoopLagMonitor()
     app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
     app.state.store = None
+    app.state.ownership = None  # this process's heartbeat and its calls' owner id (started with the store)
     app.state.dialer = None
     app.state.signing_key = signing_key(settings)
     app.state.speech_cache = SpeechCache(settings.speech_cache_dir)

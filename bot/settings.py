@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; empty: sqlite+aiosqlite:///DATA_DIR/calls.db."
     )
+    worker_heartbeat_secs: float = Field(
+        5.0, gt=0, le=300, description="How often each server process records in the database that it is alive."
+    )
+    worker_lost_after_secs: float = Field(
+        30.0, gt=0, le=3600,
+        description="A live call whose server process has not recorded a heartbeat for this long is "
+        "closed (end_reason worker_lost) by any server's sweep.",
+    )
 
     # --- campaigns ----------------------------------------------------------------------
     campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
@@ -163,6 +171,13 @@ class Settings(BaseSettings):
         self.exotel_api_base_url = self.exotel_api_base_url.rstrip("/")
         if self.database_url is None:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'calls.db'}"
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_pair(self) -> "Settings":
+        if self.worker_lost_after_secs < 3 * self.worker_heartbeat_secs:
+            raise ValueError("WORKER_LOST_AFTER_SECS must be at least three WORKER_HEARTBEAT_SECS "
+                             "(a busy process must not be taken for a dead one)")
         return self
 
     @model_validator(mode="after")
