@@ -19,13 +19,12 @@ import asyncio
 import itertools
 import selectors
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
 from loguru import logger
 
-from bot.uvicorn_compat import protocol_factory
+from bot.uvicorn_compat import ServerConfig, protocol_factory
 
 NEW_CONNECTION, READY, CLOSED = b"c", b"r", b"x"
 
@@ -121,10 +120,17 @@ class ConnectionBalancer:
 class HandoffServer(uvicorn.Server):
     """uvicorn serving the connections its supervisor hands over on `channel` (no listener)."""
 
-    def __init__(self, config: uvicorn.Config, channel: socket.socket):
+    def __init__(self, config: ServerConfig, channel: socket.socket):
         super().__init__(config)
         self.channel = channel
         self._connecting: set[asyncio.Task] = set()
+        config.on_connection_closed = self._report_closed  # HTTP and upgraded (WebSocket) alike
+
+    def _report_closed(self) -> None:
+        try:
+            self.channel.send(CLOSED)
+        except OSError:
+            pass  # the supervisor is gone: nothing to balance any more
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])
@@ -147,27 +153,6 @@ class HandoffServer(uvicorn.Server):
         for fd in fds:
             conn = socket.socket(fileno=fd)
             conn.setblocking(False)
-            task = loop.create_task(loop.connect_accepted_socket(self._protocol_factory(loop), conn))
+            task = loop.create_task(loop.connect_accepted_socket(protocol_factory(self, loop), conn))
             self._connecting.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._connecting.discard)
-
-    def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
-        """uvicorn's HTTP protocol (as Server.startup makes it), reporting when it closes."""
-        channel = self.channel
-        make_protocol = protocol_factory(self, loop)
-
-        def create_protocol() -> asyncio.Protocol:
-            protocol = make_protocol()
-            connection_lost = protocol.connection_lost
-
-            def report_closed(exc: Exception | None) -> None:
-                connection_lost(exc)
-                try:
-                    channel.send(CLOSED)
-                except OSError:
-                    pass  # the supervisor is gone: nothing to balance any more
-
-            protocol.connection_lost = report_closed  # type: ignore[method-assign]
-            return protocol
-
-        return create_protocol

@@ -5,6 +5,11 @@ uvicorn's own timeouts start only once a response has gone out (`timeout_keep_al
 client that opens a connection and never finishes its request's headers, or sends them one
 byte at a time, holds a socket and a protocol object for ever. `TimedHttpProtocol` gives each
 request head a deadline and a request body an idle limit.
+
+uvicorn swaps the connection's protocol on a WebSocket upgrade (`transport.set_protocol`), so
+from then on only the WebSocket protocol hears that the connection closed. Both protocols
+here call `config.on_connection_closed` exactly once per connection: the HTTP one unless it
+upgraded, the WebSocket one always. The multi-worker balancer counts live connections by it.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 
 class ServerConfig(uvicorn.Config):
-    """uvicorn's Config with our HTTP protocol and its request timeouts.
+    """uvicorn's Config with our protocols, the request timeouts and a close hook.
 
     `header_timeout_secs`: a request's line and headers must have arrived this long after the
     connection opened (or after the request's first byte, on a kept-alive connection).
     `idle_timeout_secs`: a kept-alive connection with no request, or a request body with no
-    bytes arriving, is closed after this long (uvicorn's keep-alive timeout)."""
+    bytes arriving, is closed after this long (uvicorn's keep-alive timeout).
+    `on_connection_closed`: called once per closed connection, upgraded or not."""
 
     def __init__(
         self,
@@ -31,12 +38,20 @@ class ServerConfig(uvicorn.Config):
         *,
         header_timeout_secs: float,
         idle_timeout_secs: float,
+        on_connection_closed: Callable[[], None] | None = None,
         **options: Any,
     ):
-        super().__init__(app, http=TimedHttpProtocol, timeout_keep_alive=idle_timeout_secs,  # type: ignore[arg-type]
-                         **options)
+        super().__init__(app, http=TimedHttpProtocol, ws=ClosingWebSocketProtocol,  # type: ignore[arg-type]
+                         timeout_keep_alive=idle_timeout_secs, **options)
         self.header_timeout_secs = header_timeout_secs
         self.idle_timeout_secs = idle_timeout_secs
+        self.on_connection_closed = on_connection_closed
+
+
+def _report_closed(config: Any) -> None:
+    hook = getattr(config, "on_connection_closed", None)
+    if hook is not None:
+        hook()
 
 
 class TimedHttpProtocol(HttpToolsProtocol):
@@ -49,6 +64,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self._idle_timeout = float(getattr(config, "idle_timeout_secs", config.timeout_keep_alive))
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._upgraded = False
 
     # -- connection ------------------------------------------------------------------------
 
@@ -58,10 +74,15 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
-        super().connection_lost(exc)
+        try:
+            super().connection_lost(exc)
+        finally:
+            if not self._upgraded:
+                _report_closed(self.config)
 
     def handle_websocket_upgrade(self) -> None:
         self._cancel_timers()
+        self._upgraded = True  # from here the WebSocket protocol reports this connection's close
         super().handle_websocket_upgrade()
 
     # -- parser callbacks ------------------------------------------------------------------
@@ -114,6 +135,16 @@ class TimedHttpProtocol(HttpToolsProtocol):
             self._watch_body()
         elif not self.transport.is_closing():
             self.transport.close()
+
+
+class ClosingWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, reporting its connection's close."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            _report_closed(self.config)
 
 
 def protocol_factory(server: uvicorn.Server, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:

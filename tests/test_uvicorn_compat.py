@@ -48,3 +48,18 @@ class _FakeTransport:
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+
+def test_upgrade_still_swaps_the_protocol_to_the_configured_websocket_class():
+    """Closes are reported by the WebSocket protocol after an upgrade because uvicorn hands the
+    transport to `config.ws_protocol_class`; if that changes, closes would go uncounted."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from bot.uvicorn_compat import ClosingWebSocketProtocol
+
+    upgrade = inspect.getsource(HttpToolsProtocol.handle_websocket_upgrade)
+    assert "self.ws_protocol_class(" in upgrade and "self.transport.set_protocol(protocol)" in upgrade
+    assert callable(WebSocketsSansIOProtocol.connection_lost)
+    config = ServerConfig(lambda *a: None, header_timeout_secs=2.0, idle_timeout_secs=3.0)
+    config.load()
+    assert config.ws_protocol_class is ClosingWebSocketProtocol
