@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from bot import __version__
 from bot.call_sink import CallSink
+from bot.drain import Drain, DrainMiddleware
 from bot.loop_monitor import LoopLagMonitor
 from bot.campaigns import CampaignBook
 from bot.routers import calls, exotel_connect, health, media, webhooks
@@ -69,7 +70,7 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
 async def _close_services(app: FastAPI) -> None:
     """Graceful shutdown: let live calls finish writing their records before the store closes."""
     state = app.state
-    for _ in range(150):  # up to 15 s; uvicorn has already closed their sockets
+    for _ in range(150):  # up to 15 s: after the drain, uvicorn has closed any socket left
         if not state.live_calls:
             break
         await asyncio.sleep(0.1)
@@ -122,7 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.campaigns = campaigns
-    app.state.live_calls = {}  # this process's live sessions, for /health only
+    app.state.live_calls = {}  # this process's live sessions: /health, and the drain ends them
+    app.state.drain = Drain(app.state.live_calls, settings.shutdown_grace_secs)
     app.state.loop_monitor = LoopLagMonitor()
     app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
     app.state.store = None
@@ -136,4 +138,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(exotel_connect.router)
     app.include_router(calls.router)
     app.include_router(webhooks.router)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     return app

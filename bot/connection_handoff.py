@@ -10,7 +10,10 @@ and a shared accept socket goes to whichever process wakes first (54 of 75 to on
 
 Wire format on each socketpair, one byte per message:
   supervisor -> worker: b"c" with one file descriptor attached (a new connection);
-  worker -> supervisor: b"r" once it serves (ready), b"x" per connection closed.
+  worker -> supervisor: b"r" once it serves (ready), b"x" per connection closed (HTTP or
+  WebSocket), b"s" when it stops taking connections (its drain is over, it shuts down).
+A draining worker still takes connections: it answers /health with 503 and refuses media
+sockets, so a load balancer in front learns it is going.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import selectors
 import socket
 from dataclasses import dataclass
 
-import uvicorn
 from loguru import logger
 
+from bot.app_server import AppServer
+from bot.drain import Drain
 from bot.uvicorn_compat import ServerConfig, protocol_factory
 
-NEW_CONNECTION, READY, CLOSED = b"c", b"r", b"x"
+NEW_CONNECTION, READY, CLOSED, STOPPING = b"c", b"r", b"x", b"s"
 
 
 @dataclass
@@ -35,6 +39,7 @@ class WorkerChannel:
 
     sock: socket.socket
     ready: bool = False
+    stopping: bool = False
     live: int = 0
     handed: int = 0
 
@@ -86,7 +91,7 @@ class ConnectionBalancer:
                 self._hand_over(conn)
 
     def _hand_over(self, conn: socket.socket) -> None:
-        ready = [(index, ch) for index, ch in self.channels.items() if ch.ready]
+        ready = [(index, ch) for index, ch in self.channels.items() if ch.ready and not ch.stopping]
         turn = next(self._turn)
         # Fewest live connections; ties taken in turn, so short requests alternate too. A worker
         # whose channel is full (stuck) or gone is passed over for the next.
@@ -114,14 +119,16 @@ class ConnectionBalancer:
             self.detach(index)
             return
         channel.ready = channel.ready or READY in data
+        channel.stopping = channel.stopping or STOPPING in data
         channel.live = max(0, channel.live - data.count(CLOSED))
 
 
-class HandoffServer(uvicorn.Server):
-    """uvicorn serving the connections its supervisor hands over on `channel` (no listener)."""
+class HandoffServer(AppServer):
+    """uvicorn serving the connections its supervisor hands over on `channel` (no listener),
+    through its drain (it keeps taking connections while draining) until it shuts down."""
 
-    def __init__(self, config: ServerConfig, channel: socket.socket):
-        super().__init__(config)
+    def __init__(self, config: ServerConfig, channel: socket.socket, drain: Drain | None = None):
+        super().__init__(config, drain)
         self.channel = channel
         self._connecting: set[asyncio.Task] = set()
         config.on_connection_closed = self._report_closed  # HTTP and upgraded (WebSocket) alike
@@ -142,8 +149,27 @@ class HandoffServer(uvicorn.Server):
         self.channel.send(READY)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Tell the supervisor to send nothing more, close what it sent meanwhile, shut down."""
+        try:
+            self.channel.send(STOPPING)
+        except OSError:
+            pass
         asyncio.get_running_loop().remove_reader(self.channel.fileno())
+        self._refuse_pending()
         await super().shutdown(sockets=sockets)
+
+    def _refuse_pending(self) -> None:
+        """Connections handed over before the supervisor read STOPPING: closed unserved (the
+        client sees a reset and retries, as with any server going away)."""
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(self.channel, 1024, 64)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if not fds:
+                return
+            for fd in fds:
+                socket.socket(fileno=fd).close()
 
     def _take_connections(self, loop: asyncio.AbstractEventLoop) -> None:
         try:

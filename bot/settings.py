@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=0, le=64, description="Server processes sharing the port; 0 = two per CPU core."
     )
+    shutdown_grace_secs: float = Field(
+        600.0, ge=0, le=86400,
+        description="On SIGTERM, live calls may run this long to their natural end; then the "
+        "campaign's apology is said and they are closed.",
+    )
     http_header_timeout_secs: float = Field(
         10.0, gt=0, le=300,
         description="A request's line and headers must arrive within this long of the connection "

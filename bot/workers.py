@@ -11,8 +11,12 @@ loop; with more, smaller workers the kernel's preemptive scheduler interleaves t
 Measured with 100 calls on 2 cores (bench/capacity.py): 2 workers had audio gaps and added
 p95 320-450 ms; 3 and 4 workers none, and 140-180 ms. A worker costs ~200 MB of memory.
 
-The supervisor forwards SIGTERM/SIGINT (each worker then finishes its live calls: see the
-app's lifespan) and restarts a worker that dies unexpectedly. Where passing sockets between
+The supervisor forwards SIGTERM/SIGINT as SIGTERM: each worker drains (bot/drain.py: live calls
+run to their end, up to SHUTDOWN_GRACE_SECS; /health answers 503 "draining"; new media sockets
+are refused) while the supervisor keeps handing it connections, so a load balancer's health
+checks still get an answer. Draining workers are not restarted; the supervisor exits once
+every worker has finished. A second signal stops the workers at once. A worker that dies
+unexpectedly is restarted. Where passing sockets between
 processes is not available (not Linux), uvicorn's shared-socket workers are used instead.
 """
 
@@ -26,10 +30,9 @@ import sys
 import time
 from multiprocessing.process import BaseProcess
 
-import uvicorn
 from loguru import logger
 
-from bot.app_server import server_config
+from bot.app_server import AppServer, server_config
 from bot.connection_handoff import ConnectionBalancer, HandoffServer
 from bot.settings import Settings
 
@@ -55,7 +58,7 @@ def run_worker(channel: socket.socket) -> None:
 
     os.setpgrp()  # a terminal's Ctrl+C reaches the supervisor only, which forwards one SIGTERM
     app = create_app_from_env()
-    HandoffServer(server_config(app, app.state.settings), channel).run()
+    HandoffServer(server_config(app, app.state.settings), channel, drain=app.state.drain).run()
 
 
 def worker_count(setting: int) -> int:
@@ -73,13 +76,13 @@ def run_server(settings: Settings) -> None:
     app = create_app(settings)
     workers = worker_count(settings.workers)
     if workers == 1:
-        uvicorn.Server(server_config(app, settings, host=settings.host, port=settings.port)).run()
+        AppServer(server_config(app, settings, host=settings.host, port=settings.port), drain=app.state.drain).run()
     else:
         serve_workers(settings, workers)
 
 
 def serve_workers(settings: Settings, workers: int) -> None:
-    """Run `workers` worker processes until SIGTERM/SIGINT; restart any that die."""
+    """Run `workers` worker processes until SIGTERM/SIGINT and their drain; restart any that die."""
     if not handoff_supported():
         from uvicorn.supervisors import Multiprocess
 
@@ -88,7 +91,7 @@ def serve_workers(settings: Settings, workers: int) -> None:
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     context = multiprocessing.get_context("spawn")
-    stopping = False
+    signals_received = 0
     processes: list[BaseProcess] = []
     balancer = ConnectionBalancer(listening_socket(settings.host, settings.port))
 
@@ -101,21 +104,34 @@ def serve_workers(settings: Settings, workers: int) -> None:
         return process
 
     def stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal signals_received
+        signals_received += 1
+        at_once = signals_received > 1  # a worker that has SIGTERM takes SIGINT as "now"
+        if at_once:
+            logger.warning("second signal: workers stop now, live calls are cut")
+        else:
+            logger.info(f"stopping: workers finish their live calls (up to {settings.shutdown_grace_secs:g} s; "
+                        f"signal again to stop at once)")
         for process in processes:
             if process.is_alive() and process.pid is not None:
-                process.terminate()  # SIGTERM: uvicorn's graceful shutdown, live calls finish
+                os.kill(process.pid, signal.SIGINT if at_once else signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     processes.extend(start(i) for i in range(workers))
     logger.info(f"serving on {settings.host}:{settings.port} with {workers} worker processes")
     restart_at: dict[int, float] = {}
-    while not stopping:
-        balancer.run_for(0.2)
+    while True:
+        balancer.run_for(0.2)  # while workers drain too: they answer health checks with 503
+        if signals_received:
+            for i, process in enumerate(processes):
+                if not process.is_alive() and i in balancer.channels:
+                    balancer.detach(i)
+            if not any(process.is_alive() for process in processes):
+                break
+            continue
         for i, process in enumerate(processes):
-            if process.is_alive() or stopping:
+            if process.is_alive():
                 continue
             if i not in restart_at:
                 logger.error(f"worker {process.name} (pid {process.pid}) exited with {process.exitcode}; restarting")
