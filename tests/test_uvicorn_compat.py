@@ -63,3 +63,13 @@ def test_upgrade_still_swaps_the_protocol_to_the_configured_websocket_class():
     config = ServerConfig(lambda *a: None, header_timeout_secs=2.0, idle_timeout_secs=3.0)
     config.load()
     assert config.ws_protocol_class is ClosingWebSocketProtocol
+
+
+def test_the_drain_hook_runs_before_uvicorn_closes_connections():
+    """AppServer drains inside Server.on_tick: uvicorn must keep calling it from main_loop until
+    it says exit, and only then run shutdown (where WebSockets get close 1012)."""
+    assert _params(uvicorn.Server.on_tick) == ["self", "counter"]
+    assert "await self.on_tick(counter)" in inspect.getsource(uvicorn.Server.main_loop)
+    serve = inspect.getsource(uvicorn.Server._serve)
+    assert serve.index("await self.main_loop()") < serve.index("await self.shutdown(")
+    assert "force_exit" in inspect.getsource(uvicorn.Server.handle_exit)
