@@ -49,11 +49,11 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
     """The call-record store (migrated to the latest schema), this process's heartbeat and
     sweep for dead processes' calls (bot/call_ownership.py) and, with credentials, the dialler."""
     from bot.call_ownership import CallOwnership
+    from bot.database_check import open_store
     from bot.dialer import Dialer, exotel_client_for
-    from bot.store import CallStore
 
     state = app.state
-    state.store = await CallStore.open(settings.database_url, migrate=True)
+    state.store = await open_store(settings.database_url, migrate=True)
     state.ownership = CallOwnership(state.store, settings)
     await state.ownership.start()
     state.call_sink = CallSink(state.store, state.campaigns)

@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.campaigns import CampaignBook
 from bot.settings import Settings
+from bot.database_check import open_store
 from bot.signing import signing_key
 from bot.store import CallStore
 from pipelines.speech_cache import SpeechCache
@@ -25,10 +26,11 @@ class CliServices:
 
 @asynccontextmanager
 async def cli_services(settings: Settings, *, dialling: bool):
-    """Open the store (and, for dialling, the Exotel client and dialler); close them after."""
+    """Open the store (and, for dialling, the Exotel client and dialler); close them after. A
+    database that can't be opened raises DatabaseUnavailable (one line for the CLI to print)."""
     from bot.dialer import Dialer, exotel_client_for
 
-    store = await CallStore.open(settings.database_url, migrate=True)
+    store = await open_store(settings.database_url, migrate=True)
     client = None
     try:
         services = CliServices(settings, store, CampaignBook(settings.campaigns_dir))

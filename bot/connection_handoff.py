@@ -54,10 +54,12 @@ class ConnectionBalancer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._turn = itertools.count()
+        self.started: set[int] = set()  # workers (by index) whose current process reported ready
 
     def attach(self, index: int, sock: socket.socket) -> None:
         """A (re)started worker's channel; any previous one for `index` is dropped."""
         self.detach(index)
+        self.started.discard(index)
         sock.setblocking(False)
         self.channels[index] = WorkerChannel(sock)
         self._selector.register(sock, selectors.EVENT_READ, index)
@@ -75,6 +77,12 @@ class ConnectionBalancer:
                 self._accept_all()
             else:
                 self._read_worker(key.data)
+
+    def settle(self, index: int) -> None:
+        """Read all a (dead) worker sent before its channel closed: did it ever report ready?"""
+        for _ in range(1000):
+            if index not in self.channels or not self._read_worker(index):
+                return
 
     def close(self) -> None:
         """Stop taking connections (shutdown: the workers finish the live ones)."""
@@ -107,20 +115,24 @@ class ConnectionBalancer:
             return
         logger.warning("no worker ready: connection refused")
 
-    def _read_worker(self, index: int) -> None:
+    def _read_worker(self, index: int) -> bool:
+        """One read of a worker's messages; False when nothing more is waiting."""
         channel = self.channels[index]
         try:
             data = channel.sock.recv(4096)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
-        if not data:  # the worker is gone; the supervisor restarts it
+        if not data:  # the worker is gone; the supervisor restarts it (or gives up on it)
             self.detach(index)
-            return
+            return False
+        if READY in data:
+            self.started.add(index)
         channel.ready = channel.ready or READY in data
         channel.stopping = channel.stopping or STOPPING in data
         channel.live = max(0, channel.live - data.count(CLOSED))
+        return True
 
 
 class HandoffServer(AppServer):

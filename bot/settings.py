@@ -11,9 +11,16 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXOTEL_BASE_URLS = {"singapore": "https://api.exotel.com", "mumbai": "https://api.in.exotel.com"}
+# Databases the store runs on, and the drivers it accepts for each (sync names get the async one).
+DATABASE_DRIVERS = {"sqlite": ("", "aiosqlite", "pysqlite"), "postgresql": ("", "asyncpg", "psycopg2", "psycopg"),
+                    "postgres": ("",)}
+DATABASE_URL_FORMS = "sqlite+aiosqlite:///path/calls.db or postgresql+asyncpg://user:password@host:5432/db"
+SECRET_SETTINGS = {"DEEPGRAM_API_KEY", "OPENAI_API_KEY", "ELEVENLABS_API_KEY", "EXOTEL_API_TOKEN", "API_TOKEN",
+                   "CALLBACK_SECRET", "MEDIA_AUTH_PASSWORD"}
 
 
 class SettingsError(ValueError):
@@ -136,6 +143,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a multiple of 320 between 3200 and 100000 (Exotel's rule)")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_rule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except Exception:
+            raise ValueError(f"not a database URL; use {DATABASE_URL_FORMS}") from None
+        backend, _, driver = url.drivername.partition("+")
+        if driver not in DATABASE_DRIVERS.get(backend, ()):
+            raise ValueError(f"unsupported database {url.drivername!r}; use {DATABASE_URL_FORMS}")
+        if backend != "sqlite" and not url.database:
+            raise ValueError(f"no database name; use {DATABASE_URL_FORMS}")
+        return value
+
     @field_validator("exotel_sample_rate")
     @classmethod
     def _rate_rule(cls, value: int | None) -> int | None:
@@ -230,10 +253,23 @@ def _one_line(error: ValidationError) -> str:
     for item in error.errors():
         name = "_".join(str(p) for p in item.get("loc", ())).upper()
         reason = item.get("msg", "invalid").removeprefix("Value error, ")
-        value = item.get("input")
+        value = _shown_value(name, item.get("input"))
         shown = f" (got {value!r})" if name and isinstance(value, (str, int, float)) else ""
         parts.append(f"{name}: {reason}{shown}" if name else reason)
     return "invalid setting: " + "; ".join(parts)
+
+
+def _shown_value(name: str, value: object) -> object:
+    """What an error may repeat of a value: never a secret, a URL without its password."""
+    if name in SECRET_SETTINGS:
+        return None
+    if name == "DATABASE_URL" and isinstance(value, str):
+        try:
+            url = make_url(value)
+        except Exception:
+            return value if "@" not in value else None  # unparsable: repeat it only if no credentials
+        return url.render_as_string(hide_password=True)
+    return value
 
 
 def load_settings(**overrides: object) -> Settings:
