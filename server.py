@@ -8,14 +8,15 @@ lead, a prepared greeting) lives in the database and DATA_DIR.
 import sys
 
 from bot.campaigns import CampaignError
+from bot.database_check import DatabaseUnavailable
 from bot.logging_setup import setup_logging
 from bot.settings import SettingsError, load_settings
-from bot.workers import run_server
+from bot.workers import WorkerStartupFailed, run_server
 
 if __name__ == "__main__":
     try:
         settings = load_settings()
         setup_logging(settings.log_level)
-        run_server(settings)  # a bad campaign file fails here, before anything listens
-    except (SettingsError, CampaignError) as error:
+        run_server(settings)  # a bad campaign file or database fails here, before anything listens
+    except (SettingsError, CampaignError, DatabaseUnavailable, WorkerStartupFailed) as error:
         sys.exit(f"error: {error}")

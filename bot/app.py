@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from bot import __version__
 from bot.call_sink import CallSink
+from bot.drain import Drain, DrainMiddleware
 from bot.loop_monitor import LoopLagMonitor
 from bot.private_files import private_folder
 from bot.campaigns import CampaignBook
@@ -46,15 +47,19 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
 
 
 async def _open_services(app: FastAPI, settings: Settings) -> None:
-    """The call-record store (migrated to the latest schema) and, with credentials, the dialler."""
+    """The call-record store (migrated to the latest schema), this process's heartbeat and
+    sweep for dead processes' calls (bot/call_ownership.py) and, with credentials, the dialler."""
+    from bot.call_ownership import CallOwnership
+    from bot.database_check import open_store
     from bot.dialer import Dialer, exotel_client_for
-    from bot.store import CallStore
     from bot.store.durable import DurableRecords
 
     state = app.state
-    state.store = await CallStore.open(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
+    state.store = await open_store(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
     state.records = DurableRecords.for_settings(state.store, settings)
     state.records.start()  # replays the journal (record writes an outage left) now and while it holds any
+    state.ownership = CallOwnership(state.store, settings)
+    await state.ownership.start()
     state.call_sink = CallSink(state.records, state.campaigns)
     state.exotel = None
     state.dialer = None
@@ -69,11 +74,12 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
 async def _close_services(app: FastAPI) -> None:
     """Graceful shutdown: let live calls finish writing their records before the store closes."""
     state = app.state
-    for _ in range(150):  # up to 15 s; uvicorn has already closed their sockets
+    for _ in range(150):  # up to 15 s: after the drain, uvicorn has closed any socket left
         if not state.live_calls:
             break
         await asyncio.sleep(0.1)
     await state.call_sink.drain()
+    await state.ownership.stop()
     if state.exotel is not None:
         await state.exotel.aclose()
     await state.records.stop()
@@ -123,11 +129,13 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.campaigns = campaigns
-    app.state.live_calls = {}  # this process's live sessions, for /health only
+    app.state.live_calls = {}  # this process's live sessions: /health, and the drain ends them
+    app.state.drain = Drain(app.state.live_calls, settings.shutdown_grace_secs)
     app.state.loop_monitor = LoopLagMonitor()
     app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
     app.state.store = None
     app.state.records = None
+    app.state.ownership = None  # this process's heartbeat and its calls' owner id (started with the store)
     app.state.dialer = None
     app.state.signing_key = signing_key(settings)
     app.state.speech_cache = SpeechCache(settings.speech_cache_dir)
@@ -137,4 +145,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(exotel_connect.router)
     app.include_router(calls.router)
     app.include_router(webhooks.router)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     return app

@@ -102,6 +102,7 @@ async def run_call(
         reading_greeting.cancel()
         raise
     worker, control = call.worker, call.control
+    session.control = control
     stt_errors = 0
 
     @transport.event_handler("on_client_disconnected")

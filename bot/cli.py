@@ -22,18 +22,34 @@ def _settings(**overrides):
         raise typer.Exit(2) from None
 
 
+def _fail(error: Exception) -> typer.Exit:
+    """One red line on stderr; the command exits 2."""
+    typer.secho(f"error: {error}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+def _run(coroutine):
+    """asyncio.run, with a database that can't be opened told in one line."""
+    from bot.database_check import DatabaseUnavailable
+
+    try:
+        return asyncio.run(coroutine)
+    except DatabaseUnavailable as error:
+        raise _fail(error) from None
+
+
 @app.command()
 def serve() -> None:
     """Run the server (same as `python server.py`; WORKERS processes)."""
-    from bot.workers import run_server
+    from bot.database_check import DatabaseUnavailable
+    from bot.workers import WorkerStartupFailed, run_server
 
     settings = _settings()
     setup_logging(settings.log_level)
     try:
-        run_server(settings)  # a bad campaign file fails here, before anything listens
-    except CampaignError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        run_server(settings)  # a bad campaign file or database fails here, before anything listens
+    except (CampaignError, DatabaseUnavailable, WorkerStartupFailed) as error:
+        raise _fail(error) from None
 
 
 @app.command()
@@ -41,11 +57,15 @@ def demo(
     lead_name: str = typer.Option("Rahul", help="The lead's name, spoken in the greeting."),
 ) -> None:
     """One emulated Exotel call against the real server, offline: no accounts, no keys."""
+    from bot.database_check import check_database
+
+    settings = _settings()
+    setup_logging(settings.log_level)
+    _run(check_database(settings.database_url))
     from bot.demo import run_demo
     from bot.local_server import free_port
 
     settings = _settings(port=free_port(), host="127.0.0.1")
-    setup_logging(settings.log_level)
     result, wav = asyncio.run(run_demo(settings, lead_name, PROJECT_ROOT / "data" / "recordings"))
     typer.echo("")
     typer.echo("Offline stand-ins: Exotel is the built-in emulator; the voice is Piper (local).")
@@ -86,6 +106,7 @@ def run(
     settings = _settings()
     setup_logging("WARNING")
     from bot.cli_runs import run_campaign, run_one_lead
+    from bot.database_check import DatabaseUnavailable
 
     try:
         if lead is not None:
@@ -95,9 +116,8 @@ def run(
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,
                                             retry_delay=retry_delay, dnc=dnc))
-    except (SettingsError, CampaignError, ValueError, FileNotFoundError) as error:  # incl. ScenarioError
-        typer.secho(f"error: {error}", fg="red", err=True)
-        raise typer.Exit(2) from None
+    except (SettingsError, CampaignError, DatabaseUnavailable, ValueError, FileNotFoundError) as error:
+        raise _fail(error) from None  # incl. ScenarioError
     except KeyboardInterrupt:
         typer.echo("stopped; run the same command again to resume without calling anyone twice")
         raise typer.Exit(130) from None
@@ -110,7 +130,7 @@ def calls_list(campaign: str | None = None, status: str | None = None, outcome: 
     """The latest calls."""
     from bot.cli_runs import list_calls
 
-    asyncio.run(list_calls(_settings(), campaign=campaign, status=status, outcome=outcome, limit=limit))
+    _run(list_calls(_settings(), campaign=campaign, status=status, outcome=outcome, limit=limit))
 
 
 @calls_app.command("show")
@@ -118,7 +138,7 @@ def calls_show(call_sid: str) -> None:
     """One call's record (transcript, outcome, details) as JSON."""
     from bot.cli_runs import show_call
 
-    raise typer.Exit(asyncio.run(show_call(_settings(), call_sid)))
+    raise typer.Exit(_run(show_call(_settings(), call_sid)))
 
 
 @calls_app.command("export")
@@ -127,7 +147,7 @@ def calls_export(csv_out: bool = typer.Option(True, "--csv/--json"), campaign: s
     """Export records to stdout (CSV by default)."""
     from bot.cli_runs import export_calls
 
-    asyncio.run(export_calls(_settings(), as_csv=csv_out, campaign=campaign, limit=limit))
+    _run(export_calls(_settings(), as_csv=csv_out, campaign=campaign, limit=limit))
 
 
 @app.command("applet-url")

@@ -73,6 +73,9 @@ async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any]
     book = CampaignBook(settings.campaigns_dir)
     campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name or lead.get("campaign"))
     scenario = load_scenario(scenario_for(settings.campaigns_dir, campaign.name))
+    from bot.database_check import check_database
+
+    await check_database(settings.database_url)  # else the in-process server fails mid-start-up
     console.print("[bold]No Exotel credentials: simulating the call on this machine.[/]")
     events = scenario.caller_events(settings.exotel_sample_rate or 8000)
     async with simulated_exotel(settings, events) as (server, exotel):

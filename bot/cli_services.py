@@ -11,6 +11,7 @@ from typing import Any
 from bot.campaigns import CampaignBook
 from bot.private_files import private_folder
 from bot.settings import Settings
+from bot.database_check import open_store
 from bot.signing import signing_key
 from bot.store import CallStore
 from bot.store.durable import DurableRecords
@@ -27,11 +28,12 @@ class CliServices:
 
 @asynccontextmanager
 async def cli_services(settings: Settings, *, dialling: bool):
-    """Open the store (and, for dialling, the Exotel client and dialler); close them after."""
+    """Open the store (and, for dialling, the Exotel client and dialler); close them after. A
+    database that can't be opened raises DatabaseUnavailable (one line for the CLI to print)."""
     from bot.dialer import Dialer, exotel_client_for
 
     private_folder(settings.data_dir)
-    store = await CallStore.open(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
+    store = await open_store(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
     records = DurableRecords.for_settings(store, settings)  # dial records survive an outage (journal)
     client = None
     try:

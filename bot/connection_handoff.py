@@ -10,7 +10,10 @@ and a shared accept socket goes to whichever process wakes first (54 of 75 to on
 
 Wire format on each socketpair, one byte per message:
   supervisor -> worker: b"c" with one file descriptor attached (a new connection);
-  worker -> supervisor: b"r" once it serves (ready), b"x" per connection closed.
+  worker -> supervisor: b"r" once it serves (ready), b"x" per connection closed (HTTP or
+  WebSocket), b"s" when it stops taking connections (its drain is over, it shuts down).
+A draining worker still takes connections: it answers /health with 503 and refuses media
+sockets, so a load balancer in front learns it is going.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import asyncio
 import itertools
 import selectors
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import uvicorn
 from loguru import logger
 
-NEW_CONNECTION, READY, CLOSED = b"c", b"r", b"x"
+from bot.app_server import AppServer
+from bot.drain import Drain
+from bot.uvicorn_compat import ServerConfig, protocol_factory
+
+NEW_CONNECTION, READY, CLOSED, STOPPING = b"c", b"r", b"x", b"s"
 
 
 @dataclass
@@ -34,6 +39,7 @@ class WorkerChannel:
 
     sock: socket.socket
     ready: bool = False
+    stopping: bool = False
     live: int = 0
     handed: int = 0
 
@@ -48,10 +54,12 @@ class ConnectionBalancer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._turn = itertools.count()
+        self.started: set[int] = set()  # workers (by index) whose current process reported ready
 
     def attach(self, index: int, sock: socket.socket) -> None:
         """A (re)started worker's channel; any previous one for `index` is dropped."""
         self.detach(index)
+        self.started.discard(index)
         sock.setblocking(False)
         self.channels[index] = WorkerChannel(sock)
         self._selector.register(sock, selectors.EVENT_READ, index)
@@ -70,6 +78,12 @@ class ConnectionBalancer:
             else:
                 self._read_worker(key.data)
 
+    def settle(self, index: int) -> None:
+        """Read all a (dead) worker sent before its channel closed: did it ever report ready?"""
+        for _ in range(1000):
+            if index not in self.channels or not self._read_worker(index):
+                return
+
     def close(self) -> None:
         """Stop taking connections (shutdown: the workers finish the live ones)."""
         self._selector.unregister(self.listener)
@@ -85,7 +99,7 @@ class ConnectionBalancer:
                 self._hand_over(conn)
 
     def _hand_over(self, conn: socket.socket) -> None:
-        ready = [(index, ch) for index, ch in self.channels.items() if ch.ready]
+        ready = [(index, ch) for index, ch in self.channels.items() if ch.ready and not ch.stopping]
         turn = next(self._turn)
         # Fewest live connections; ties taken in turn, so short requests alternate too. A worker
         # whose channel is full (stuck) or gone is passed over for the next.
@@ -101,28 +115,41 @@ class ConnectionBalancer:
             return
         logger.warning("no worker ready: connection refused")
 
-    def _read_worker(self, index: int) -> None:
+    def _read_worker(self, index: int) -> bool:
+        """One read of a worker's messages; False when nothing more is waiting."""
         channel = self.channels[index]
         try:
             data = channel.sock.recv(4096)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
-        if not data:  # the worker is gone; the supervisor restarts it
+        if not data:  # the worker is gone; the supervisor restarts it (or gives up on it)
             self.detach(index)
-            return
+            return False
+        if READY in data:
+            self.started.add(index)
         channel.ready = channel.ready or READY in data
+        channel.stopping = channel.stopping or STOPPING in data
         channel.live = max(0, channel.live - data.count(CLOSED))
+        return True
 
 
-class HandoffServer(uvicorn.Server):
-    """uvicorn serving the connections its supervisor hands over on `channel` (no listener)."""
+class HandoffServer(AppServer):
+    """uvicorn serving the connections its supervisor hands over on `channel` (no listener),
+    through its drain (it keeps taking connections while draining) until it shuts down."""
 
-    def __init__(self, config: uvicorn.Config, channel: socket.socket):
-        super().__init__(config)
+    def __init__(self, config: ServerConfig, channel: socket.socket, drain: Drain | None = None):
+        super().__init__(config, drain)
         self.channel = channel
         self._connecting: set[asyncio.Task] = set()
+        config.on_connection_closed = self._report_closed  # HTTP and upgraded (WebSocket) alike
+
+    def _report_closed(self) -> None:
+        try:
+            self.channel.send(CLOSED)
+        except OSError:
+            pass  # the supervisor is gone: nothing to balance any more
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=[])
@@ -134,8 +161,27 @@ class HandoffServer(uvicorn.Server):
         self.channel.send(READY)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Tell the supervisor to send nothing more, close what it sent meanwhile, shut down."""
+        try:
+            self.channel.send(STOPPING)
+        except OSError:
+            pass
         asyncio.get_running_loop().remove_reader(self.channel.fileno())
+        self._refuse_pending()
         await super().shutdown(sockets=sockets)
+
+    def _refuse_pending(self) -> None:
+        """Connections handed over before the supervisor read STOPPING: closed unserved (the
+        client sees a reset and retries, as with any server going away)."""
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(self.channel, 1024, 64)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if not fds:
+                return
+            for fd in fds:
+                socket.socket(fileno=fd).close()
 
     def _take_connections(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -145,28 +191,6 @@ class HandoffServer(uvicorn.Server):
         for fd in fds:
             conn = socket.socket(fileno=fd)
             conn.setblocking(False)
-            task = loop.create_task(loop.connect_accepted_socket(self._protocol_factory(loop), conn))
+            task = loop.create_task(loop.connect_accepted_socket(protocol_factory(self, loop), conn))
             self._connecting.add(task)  # held until done: the loop keeps only weak references
             task.add_done_callback(self._connecting.discard)
-
-    def _protocol_factory(self, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
-        """uvicorn's HTTP protocol (as Server.startup makes it), reporting when it closes."""
-        config, channel = self.config, self.channel
-
-        def create_protocol() -> asyncio.Protocol:
-            protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop
-            )
-            connection_lost = protocol.connection_lost
-
-            def report_closed(exc: Exception | None) -> None:
-                connection_lost(exc)
-                try:
-                    channel.send(CLOSED)
-                except OSError:
-                    pass  # the supervisor is gone: nothing to balance any more
-
-            protocol.connection_lost = report_closed  # type: ignore[method-assign]
-            return protocol
-
-        return create_protocol

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import uvicorn
 from fastapi import FastAPI
 
 from bot.app import create_app
+from bot.app_server import AppServer, server_config
 from bot.settings import Settings
-from bot.workers import UVICORN_OPTIONS
 
 
 @dataclass
@@ -44,9 +43,8 @@ async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
     """Start uvicorn with the app on 127.0.0.1:`settings.port` (0 = a free port)."""
     port = settings.port if settings.port else free_port()
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", **UVICORN_OPTIONS)
-    )
+    server = AppServer(server_config(app, settings, host="127.0.0.1", port=port, lifespan="on"),
+                       drain=app.state.drain)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -56,5 +54,9 @@ async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
     try:
         yield LocalServer(settings, app, port)
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+        server.should_exit = True  # drains as on SIGTERM: live calls finish (SHUTDOWN_GRACE_SECS)
+        stop_within = settings.shutdown_grace_secs + 60
+        try:
+            await asyncio.wait_for(task, timeout=stop_within)
+        except TimeoutError:
+            raise RuntimeError(f"the in-process server did not stop within {stop_within:g} s") from None

@@ -12,9 +12,14 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXOTEL_BASE_URLS = {"singapore": "https://api.exotel.com", "mumbai": "https://api.in.exotel.com"}
+# Databases the store runs on, and the drivers it accepts for each (sync names get the async one).
+DATABASE_DRIVERS = {"sqlite": ("", "aiosqlite", "pysqlite"), "postgresql": ("", "asyncpg", "psycopg2", "psycopg"),
+                    "postgres": ("",)}
+DATABASE_URL_FORMS = "sqlite+aiosqlite:///path/calls.db or postgresql+asyncpg://user:password@host:5432/db"
 
 
 class SettingsError(ValueError):
@@ -39,6 +44,21 @@ class Settings(BaseSettings):
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     workers: int = Field(
         1, ge=0, le=64, description="Server processes sharing the port; 0 = two per CPU core."
+    )
+    shutdown_grace_secs: float = Field(
+        600.0, ge=0, le=86400,
+        description="On SIGTERM, live calls may run this long to their natural end; then the "
+        "campaign's apology is said and they are closed.",
+    )
+    http_header_timeout_secs: float = Field(
+        10.0, gt=0, le=300,
+        description="A request's line and headers must arrive within this long of the connection "
+        "opening (or of the request's first byte); slower or silent connections are closed.",
+    )
+    http_idle_timeout_secs: float = Field(
+        5.0, gt=0, le=3600,
+        description="A kept-alive connection with no request, or a request body with no bytes "
+        "arriving, is closed after this long.",
     )
 
     # --- media socket -------------------------------------------------------------------
@@ -126,6 +146,14 @@ class Settings(BaseSettings):
         description="How long a call start waits for its lead from the store before using the "
                     "journal and the stream's custom parameters.",
     )
+    worker_heartbeat_secs: float = Field(
+        5.0, gt=0, le=300, description="How often each server process records in the database that it is alive."
+    )
+    worker_lost_after_secs: float = Field(
+        30.0, gt=0, le=3600,
+        description="A live call whose server process has not recorded a heartbeat for this long is "
+        "closed (end_reason worker_lost) by any server's sweep.",
+    )
 
     # --- campaigns ----------------------------------------------------------------------
     campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
@@ -136,6 +164,22 @@ class Settings(BaseSettings):
     def _payload_rule(cls, value: int) -> int:
         if value % 320 or not 3200 <= value <= 100_000:
             raise ValueError("must be a multiple of 320 between 3200 and 100000 (Exotel's rule)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_rule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except Exception:
+            raise ValueError(f"not a database URL; use {DATABASE_URL_FORMS}") from None
+        backend, _, driver = url.drivername.partition("+")
+        if driver not in DATABASE_DRIVERS.get(backend, ()):
+            raise ValueError(f"unsupported database {url.drivername!r}; use {DATABASE_URL_FORMS}")
+        if backend != "sqlite" and not url.database:
+            raise ValueError(f"no database name; use {DATABASE_URL_FORMS}")
         return value
 
     @field_validator("exotel_sample_rate")
@@ -178,6 +222,13 @@ class Settings(BaseSettings):
         self.exotel_api_base_url = self.exotel_api_base_url.rstrip("/")
         if self.database_url is None:
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'calls.db'}"
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_pair(self) -> "Settings":
+        if self.worker_lost_after_secs < 3 * self.worker_heartbeat_secs:
+            raise ValueError("WORKER_LOST_AFTER_SECS must be at least three WORKER_HEARTBEAT_SECS "
+                             "(a busy process must not be taken for a dead one)")
         return self
 
     @model_validator(mode="after")

@@ -11,13 +11,19 @@ loop; with more, smaller workers the kernel's preemptive scheduler interleaves t
 Measured with 100 calls on 2 cores (bench/capacity.py): 2 workers had audio gaps and added
 p95 320-450 ms; 3 and 4 workers none, and 140-180 ms. A worker costs ~200 MB of memory.
 
-The supervisor forwards SIGTERM/SIGINT (each worker then finishes its live calls: see the
-app's lifespan) and restarts a worker that dies unexpectedly. Where passing sockets between
+The supervisor forwards SIGTERM/SIGINT as SIGTERM: each worker drains (bot/drain.py: live calls
+run to their end, up to SHUTDOWN_GRACE_SECS; /health answers 503 "draining"; new media sockets
+are refused) while the supervisor keeps handing it connections, so a load balancer's health
+checks still get an answer. Draining workers are not restarted; the supervisor exits once
+every worker has finished. A second signal stops the workers at once. A worker that dies
+after it served is restarted; one that fails during its start-up is not (it would fail again),
+and if none is left the supervisor exits with one line. Where passing sockets between
 processes is not available (not Linux), uvicorn's shared-socket workers are used instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import signal
@@ -26,17 +32,13 @@ import sys
 import time
 from multiprocessing.process import BaseProcess
 
-import uvicorn
 from loguru import logger
 
+from bot.app_server import AppServer, server_config
 from bot.connection_handoff import ConnectionBalancer, HandoffServer
 from bot.settings import Settings
 
 RESTART_BACKOFF_SECS = 1.0
-# Media is PCM: don't deflate. Exotel's messages are a few KB (100 ms of audio); one larger than
-# 1 MiB is refused by the websocket layer (close 1009) before it is buffered whole.
-WS_MAX_MESSAGE_BYTES = 1024 * 1024
-UVICORN_OPTIONS = {"log_level": "warning", "ws_per_message_deflate": False, "ws_max_size": WS_MAX_MESSAGE_BYTES}
 
 
 def handoff_supported() -> bool:
@@ -57,8 +59,8 @@ def run_worker(channel: socket.socket) -> None:
     from bot.app import create_app_from_env
 
     os.setpgrp()  # a terminal's Ctrl+C reaches the supervisor only, which forwards one SIGTERM
-    config = uvicorn.Config(create_app_from_env(), **UVICORN_OPTIONS)
-    HandoffServer(config, channel).run()
+    app = create_app_from_env()
+    HandoffServer(server_config(app, app.state.settings), channel, drain=app.state.drain).run()
 
 
 def worker_count(setting: int) -> int:
@@ -66,64 +68,115 @@ def worker_count(setting: int) -> int:
     return setting or 2 * (os.cpu_count() or 1)
 
 
+class WorkerStartupFailed(RuntimeError):
+    """Every worker process failed during its start-up; the message is one line."""
+
+
 def run_server(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT: in this process, or in WORKERS processes (0 = two per core).
 
-    The app is built here first either way, so a bad campaign file raises CampaignError before
-    anything listens or any worker starts."""
-    from bot.app import create_app
+    The database is checked (and migrated) and the app built here first either way, so a bad
+    campaign file (CampaignError) or an unreachable database (DatabaseUnavailable) stops
+    start-up with one line before anything listens or any worker starts."""
+    from bot.database_check import check_database
+
+    asyncio.run(check_database(settings.database_url))
+    from bot.app import create_app  # (imports Pipecat, which greets on the log)
 
     app = create_app(settings)
     workers = worker_count(settings.workers)
     if workers == 1:
-        uvicorn.run(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)
+        AppServer(server_config(app, settings, host=settings.host, port=settings.port), drain=app.state.drain).run()
     else:
         serve_workers(settings, workers)
 
 
 def serve_workers(settings: Settings, workers: int) -> None:
-    """Run `workers` worker processes until SIGTERM/SIGINT; restart any that die."""
+    """Run `workers` worker processes until SIGTERM/SIGINT and their drain; restart any that die."""
     if not handoff_supported():
-        uvicorn.run("bot.app:create_app_from_env", factory=True, workers=workers,
-                    host=settings.host, port=settings.port, **UVICORN_OPTIONS)
-        return
-    context = multiprocessing.get_context("spawn")
-    stopping = False
-    processes: list[BaseProcess] = []
-    balancer = ConnectionBalancer(listening_socket(settings.host, settings.port))
+        from uvicorn.supervisors import Multiprocess
 
-    def start(index: int) -> BaseProcess:
+        config = server_config("bot.app:create_app_from_env", settings, factory=True, workers=workers,
+                               host=settings.host, port=settings.port)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    Supervisor(settings, workers).run()
+
+
+class Supervisor:
+    """Starts the workers, hands them connections, restarts one that dies after it served, gives
+    up on one that fails during start-up (it would fail again: restarting it in a loop only made
+    the port accept and drop connections), and on a signal lets them drain and waits for them."""
+
+    def __init__(self, settings: Settings, workers: int):
+        self.settings = settings
+        self.count = workers
+        self.context = multiprocessing.get_context("spawn")
+        self.processes: list[BaseProcess] = []
+        self.signals_received = 0
+        self.given_up: set[int] = set()
+        self.restart_at: dict[int, float] = {}
+        self.balancer = ConnectionBalancer(listening_socket(settings.host, settings.port))
+
+    def run(self) -> None:
+        """Until every worker has finished after a signal; WorkerStartupFailed if none started."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self.processes.extend(self._start(i) for i in range(self.count))
+            logger.info(f"serving on {self.settings.host}:{self.settings.port} with {self.count} worker processes")
+            while self._tend():
+                self.balancer.run_for(0.2)  # while workers drain too: they answer health checks with 503
+        finally:
+            self.balancer.close()
+            for process in self.processes:
+                process.join()
+
+    def _start(self, index: int) -> BaseProcess:
         ours, theirs = socket.socketpair()
-        process = context.Process(target=run_worker, args=(theirs,), name=f"worker-{index}")
+        process = self.context.Process(target=run_worker, args=(theirs,), name=f"worker-{index}")
         process.start()
         theirs.close()
-        balancer.attach(index, ours)
+        self.balancer.attach(index, ours)
         return process
 
-    def stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self.signals_received += 1
+        at_once = self.signals_received > 1  # a worker that has SIGTERM takes SIGINT as "now"
+        if at_once:
+            logger.warning("second signal: workers stop now, live calls are cut")
+        else:
+            logger.info(f"stopping: workers finish their live calls (up to {self.settings.shutdown_grace_secs:g} s; "
+                        f"signal again to stop at once)")
+        for process in self.processes:
             if process.is_alive() and process.pid is not None:
-                process.terminate()  # SIGTERM: uvicorn's graceful shutdown, live calls finish
+                os.kill(process.pid, signal.SIGINT if at_once else signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    processes.extend(start(i) for i in range(workers))
-    logger.info(f"serving on {settings.host}:{settings.port} with {workers} worker processes")
-    restart_at: dict[int, float] = {}
-    while not stopping:
-        balancer.run_for(0.2)
-        for i, process in enumerate(processes):
-            if process.is_alive() or stopping:
+    def _tend(self) -> bool:
+        """Look after the workers once; False when the supervisor is done."""
+        balancer = self.balancer
+        for i, process in enumerate(self.processes):
+            if process.is_alive() or i in self.given_up or i in self.restart_at:
                 continue
-            if i not in restart_at:
-                logger.error(f"worker {process.name} (pid {process.pid}) exited with {process.exitcode}; restarting")
-                balancer.detach(i)
-                restart_at[i] = time.monotonic() + RESTART_BACKOFF_SECS
-            elif time.monotonic() >= restart_at[i]:
-                del restart_at[i]
-                processes[i] = start(i)
-    balancer.close()
-    for process in processes:
-        process.join()
+            balancer.settle(i)
+            started = i in balancer.started
+            balancer.detach(i)
+            if self.signals_received:
+                continue  # drained and gone: never restarted
+            if not started:
+                logger.error(f"worker {process.name} (pid {process.pid}) failed during start-up "
+                             f"(exit code {process.exitcode}); not restarting it")
+                self.given_up.add(i)
+                continue
+            logger.error(f"worker {process.name} (pid {process.pid}) exited with {process.exitcode}; restarting")
+            self.restart_at[i] = time.monotonic() + RESTART_BACKOFF_SECS
+        if self.signals_received:
+            return any(process.is_alive() for process in self.processes)
+        for i, at in list(self.restart_at.items()):
+            if time.monotonic() >= at:
+                del self.restart_at[i]
+                self.processes[i] = self._start(i)
+        if len(self.given_up) == self.count:
+            raise WorkerStartupFailed(f"all {self.count} worker processes failed during start-up "
+                                      f"(see the log above); not serving")
+        return True

@@ -64,6 +64,8 @@ async def media_stream(websocket: WebSocket) -> None:
         records = websocket.app.state.records
         if records is not None:
             session.on_update = ProgressSaver(records, session)
+        if websocket.app.state.ownership is not None:  # the record names this process while the call runs
+            websocket.app.state.ownership.claim_soon(session.call_sid)
         # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
         with logger.contextualize(call_sid=session.call_sid):
             await run_call(

@@ -14,6 +14,7 @@ from bot.store.models import (
     CallRecord,
     CampaignLead,
     CampaignRun,
+    ServerWorker,
 )
 from bot.store.repository import (
     CallbackNotForThisCall,
@@ -41,6 +42,7 @@ __all__ = [
     "CampaignRun",
     "LeadInput",
     "RunProgress",
+    "ServerWorker",
     "StatusUpdate",
     "call_to_dict",
     "default_database_url",

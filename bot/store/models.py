@@ -1,6 +1,6 @@
 """The call-record store's tables (SQLAlchemy 2 declarative, typed `Mapped[...]`).
 
-Three tables, the same on SQLite and PostgreSQL:
+Four tables, the same on SQLite and PostgreSQL:
 
 * `call_records`: one row per call Sid, from the moment we dial (or the first thing we hear
   about it) to the finished conversation. It doubles as the "pending call" table: the lead and
@@ -9,6 +9,9 @@ Three tables, the same on SQLite and PostgreSQL:
 * `campaign_runs` and `campaign_leads`: a resumable campaign run, one row per lead, whose
   `state` moves pending -> dialling -> in-call -> done / failed / pending (retry) through
   conditional UPDATEs (see `bot.store.repository.CallStore`).
+* `server_workers`: one row per live server process, its heartbeat. A call record taken by a
+  process names it (`owner_id`); a record whose owner stopped beating is closed by a sweep
+  (`CallStore.close_lost_calls`), whichever server runs it.
 
 Times are timezone-aware UTC in Python on both back ends (`UTCDateTime`). JSON columns are
 replaced, never mutated in place, so the ORM sees every change.
@@ -126,9 +129,11 @@ class CallRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     custom_field: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    owner_id: Mapped[str | None] = mapped_column(String(100))  # the server process running the call
 
     __table_args__ = (
         CheckConstraint(_in_list("status", CALL_STATUSES), name="status"),
+        Index(None, "owner_id"),
         Index(None, "campaign"),
         Index(None, "status"),
         Index(None, "outcome"),
@@ -137,6 +142,21 @@ class CallRecord(Base):
 
     def __repr__(self) -> str:
         return f"CallRecord(call_sid={self.call_sid!r}, status={self.status!r}, outcome={self.outcome!r})"
+
+
+class ServerWorker(Base):
+    """A server process that may own live calls, and when it last showed it is alive."""
+
+    __tablename__ = "server_workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # host/pid/random: unique per process
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"ServerWorker(id={self.id!r}, heartbeat_at={self.heartbeat_at!r})"
 
 
 # --- campaign runs ------------------------------------------------------------------------------

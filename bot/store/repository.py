@@ -59,6 +59,7 @@ from bot.callback_refs import ref_matches
 from bot.private_files import private_file, private_folder
 from bot.utc import as_utc
 from bot.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
+from bot.store.owners import CallOwnershipQueries
 from bot.store.models import (
     ACTIVE_LEAD_STATES,
     FINAL_LEAD_STATES,
@@ -305,8 +306,9 @@ def call_to_dict(record: CallRecord) -> dict[str, Any]:
 # --- the store --------------------------------------------------------------------------------
 
 
-class CallStore:
-    """Call records and campaign runs. Open with `await CallStore.open(url)`; see the module doc."""
+class CallStore(CallOwnershipQueries):
+    """Call records and campaign runs. Open with `await CallStore.open(url)`; see the module doc.
+    Which process runs each live call, and closing those of dead processes: bot/store/owners.py."""
 
     def __init__(self, engine: AsyncEngine):
         self.engine = engine

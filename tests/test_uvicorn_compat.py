@@ -1,0 +1,75 @@
+"""bot/uvicorn_compat.py subclasses uvicorn's protocol classes and calls some of their
+internals: this fails when a name or signature it relies on changes in uvicorn."""
+
+from __future__ import annotations
+
+import inspect
+
+import uvicorn
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bot.uvicorn_compat import ServerConfig, TimedHttpProtocol
+
+
+def _params(function) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def test_the_http_protocol_internals_we_override_are_there():
+    for name in ("connection_made", "connection_lost", "handle_websocket_upgrade", "on_message_begin",
+                 "on_headers_complete", "on_body", "on_message_complete"):
+        assert callable(getattr(HttpToolsProtocol, name, None)), f"HttpToolsProtocol.{name} is gone"
+    assert _params(HttpToolsProtocol.__init__) == ["self", "config", "server_state", "app_state", "_loop"]
+    assert "read_paused" in vars(FlowControl(_FakeTransport()))
+    source = inspect.getsource(HttpToolsProtocol)
+    for attribute in ("self.cycle", "self.flow", "self.loop", "self.transport"):
+        assert attribute in source, f"HttpToolsProtocol no longer has {attribute}"
+    assert "self.cycle = RequestResponseCycle(" in inspect.getsource(HttpToolsProtocol.on_headers_complete), \
+        "a new request no longer makes a new cycle in on_headers_complete"
+
+
+def test_config_takes_our_protocol_and_keep_alive_timeout():
+    config = ServerConfig(lambda *a: None, header_timeout_secs=2.0, idle_timeout_secs=3.0)
+    config.load()
+    assert config.http_protocol_class is TimedHttpProtocol
+    assert config.timeout_keep_alive == 3.0
+    assert {"http", "ws", "timeout_keep_alive"} <= set(_params(uvicorn.Config.__init__))
+
+
+def test_server_internals_protocol_factory_uses_are_there():
+    """protocol_factory builds protocols as Server.startup does, from the server's state."""
+    startup = inspect.getsource(uvicorn.Server.startup)
+    assert "server_state=self.server_state" in startup and "app_state=self.lifespan.state" in startup
+    assert "_loop=_loop" in startup
+
+
+class _FakeTransport:
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def test_upgrade_still_swaps_the_protocol_to_the_configured_websocket_class():
+    """Closes are reported by the WebSocket protocol after an upgrade because uvicorn hands the
+    transport to `config.ws_protocol_class`; if that changes, closes would go uncounted."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from bot.uvicorn_compat import ClosingWebSocketProtocol
+
+    upgrade = inspect.getsource(HttpToolsProtocol.handle_websocket_upgrade)
+    assert "self.ws_protocol_class(" in upgrade and "self.transport.set_protocol(protocol)" in upgrade
+    assert callable(WebSocketsSansIOProtocol.connection_lost)
+    config = ServerConfig(lambda *a: None, header_timeout_secs=2.0, idle_timeout_secs=3.0)
+    config.load()
+    assert config.ws_protocol_class is ClosingWebSocketProtocol
+
+
+def test_the_drain_hook_runs_before_uvicorn_closes_connections():
+    """AppServer drains inside Server.on_tick: uvicorn must keep calling it from main_loop until
+    it says exit, and only then run shutdown (where WebSockets get close 1012)."""
+    assert _params(uvicorn.Server.on_tick) == ["self", "counter"]
+    assert "await self.on_tick(counter)" in inspect.getsource(uvicorn.Server.main_loop)
+    serve = inspect.getsource(uvicorn.Server._serve)
+    assert serve.index("await self.main_loop()") < serve.index("await self.shutdown(")
+    assert "force_exit" in inspect.getsource(uvicorn.Server.handle_exit)
