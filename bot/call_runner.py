@@ -19,8 +19,8 @@ from pipecat.workers.runner import WorkerRunner
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
 from bot.settings import Settings
+from pipelines.apology import fallback_apology
 from pipelines.builder import (
-    OFFLINE_VOICE,
     CallPipeline,
     build_call_pipeline,
     build_call_recorder,
@@ -102,6 +102,8 @@ async def run_call(
         reading_greeting.cancel()
         raise
     worker, control = call.worker, call.control
+    # Ready before anything can fail: the TTS may be the part that does (see pipelines/apology.py).
+    control.prepared_apology = fallback_apology(campaign, settings, session.sample_rate)
     stt_errors = 0
 
     @transport.event_handler("on_client_disconnected")
@@ -184,14 +186,15 @@ def greeting_head(pcm: bytes | None, sample_rate: int, payload_bytes: int) -> tu
 async def _prepare_during_call(
     call: CallPipeline, cache: SpeechCache, campaign: Campaign, settings: Settings, rate: int
 ) -> None:
-    """Synthesize the apology and fillers while the call runs (cached for later calls too)."""
+    """Synthesize the lead's own apology and the fillers while the call runs (cached for later
+    calls too). The apology is needed only for a remote voice, which can fail: until it is
+    ready (or if that voice fails to make it) the process's prepared Piper apology stands in.
+    A Piper voice speaks the apology live when it is needed."""
     lead = call.control.session.lead
-    apology = await prepare_line(cache, campaign, settings, campaign.render(campaign.apology, lead), rate)
-    if apology is None:  # the campaign's TTS can't do it: Piper always can
-        from pipelines.providers.synthesis import synthesize_with_piper
-
-        apology = await synthesize_with_piper(OFFLINE_VOICE, campaign.render(campaign.apology, lead), rate)
-    call.control.prepared_apology = apology
+    if effective_tts(campaign, settings).provider != "piper":
+        apology = await prepare_line(cache, campaign, settings, campaign.render(campaign.apology, lead), rate)
+        if apology:
+            call.control.prepared_apology = apology
     if campaign.fillers.enabled:
         fillers = [await prepare_line(cache, campaign, settings, phrase, rate) for phrase in campaign.fillers.phrases]
         call.injector.set_fillers([f for f in fillers if f])

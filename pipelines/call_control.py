@@ -82,8 +82,9 @@ class CallControl:
     async def apologize_and_end(self, error: str) -> bool:
         """A provider failed for good: apologise and end.
 
-        The apology was synthesized when the call started, so it plays even when the TTS is
-        what failed: it goes straight to the output transport, past the broken service.
+        With a remote voice the apology is prepared audio, there from the call's first moment
+        (pipelines/apology.py), so it plays even when the TTS is what failed: it goes straight
+        to the output transport, past the broken service. A Piper voice says it live.
         """
         if self.ending:
             return False
