@@ -28,6 +28,7 @@ from pipelines.builder import (
     greeting_frames,
 )
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
+from pipelines.prepared_speech import PreparedLine, new_context_id
 from pipelines.providers.synthesis import synthesize_line
 from pipelines.speech_cache import SpeechCache, speech_key
 from serializers.exotel import ExotelFrameSerializer
@@ -91,12 +92,13 @@ async def run_call(
         recorder = transport.output().recorder = build_call_recorder(session, campaign, settings)
         prepared_greeting = await reading_greeting
         head, rest = greeting_head(prepared_greeting, session.sample_rate, settings.exotel_payload_bytes)
+        greeting_context = new_context_id()  # the head and the rest are one line
         if head:
             # The caller hears the greeting now, not once the pipeline is built and started
             # (~15 ms idle, far more under load); the pipeline plays the rest.
             if recorder is not None:
                 recorder.start()
-            await transport.output().play_ahead(head)
+            await transport.output().play_ahead(head, greeting_context, greeting)
         call = build_call_pipeline(session, campaign, transport, settings, recorder)
     except BaseException:
         reading_greeting.cancel()
@@ -121,10 +123,10 @@ async def run_call(
         session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
         if call.recorder is not None and not head:
             call.recorder.start()
-        session.add_transcript("assistant", greeting)  # in the record even if the caller hangs up mid-way
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1
-            await call.injector.play_prepared(rest)
+            # The transcript has the greeting once heard (or as far as it was, if cut).
+            await call.injector.play_prepared(rest, "" if head else greeting, greeting_context)
         else:
             await worker.queue_frames(greeting_frames(greeting))
 
@@ -152,6 +154,7 @@ async def run_call(
     finally:
         for task in background:
             task.cancel()
+        transport.output().lines.cut(time.monotonic())  # a line still playing ends with the call
         call.watch.stop()
         if call.recorder is not None:
             recording = await call.recorder.finish()
@@ -192,9 +195,10 @@ async def _prepare_during_call(
     A Piper voice speaks the apology live when it is needed."""
     lead = call.control.session.lead
     if effective_tts(campaign, settings).provider != "piper":
-        apology = await prepare_line(cache, campaign, settings, campaign.render(campaign.apology, lead), rate)
+        text = campaign.render(campaign.apology, lead)
+        apology = await prepare_line(cache, campaign, settings, text, rate)
         if apology:
-            call.control.prepared_apology = apology
+            call.control.prepared_apology = PreparedLine(apology, text)
     if campaign.fillers.enabled:
         fillers = [await prepare_line(cache, campaign, settings, phrase, rate) for phrase in campaign.fillers.phrases]
         call.injector.set_fillers([f for f in fillers if f])

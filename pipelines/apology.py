@@ -20,6 +20,7 @@ from loguru import logger
 from bot.campaigns import Campaign
 from bot.settings import Settings
 from pipelines.builder import OFFLINE_VOICE, effective_tts
+from pipelines.prepared_speech import PreparedLine
 
 EXOTEL_RATES = (8000, 16000, 24000)
 
@@ -37,11 +38,13 @@ def needs_fallback_apology(campaign: Campaign, settings: Settings) -> bool:
     return effective_tts(campaign, settings).provider != "piper"
 
 
-def fallback_apology(campaign: Campaign, settings: Settings, sample_rate: int) -> bytes | None:
+def fallback_apology(campaign: Campaign, settings: Settings, sample_rate: int) -> PreparedLine | None:
     """The prepared apology at `sample_rate`, or None if this process has none for it."""
     if not needs_fallback_apology(campaign, settings):
         return None
-    return _ready.get((OFFLINE_VOICE, fallback_apology_text(campaign), sample_rate))
+    text = fallback_apology_text(campaign)
+    pcm = _ready.get((OFFLINE_VOICE, text, sample_rate))
+    return PreparedLine(pcm, text) if pcm else None
 
 
 async def prepare_fallback_apologies(campaigns: list[Campaign], settings: Settings) -> None:
