@@ -112,6 +112,10 @@ def create_app(settings: Settings) -> FastAPI:
                   if effective_tts(c, settings).provider == "piper"}
         for voice in voices:
             await asyncio.to_thread(load_voice, voice)
+        # The apology a call plays when its remote voice fails: ready before the first call.
+        from pipelines.apology import prepare_fallback_apologies
+
+        await prepare_fallback_apologies(campaigns.all(), settings)
         _warm_up(settings, campaigns)
         await _open_services(app, settings)
         # What start-up built (modules, models, campaigns: ~200k objects) lives as long as the

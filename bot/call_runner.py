@@ -19,8 +19,8 @@ from pipecat.workers.runner import WorkerRunner
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
 from bot.settings import Settings
+from pipelines.apology import fallback_apology
 from pipelines.builder import (
-    OFFLINE_VOICE,
     CallPipeline,
     build_call_pipeline,
     build_call_recorder,
@@ -28,6 +28,7 @@ from pipelines.builder import (
     greeting_frames,
 )
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
+from pipelines.prepared_speech import PreparedLine, new_context_id
 from pipelines.providers.synthesis import synthesize_line
 from pipelines.speech_cache import SpeechCache, speech_key
 from serializers.exotel import ExotelFrameSerializer
@@ -91,18 +92,21 @@ async def run_call(
         recorder = transport.output().recorder = build_call_recorder(session, campaign, settings)
         prepared_greeting = await reading_greeting
         head, rest = greeting_head(prepared_greeting, session.sample_rate, settings.exotel_payload_bytes)
+        greeting_context = new_context_id()  # the head and the rest are one line
         if head:
             # The caller hears the greeting now, not once the pipeline is built and started
             # (~15 ms idle, far more under load); the pipeline plays the rest.
             if recorder is not None:
                 recorder.start()
-            await transport.output().play_ahead(head)
+            await transport.output().play_ahead(head, greeting_context, greeting)
         call = build_call_pipeline(session, campaign, transport, settings, recorder)
     except BaseException:
         reading_greeting.cancel()
         raise
     worker, control = call.worker, call.control
     session.control = control
+    # Ready before anything can fail: the TTS may be the part that does (see pipelines/apology.py).
+    control.prepared_apology = fallback_apology(campaign, settings, session.sample_rate)
     stt_errors = 0
 
     @transport.event_handler("on_client_disconnected")
@@ -120,10 +124,10 @@ async def run_call(
         session.metrics["pipeline_started_after_start_secs"] = time.monotonic() - session.start_received_monotonic
         if call.recorder is not None and not head:
             call.recorder.start()
-        session.add_transcript("assistant", greeting)  # in the record even if the caller hangs up mid-way
         if prepared_greeting:
             session.metrics["greeting_prepared"] = 1
-            await call.injector.play_prepared(rest)
+            # The transcript has the greeting once heard (or as far as it was, if cut).
+            await call.injector.play_prepared(rest, "" if head else greeting, greeting_context)
         else:
             await worker.queue_frames(greeting_frames(greeting))
 
@@ -151,6 +155,7 @@ async def run_call(
     finally:
         for task in background:
             task.cancel()
+        transport.output().lines.cut(time.monotonic())  # a line still playing ends with the call
         call.watch.stop()
         if call.recorder is not None:
             recording = await call.recorder.finish()
@@ -185,14 +190,16 @@ def greeting_head(pcm: bytes | None, sample_rate: int, payload_bytes: int) -> tu
 async def _prepare_during_call(
     call: CallPipeline, cache: SpeechCache, campaign: Campaign, settings: Settings, rate: int
 ) -> None:
-    """Synthesize the apology and fillers while the call runs (cached for later calls too)."""
+    """Synthesize the lead's own apology and the fillers while the call runs (cached for later
+    calls too). The apology is needed only for a remote voice, which can fail: until it is
+    ready (or if that voice fails to make it) the process's prepared Piper apology stands in.
+    A Piper voice speaks the apology live when it is needed."""
     lead = call.control.session.lead
-    apology = await prepare_line(cache, campaign, settings, campaign.render(campaign.apology, lead), rate)
-    if apology is None:  # the campaign's TTS can't do it: Piper always can
-        from pipelines.providers.synthesis import synthesize_with_piper
-
-        apology = await synthesize_with_piper(OFFLINE_VOICE, campaign.render(campaign.apology, lead), rate)
-    call.control.prepared_apology = apology
+    if effective_tts(campaign, settings).provider != "piper":
+        text = campaign.render(campaign.apology, lead)
+        apology = await prepare_line(cache, campaign, settings, text, rate)
+        if apology:
+            call.control.prepared_apology = PreparedLine(apology, text)
     if campaign.fillers.enabled:
         fillers = [await prepare_line(cache, campaign, settings, phrase, rate) for phrase in campaign.fillers.phrases]
         call.injector.set_fillers([f for f in fillers if f])

@@ -118,13 +118,19 @@ class CallSession:
         """The rate the pipeline hears at: the stream's, except 24 kHz (Silero takes 8/16 kHz)."""
         return self.sample_rate if self.sample_rate in (8000, 16000) else 16000
 
-    def elapsed(self) -> float:
-        """Seconds since the stream started (the `t` of transcript entries)."""
-        return round(time.monotonic() - self.start_received_monotonic, 3)
+    def elapsed(self, at: float | None = None) -> float:
+        """Seconds from the stream's start to `at` (monotonic; default now): the `t` of
+        transcript entries."""
+        return round((time.monotonic() if at is None else at) - self.start_received_monotonic, 3)
 
-    def add_transcript(self, role: str, text: str, **extra: Any) -> None:
+    def add_transcript(self, role: str, text: str, t: float | None = None, **extra: Any) -> None:
+        """One line of the conversation; `t` is when its speech started (seconds into the
+        call; default now). Lines are added as they end (a bot line once heard or cut, a
+        caller's once their turn is over), so a bot line the caller cut comes before the
+        caller's words."""
         if text and text.strip():
-            self.transcript.append({"role": role, "text": text.strip(), "t": self.elapsed(), **extra})
+            entry = {"role": role, "text": text.strip(), "t": self.elapsed() if t is None else t, **extra}
+            self.transcript.append(entry)
             if self.on_update is not None:
                 self.on_update()
 

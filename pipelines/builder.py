@@ -13,6 +13,7 @@ campaign's questions and extracts the answers.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from loguru import logger
@@ -220,9 +221,9 @@ def build_call_pipeline(
         conversation_id=session.call_sid,
     )
     control.attach(worker, injector)
-    _record_transcript(aggregators, session)
     if campaign.turn_taking.interruptions:
-        _clear_at_turn_start(aggregators, transport)
+        _clear_at_turn_start(aggregators, transport)  # first: its handler task starts first
+    _record_transcript(aggregators, session)
     return CallPipeline(worker, control, context, injector, tts_config, watch, recorder,
                         getattr(stt, "gate", None))
 
@@ -238,21 +239,19 @@ def _clear_at_turn_start(aggregators: LLMContextAggregatorPair, transport: Exote
 
 
 def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSession) -> None:
-    """User and assistant turns, as the LLM context gets them, go into the call's transcript."""
+    """The caller's turns, as the LLM context gets them, go into the call's transcript, with
+    when the turn started. (The bot's lines are recorded by the output transport, as the
+    caller heard them: pipelines/bot_lines.py.)"""
+    started: list[float] = []
+
+    @aggregators.user().event_handler("on_user_turn_started")
+    async def _turn_started(_aggregator, _strategy):
+        started[:] = [time.monotonic()]
 
     @aggregators.user().event_handler("on_user_turn_stopped")
     async def _user(_aggregator, _strategy, message):
-        session.add_transcript("user", message.content or "")
-
-    @aggregators.assistant().event_handler("on_assistant_turn_stopped")
-    async def _assistant(_aggregator, message):
-        text = (message.content or "").strip()
-        last = next((e for e in reversed(session.transcript) if e["role"] == "assistant"), None)
-        if last is not None and last["text"] == text and not last.get("confirmed"):
-            last["confirmed"] = True  # the greeting, recorded when it started, has now been spoken
-            last["interrupted"] = bool(message.interrupted)
-            return
-        session.add_transcript("assistant", text, interrupted=bool(message.interrupted))
+        at = started.pop() if started else None
+        session.add_transcript("user", message.content or "", t=session.elapsed(at))
 
 
 def greeting_frames(text: str) -> list[Frame]:

@@ -15,6 +15,7 @@ from pipecat.pipeline.worker import PipelineWorker
 
 from bot.call_session import CallSession
 from bot.campaigns import Campaign
+from pipelines.prepared_speech import PreparedLine
 
 
 def unstoppable_line(text: str, append_to_context: bool = True) -> TTSSpeakFrame:
@@ -32,7 +33,7 @@ class CallControl:
         self.campaign = campaign
         self.worker: PipelineWorker | None = None
         self.injector = None  # plays prepared audio just before the output transport
-        self.prepared_apology: bytes | None = None
+        self.prepared_apology: PreparedLine | None = None
         self.ending = False
 
     def attach(self, worker: PipelineWorker, injector=None) -> None:
@@ -44,7 +45,7 @@ class CallControl:
         if self.worker is not None and not self.ending:
             await self.worker.queue_frame(TTSSpeakFrame(text))
 
-    async def _finish(self, line: str, end_reason: str, prepared: bytes | None = None) -> bool:
+    async def _finish(self, line: str, end_reason: str, prepared: PreparedLine | None = None) -> bool:
         """Speak the last line (or play prepared audio), then end the pipeline after it."""
         if self.ending or self.worker is None:
             return False
@@ -52,7 +53,7 @@ class CallControl:
         self.session.end(end_reason)
         logger.info(f"ending call: {end_reason}, outcome={self.session.outcome}")
         if prepared and self.injector is not None:
-            await self.injector.play_prepared(prepared)
+            await self.injector.play_prepared(prepared.pcm, prepared.text)
             await self.worker.queue_frame(EndFrame())
         else:
             await self.worker.queue_frames([unstoppable_line(line), EndFrame()] if line else [EndFrame()])
@@ -82,8 +83,9 @@ class CallControl:
     async def apologize_and_end(self, error: str) -> bool:
         """A provider failed for good: apologise and end.
 
-        The apology was synthesized when the call started, so it plays even when the TTS is
-        what failed: it goes straight to the output transport, past the broken service.
+        With a remote voice the apology is prepared audio, there from the call's first moment
+        (pipelines/apology.py), so it plays even when the TTS is what failed: it goes straight
+        to the output transport, past the broken service. A Piper voice says it live.
         """
         if self.ending:
             return False

@@ -20,8 +20,9 @@ from pipelines.recorder import CallRecorder
 
 class CallTap:
     """Counts caller audio (and hands it to the call's recorder), records DTMF digits (and runs
-    the campaign's key actions) and when the bot started/stopped speaking (stopped: once the
-    caller has heard the utterance, as the transport holds it for the mark)."""
+    the campaign's key actions), when the bot started/stopped speaking (stopped: once the
+    caller has heard the utterance, as the transport holds it for the mark) and the bot's
+    lines as the caller heard them (pipelines/bot_lines.py)."""
 
     def __init__(self, session: CallSession, recorder: CallRecorder | None = None, dtmf: DTMFActions | None = None):
         self._session = session
@@ -42,3 +43,10 @@ class CallTap:
     def bot_speech(self, event: str) -> None:
         """`started` or `stopped`."""
         self._session.bot_speech.append((event, time.monotonic()))
+
+    def bot_line(self, text: str, started_at: float, interrupted: bool) -> None:
+        """A bot line the caller heard (all of it, or up to where it was cut), stamped with
+        when it started playing (monotonic)."""
+        self._session.add_transcript(
+            "assistant", text, t=self._session.elapsed(started_at), interrupted=interrupted
+        )

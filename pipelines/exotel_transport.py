@@ -11,6 +11,8 @@ transport itself:
 - Hang-up: on EndFrame the socket stays open (still reading, to hear the marks) until the
   last words have played; then it closes, and Exotel's flow moves to the next applet.
   Exotel's `stop` ends the pipeline promptly via the `on_exotel_stop` event.
+- The transcript's bot lines: the same clock says when each line started playing and how
+  much of it a `clear` or a hang-up cut off (pipelines/bot_lines.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pipecat.frames.frames import (
     InputTransportMessageFrame,
     InterruptionFrame,
     OutputAudioRawFrame,
+    TTSStartedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
@@ -46,6 +49,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
 )
+from pipelines.bot_lines import BotLines
 from pipelines.call_tap import CallTap
 from pipelines.recorder import CallRecorder
 from serializers.exotel import ExotelFrameSerializer, ExotelStopFrame
@@ -182,6 +186,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._interrupting = False  # an InterruptionFrame is being handled: audio still arriving is stale
         self._tail_timer: asyncio.TimerHandle | None = None
         self.recorder: CallRecorder | None = None  # set by the pipeline builder when the call is recorded
+        self.lines = BotLines(self._line_heard)  # the bot's lines as the caller heard them
 
     @property
     def serializer(self) -> ExotelFrameSerializer:
@@ -195,8 +200,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             now = time.monotonic()
             if self.first_audio_sent_at is None:
                 self.first_audio_sent_at = now
-            bytes_per_sec = self.serializer.exotel_sample_rate * 2
-            self._played_until = max(now, self._played_until) + audio_bytes / bytes_per_sec
+            secs = audio_bytes / (self.serializer.exotel_sample_rate * 2)
+            plays_from = max(now, self._played_until)
+            self._played_until = plays_from + secs
+            self.lines.sent(secs, plays_from, self._played_until)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected:
@@ -219,14 +226,18 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 await asyncio.sleep(delay)
         return True
 
-    async def play_ahead(self, pcm: bytes) -> None:
+    async def play_ahead(self, pcm: bytes, context_id: str | None = None, text: str = "") -> None:
         """Send the opening of speech prepared ahead (the greeting) before the pipeline has
         started, straight through the serializer: the caller hears it while the call's
         pipeline is still being built and started (a few ms idle, far more under load). The
-        rest of the utterance follows through the pipeline, paced from where this ends, and
-        its mark covers both parts."""
+        rest of the utterance follows through the pipeline (as prepared speech of the same
+        `context_id`), paced from where this ends, and its mark covers both parts; `text` is
+        the whole line's, for the transcript."""
         if not pcm or self._client.is_closing or not self._client.is_connected:
             return
+        if context_id is not None:
+            self.lines.prepared(context_id, text, len(pcm) / (2 * self.serializer.exotel_sample_rate))
+            self.lines.playing(context_id)
         await self._record_and_send(
             OutputAudioRawFrame(audio=pcm, sample_rate=self.serializer.exotel_sample_rate, num_channels=1)
         )
@@ -302,6 +313,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             await self._send_clear()
 
     async def _send_clear(self) -> None:
+        self.lines.cut(time.monotonic())
         if self.recorder is not None:
             self.recorder.cut_bot_audio()
         await self._client.send(await self.serializer.clear())
@@ -309,6 +321,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     # -------------------------------------------------------------- frames
     async def process_frame(self, frame: Frame, direction: FrameDirection):
+        if direction == FrameDirection.DOWNSTREAM:
+            self.lines.take(frame)
         if isinstance(frame, InterruptionFrame):
             already_cleared = self._cleared_early_at is not None  # and nothing sent since
             if already_cleared:
@@ -348,6 +362,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 # The media sender announces it (downstream first, then upstream) when its
                 # queue is empty; hold it until the caller has heard the utterance.
                 await self._finish_utterance()
+            elif isinstance(frame, TTSStartedFrame):
+                self.lines.playing(frame.context_id)  # the audio the media sender writes next is this line's
             tap = self._transport.tap
             if tap is not None and isinstance(frame, (BotStartedSpeakingFrame, BotStoppedSpeakingFrame)):
                 tap.bot_speech("started" if isinstance(frame, BotStartedSpeakingFrame) else "stopped")
@@ -361,6 +377,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         messages = await self.serializer.flush_utterance()  # the padded tail first, then the mark
         await self._send_all(messages, self.serializer.stats["bytes_out"] - before, clears)
         await self._wait_until_heard()
+        self.lines.heard()
 
     async def _wait_until_heard(self) -> None:
         marks = self.serializer.marks
@@ -385,12 +402,19 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await BaseOutputTransport.stop(self, frame)
         self._cancel_tail_flush()
         await self._finish_utterance()
+        self.lines.cut(time.monotonic())
         await self._client.hang_up()
 
     async def cancel(self, frame: CancelFrame):
         self._cancel_tail_flush()
+        self.lines.cut(time.monotonic())  # the caller hung up (or the socket dropped) mid-line
         await BaseOutputTransport.cancel(self, frame)
         await self._client.hang_up()
+
+    def _line_heard(self, text: str, started_at: float, interrupted: bool) -> None:
+        tap = self._transport.tap
+        if tap is not None:
+            tap.bot_line(text, started_at, interrupted)
 
 
 class ExotelTransport(BaseTransport):

@@ -84,12 +84,13 @@ class FillerInjector(FrameProcessor):
             OutputAudioRawFrame(audio=pcm, sample_rate=self._sample_rate, num_channels=1)
         )
 
-    async def play_prepared(self, pcm: bytes) -> None:
-        """Play synthesized-ahead speech now, as bot speech (a TTS-like context)."""
+    async def play_prepared(self, pcm: bytes, text: str = "", context_id: str | None = None) -> None:
+        """Play synthesized-ahead speech now, as bot speech (a TTS-like context); `text` is
+        what it says (for the transcript)."""
         from pipelines.prepared_speech import prepared_speech_frames
 
         await self._disarm()
-        for frame in prepared_speech_frames(pcm, self._sample_rate):
+        for frame in prepared_speech_frames(pcm, self._sample_rate, text, context_id):
             await self.push_frame(frame)
 
     async def cleanup(self):

@@ -82,19 +82,19 @@ async def agent_stack(
         elevenlabs = await stack.enter_async_context(
             FakeElevenLabs(api_key="test", **(elevenlabs_kwargs or {}))
         )
-        settings = load_settings(
-            _env_file=None,
-            host="127.0.0.1",
-            port=free_port(),
-            deepgram_api_key="test",
-            deepgram_base_url=deepgram.base_url,
-            openai_api_key="test",
-            openai_base_url=openai.base_url,
-            elevenlabs_api_key="test",
-            elevenlabs_base_url=elevenlabs.http_url,
-            campaigns_dir=write_campaigns(tmp_path / "configs", campaign_tweaks),
-            data_dir=tmp_path / "data",
-            **settings_overrides,
-        )
+        settings = load_settings(**{
+            "_env_file": None,
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "deepgram_api_key": "test",
+            "deepgram_base_url": deepgram.base_url,
+            "openai_api_key": "test",
+            "openai_base_url": openai.base_url,
+            "elevenlabs_api_key": "test",
+            "elevenlabs_base_url": elevenlabs.http_url,
+            "campaigns_dir": write_campaigns(tmp_path / "configs", campaign_tweaks),
+            "data_dir": tmp_path / "data",
+            **settings_overrides,  # e.g. a provider's base URL pointed somewhere else
+        })
         server = await stack.enter_async_context(serve_locally(settings))
         yield AgentStack(server, deepgram, openai, elevenlabs)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 async def test_bot_run_lead_dials_follows_and_prints_the_outcome(tmp_path, capsys):
     lead = tmp_path / "lead.json"
     lead.write_text(json.dumps({"id": "L-1", "name": "Rahul", "phone": "+91 98765 43210"}))
-    script = [Say(at=1.0, pcm=speak("Hello who is this")), HangUp(at=3.0)]
+    # The caller speaks once the greeting has named them (the transcript has what was heard).
+    script = [Say(at=3.0, pcm=speak("Hello who is this")), HangUp(at=5.0)]
     async with dialling_server(tmp_path, "answered") as (server, exotel):
         exotel.caller_script = lambda number: script
         code = await run_one_lead(server.settings, lead, "real_estate")

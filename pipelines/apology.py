@@ -1,0 +1,74 @@
+"""The apology a call can play the moment a provider fails, ready before any call needs it.
+
+A call whose voice is a remote TTS (ElevenLabs) can lose the very service it would apologise
+with; synthesizing the apology only then keeps the caller in silence while a dead or slow
+provider is tried. So each process synthesizes every such campaign's apology with Piper
+(offline, on this machine) while it starts, before it takes a call, at every rate Exotel
+streams at, and keeps it in memory: a call has it from its first moment and plays it past
+the broken service (pipelines/call_control.py). Shared by every call of the campaign, it is
+the campaign's apology without the lead's fields ("Sorry, we are having ..."); a call
+switches to the lead's own apology in the campaign's voice once that is ready
+(bot/call_runner.py). A campaign whose voice is Piper needs none: its TTS can always speak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from loguru import logger
+
+from bot.campaigns import Campaign
+from bot.settings import Settings
+from pipelines.builder import OFFLINE_VOICE, effective_tts
+from pipelines.prepared_speech import PreparedLine
+
+EXOTEL_RATES = (8000, 16000, 24000)
+
+# (voice, text, rate) -> 16-bit mono PCM; a few entries per campaign, made once per process.
+_ready: dict[tuple[str, str, int], bytes] = {}
+
+
+def fallback_apology_text(campaign: Campaign) -> str:
+    """The campaign's apology with no lead fields (one recording serves every call)."""
+    return campaign.render(campaign.apology, {})
+
+
+def needs_fallback_apology(campaign: Campaign, settings: Settings) -> bool:
+    """Only a remote voice can fail the way a provider does."""
+    return effective_tts(campaign, settings).provider != "piper"
+
+
+def fallback_apology(campaign: Campaign, settings: Settings, sample_rate: int) -> PreparedLine | None:
+    """The prepared apology at `sample_rate`, or None if this process has none for it."""
+    if not needs_fallback_apology(campaign, settings):
+        return None
+    text = fallback_apology_text(campaign)
+    pcm = _ready.get((OFFLINE_VOICE, text, sample_rate))
+    return PreparedLine(pcm, text) if pcm else None
+
+
+async def prepare_fallback_apologies(campaigns: list[Campaign], settings: Settings) -> None:
+    """Synthesize (off the event loop) the apology of every campaign that needs one."""
+    for campaign in campaigns:
+        if not needs_fallback_apology(campaign, settings):
+            continue
+        text = fallback_apology_text(campaign)
+        if all((OFFLINE_VOICE, text, rate) in _ready for rate in EXOTEL_RATES):
+            continue
+        try:
+            by_rate = await asyncio.to_thread(_synthesize, OFFLINE_VOICE, text)
+        except Exception as error:  # a missing voice must not stop the server; calls fall back to the TTS
+            logger.warning(f"could not prepare the apology of campaign {campaign.name}: {error}")
+            continue
+        for rate, pcm in by_rate.items():
+            _ready[(OFFLINE_VOICE, text, rate)] = pcm
+
+
+def _synthesize(voice: str, text: str) -> dict[int, bytes]:
+    """Blocking: `text` once with Piper (its fixed-prosody rendering: the same bytes every
+    time), resampled to each Exotel rate."""
+    from bot.speech_synth import resample_pcm
+    from pipelines.providers.piper import synthesize_pcm
+
+    pcm, rate = synthesize_pcm(voice, text, deterministic=True)
+    return {target: resample_pcm(pcm, rate, target) for target in EXOTEL_RATES}
