@@ -25,7 +25,7 @@ from pipecat.frames.frames import (
 from pipecat.utils.text.base_text_aggregator import TextType
 from pipelines.bot_lines import BotLines
 from tests.agent_stack import agent_stack, write_campaigns
-from tests.test_provider_outage import wait_finished
+from tests.waiting import wait_finished
 
 QUESTION = "Great. What is your budget for the apartment?"  # the scripted agent's first question
 

@@ -12,6 +12,7 @@ from bot.exotel_emulator import Dtmf, HangUp, Say
 from bot.fakes.openai_chat import Fail, Hang, Reply, ToolCall
 from bot.speech_synth import speak
 from tests.agent_stack import agent_stack
+from tests.waiting import wait_finished
 
 SHORT_GREETING = {"real_estate": {"greeting": "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"}}
 EL_FAST = {"ms_per_char": 30}
@@ -21,15 +22,6 @@ def applet_sig(stack) -> str:
     from bot.routers.exotel_connect import applet_url
 
     return applet_url(stack.server.settings, stack.server.app.state.signing_key).split("sig=")[1]
-
-
-async def wait_finished(stack, call_sid: str, timeout: float = 8.0):
-    for _ in range(int(timeout / 0.02)):
-        session = stack.finished(call_sid)
-        if session is not None:
-            return session
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"call {call_sid} never finished")
 
 
 def user_count(body: dict[str, Any]) -> int:

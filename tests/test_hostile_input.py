@@ -32,6 +32,7 @@ from bot.settings import SettingsError, load_settings
 from bot.store import CallStore
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid
+from tests.waiting import wait_finished
 
 ROOT = Path(__file__).resolve().parent.parent
 EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",
@@ -46,15 +47,6 @@ async def served(tmp_path: Path, **overrides) -> AsyncIterator[LocalServer]:
                              deepgram_api_key="", openai_api_key="", elevenlabs_api_key="", **overrides)
     async with serve_locally(settings) as server:
         yield server
-
-
-async def wait_finished(server: LocalServer, call_sid: str, timeout: float = 15.0):
-    for _ in range(int(timeout / 0.05)):
-        session = server.app.state.call_sink.get(call_sid)
-        if session is not None:
-            return session
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"call {call_sid} never finished on the server")
 
 
 # --- 1. identifiers from the wire never reach a path ----------------------------------------

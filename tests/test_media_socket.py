@@ -12,6 +12,7 @@ import pytest
 
 from bot.exotel_emulator import Dtmf, EmulatorConfig, ExotelEmulator, HangUp, Say, SendRaw
 from bot.speech_synth import speak
+from tests.waiting import wait_finished
 
 SPEED = 2.0  # the emulated line runs twice as fast as real time; pacing scales with it
 
@@ -22,19 +23,6 @@ def emulator(live, **overrides) -> ExotelEmulator:
     overrides.setdefault("custom_parameters", {"name": "Rahul", "campaign": "real_estate"})
     overrides.setdefault("script_from_first_audio", True)
     return ExotelEmulator(EmulatorConfig(url=overrides.pop("url", live.ws_url), **overrides))
-
-
-def finished(live, call_sid: str):
-    return live.app.state.call_sink.get(call_sid)
-
-
-async def wait_finished(live, call_sid: str, timeout: float = 5.0):
-    for _ in range(int(timeout / 0.02)):
-        session = finished(live, call_sid)
-        if session is not None:
-            return session
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"call {call_sid} never finished on the server")
 
 
 async def test_greeting_plays_with_zero_violations(live_server):
@@ -193,7 +181,7 @@ async def test_exotel_stop_ends_the_pipeline_promptly(live_server):
     for reason, expected in (("callended", "caller_hangup"), ("stopped", "stream_stopped")):
         emu = emulator(live_server)
         await emu.run([HangUp(at=1.0, reason=reason)])
-        session = await wait_finished(live_server, emu.config.call_sid, timeout=2.0)
+        session = await wait_finished(live_server, emu.config.call_sid)
         assert session.end_reason == expected
         assert (session.ended_at - session.started_at).total_seconds() < 2.5
     assert live_server.app.state.live_calls == {}

@@ -17,6 +17,7 @@ from bot.fakes.elevenlabs import synthesize as fake_speech
 from bot.fakes.openai_chat import Reply
 from bot.speech_synth import speak
 from tests.agent_stack import agent_stack
+from tests.waiting import wait_finished
 
 GREETING = "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"
 APOLOGY = "Sorry {lead.name}, we are having a technical problem. We will call you back shortly. Goodbye!"
@@ -41,15 +42,6 @@ def pointed_at(port: int, providers: set[str]) -> dict[str, str]:
     urls = {"stt": ("deepgram_base_url", dead), "llm": ("openai_base_url", f"{dead}/v1"),
             "tts": ("elevenlabs_base_url", dead)}
     return dict(urls[p] for p in providers)
-
-
-async def wait_finished(stack, call_sid: str, timeout: float = 10.0):
-    for _ in range(int(timeout / 0.02)):
-        session = stack.finished(call_sid)
-        if session is not None:
-            return session
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"call {call_sid} never finished on the server")
 
 
 def assert_clean_hang_up_after_the_last_mark(result: EmulatorResult) -> None:

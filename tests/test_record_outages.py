@@ -222,15 +222,21 @@ async def pg_database():
         await admin.close()
 
 
+async def proxied_postgres(database: str) -> tuple[TcpProxy, str]:
+    """A started TcpProxy in front of PostgreSQL, and the URL of `database` through it."""
+    upstream = make_url(PG_URL)
+    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    return proxy, upstream.set(host="127.0.0.1", port=proxy.port, database=database).render_as_string(
+        hide_password=False)
+
+
 async def test_postgres_cut_off_mid_call_loses_nothing(tmp_path, pg_database):
     """PostgreSQL goes away (every connection cut, new ones refused) while a call is live: the
     call goes on, a call that starts meanwhile runs on its stream's parameters, a status
     callback is answered 200; when PostgreSQL is back both calls have one complete record and
     the callback's duration, without a restart."""
-    upstream = make_url(PG_URL)
-    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    proxy, url = await proxied_postgres(pg_database)
     data_dir = tmp_path / "data"
-    url = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database).render_as_string(hide_password=False)
     try:
         async with agent_stack(tmp_path, stt_script=[], llm=qualifying_agent, campaign_tweaks=SHORT_GREETING,
                                elevenlabs_kwargs=EL_FAST, database_url=url, **OUTAGE_SETTINGS) as stack:
@@ -353,9 +359,7 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
 
     csv_path = tmp_path / "leads.csv"
     csv_path.write_text("id,name,phone\n" + "\n".join(f"L{i},Lead {i},98765200{i:02d}" for i in range(4)) + "\n")
-    upstream = make_url(PG_URL)
-    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
-    url = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database).render_as_string(hide_password=False)
+    proxy, url = await proxied_postgres(pg_database)
     options = RunnerOptions(concurrency=2, calls_per_minute=200, window_start=clock_time(0, 0),
                             window_end=clock_time(23, 59, 59), max_attempts=2, retry_delay_secs=0.3,
                             poll_secs=0.1, call_timeout_secs=60)
@@ -401,10 +405,8 @@ async def test_a_hung_postgres_costs_a_starting_call_only_the_lookup_timeout(tmp
     """PostgreSQL accepts connections but answers nothing: a call that starts meanwhile waits
     LEAD_LOOKUP_TIMEOUT_SECS for its lead, then runs on its stream's parameters; its final
     record waits in the journal until PostgreSQL answers again."""
-    upstream = make_url(PG_URL)
-    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
+    proxy, url = await proxied_postgres(pg_database)
     data_dir = tmp_path / "data"
-    url = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database).render_as_string(hide_password=False)
     try:
         async with agent_stack(tmp_path, stt_script=[], llm=qualifying_agent, campaign_tweaks=SHORT_GREETING,
                                elevenlabs_kwargs=EL_FAST, database_url=url, lead_lookup_timeout_secs=0.5,
@@ -433,10 +435,8 @@ async def test_bot_run_follows_its_call_through_a_postgres_outage(tmp_path, pg_d
     from bot.cli_runs import follow_call
     from bot.store import CallStore
 
-    upstream = make_url(PG_URL)
-    proxy = await TcpProxy(upstream.host or "127.0.0.1", upstream.port or 5432).start()
-    via_proxy = upstream.set(host="127.0.0.1", port=proxy.port, database=pg_database)
-    direct = upstream.set(database=pg_database)
+    proxy, via_proxy = await proxied_postgres(pg_database)
+    direct = make_url(PG_URL).set(database=pg_database)
     store = await CallStore.open(via_proxy, migrate=True)
     writer = await CallStore.open(direct)
     try:
