@@ -145,6 +145,13 @@ class HandoffServer(AppServer):
         self._connecting: set[asyncio.Task] = set()
         config.on_connection_closed = self._report_closed  # HTTP and upgraded (WebSocket) alike
 
+    def _supervisor_gone(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop listening to the closed channel (it would wake the loop forever) and drain: the
+        live calls finish, then this worker exits instead of lingering orphaned."""
+        loop.remove_reader(self.channel.fileno())
+        logger.warning("the supervisor is gone: finishing the live calls, then exiting")
+        self.should_exit = True
+
     def _report_closed(self) -> None:
         try:
             self.channel.send(CLOSED)
@@ -185,8 +192,13 @@ class HandoffServer(AppServer):
 
     def _take_connections(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            _, fds, _, _ = socket.recv_fds(self.channel, 1024, 64)
+            data, fds, _, _ = socket.recv_fds(self.channel, 1024, 64)
         except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data and not fds:  # the supervisor is gone (killed): no more connections will come
+            self._supervisor_gone(loop)
             return
         for fd in fds:
             conn = socket.socket(fileno=fd)

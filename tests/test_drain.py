@@ -159,3 +159,27 @@ async def test_the_in_process_server_drains_before_it_stops(tmp_path):
     assert result.closed_by == "emulator" and result.violations == []
     assert result.closed_at is not None and result.started_at + result.closed_at > stopping_at
     assert server.app.state.call_sink.get("CA-local").end_reason == "caller_hangup"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_whose_supervisor_was_killed_finish_and_exit(tmp_path):
+    """The supervisor killed outright (SIGKILL, OOM): its workers get no more connections. Each
+    finishes its live calls and exits, instead of lingering orphaned (or spinning on the closed
+    channel)."""
+    with server_process(tmp_path, workers=2) as server:
+        workers = set(server.worker_pids)
+        server.process.kill()
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"workers {[p for p in workers if _alive(p)]} still running " \
+                                                f"60 s after their supervisor was killed:\n{server.log()[-2000:]}"
+            time.sleep(0.2)
+    assert "the supervisor is gone" in server.log()
