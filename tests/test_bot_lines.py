@@ -72,7 +72,7 @@ async def test_offline_barge_in_keeps_the_heard_part_of_the_line(tmp_path: Path)
             Reply(pcm=speak("Sorry I am not interested"), text="no"),  # the agent says goodbye and hangs up
             HangUp(at=60),  # only if it never does
         ])
-        session = await wait_finished(server_stack(server), emu.config.call_sid, timeout=15)
+        session = await wait_finished(server, emu.config.call_sid)
 
     assert result.violations == [] and len(result.clears_at) == 1, (result.violations, result.clears_at)
     assert result.closed_by == "server" and session.outcome == "not_interested"
@@ -100,11 +100,6 @@ async def test_online_barge_in_keeps_the_heard_part_of_the_line(tmp_path: Path):
     assert result.violations == [] and len(result.clears_at) == 1
     start, played = line_start_heard(result, result.clears_at[0])
     assert_cut_line(session.transcript, LONG_REPLY, start, played, len(LONG_REPLY) * 0.030, "question")
-
-
-def server_stack(server):
-    """wait_finished's view of a bare server."""
-    return type("Stack", (), {"finished": lambda self, sid: server.app.state.call_sink.get(sid)})()
 
 
 # ------------------------------------------------------------------ the ledger on its own
