@@ -231,6 +231,9 @@ def _record_metrics(session: CallSession, transport: ExotelTransport, call: Call
     session.metrics["early_clear_leads_ms"] = [round(lead * 1000, 1) for lead in transport.early_clear_leads]
     session.metrics["early_clear_holds_expired"] = transport.early_clear_holds_expired
     session.metrics["audio_dropped_in_hold_bytes"] = transport.audio_dropped_in_hold_bytes
+    session.metrics["pauses"] = len(transport.pauses_at)  # the caller spoke over the bot
+    session.metrics["pauses_resumed"] = len(transport.resumes_at)  # ... a backchannel: the line went on
+    session.metrics["pauses_interrupted"] = transport.pauses_interrupted  # ... a real interruption
     session.metrics["bad_messages_in"] = serializer.problems.total
     session.metrics["fillers_played"] = call.injector.played
     if call.stt_gate is not None:

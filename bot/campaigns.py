@@ -80,6 +80,14 @@ class VADConfig(_Strict):
     min_volume: float = Field(0.6, ge=0.0, le=1.0)
 
 
+# What callers say to show they are listening, in Indian English and Hindi (romanized).
+DEFAULT_BACKCHANNELS = (
+    "haan", "haa", "han", "ha", "hmm", "hm", "mm", "mhm", "mmhmm", "uh-huh", "uh", "huh", "okay",
+    "ok", "ji", "jee", "right", "yes", "yeah", "yep", "achha", "acha", "accha", "theek", "thik",
+    "sure", "correct", "ah", "oh", "bilkul", "sahi",
+)
+
+
 class TurnTakingConfig(_Strict):
     """When the caller's turn starts (barge-in) and ends (the bot answers).
 
@@ -94,6 +102,18 @@ class TurnTakingConfig(_Strict):
     vad: VADConfig = Field(default_factory=VADConfig)
     interruptions: bool = True
     min_words: int = Field(2, ge=1, le=10)
+    backchannels: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BACKCHANNELS), max_length=100,
+        description="words that, said alone while the bot talks, leave it talking (it pauses, then resumes)",
+    )
+
+    @field_validator("backchannels")
+    @classmethod
+    def _short_phrases(cls, value: list[str]) -> list[str]:
+        for phrase in value:
+            if not phrase.strip() or len(phrase) > 40:
+                raise ValueError(f"backchannel {phrase[:40]!r}: give a word or short phrase (1-40 characters)")
+        return value
     stop_strategy: Literal["speech_timeout", "smart_turn"] = "speech_timeout"
     user_speech_timeout_secs: float = Field(
         0.3, ge=0.0, le=3.0, description="speech_timeout: extra wait after VAD stop for more words"

@@ -161,6 +161,14 @@ class BotLines:
         if line is not None and line.complete:
             self._record(line, line.plays_until)
 
+    def paused(self, at: float) -> None:
+        """Playback stopped at `at` to be taken up again (a backchannel): the playing line
+        counts what was heard; what it had sent and not played is sent again on resume."""
+        line = self._playing
+        if line is not None and line.plays_until > at:
+            line.sent_secs = max(0.0, line.sent_secs - (line.plays_until - at))
+            line.plays_until = at
+
     def cut(self, at: float) -> None:
         """Playback stopped at `at` (a `clear`, or the call ended): the playing line is
         recorded as heard so far; lines waiting to play never will."""

@@ -39,7 +39,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
-from pipecat.turns.user_start.min_words_user_turn_start_strategy import MinWordsUserTurnStartStrategy
 from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
@@ -49,6 +48,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from bot.call_session import CallSession
 from bot.campaigns import Campaign, TTSConfig, TurnTakingConfig
 from bot.settings import Settings
+from pipelines.backchannel import BackchannelStartStrategy, PausablePlayback
 from pipelines.call_control import CallControl
 from pipelines.call_tap import CallTap
 from pipelines.call_watch import CallWatch
@@ -116,12 +116,19 @@ def build_vad(turn_taking: TurnTakingConfig) -> SharedSileroVADAnalyzer:
     )
 
 
-def turn_strategies(turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt: bool = True) -> UserTurnStrategies:
-    """Barge-in on VAD (or on N words while the bot talks, with a streaming STT's interim
-    words); end of turn per the campaign."""
+def turn_strategies(
+    turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt: bool = True,
+    playback: PausablePlayback | None = None,
+) -> UserTurnStrategies:
+    """Barge-in: with a streaming STT, the bot pauses at the caller's speech onset and
+    `min_words` words that are not backchannels interrupt it, anything less resumes it
+    (pipelines/backchannel.py); without one, on VAD. End of turn per the campaign."""
     interrupt = turn_taking.interruptions
-    if has_stt and streaming_stt and turn_taking.min_words > 1:
-        start = [MinWordsUserTurnStartStrategy(min_words=turn_taking.min_words, enable_interruptions=interrupt)]
+    if has_stt and streaming_stt:
+        start: list = [BackchannelStartStrategy(
+            min_words=turn_taking.min_words, backchannels=turn_taking.backchannels, playback=playback,
+            enable_interruptions=interrupt,
+        )]
     else:
         start = [VADUserTurnStartStrategy(enable_interruptions=interrupt)]
     if turn_taking.stop_strategy == "smart_turn":
@@ -173,7 +180,9 @@ def build_call_pipeline(
         context,
         user_params=LLMUserAggregatorParams(
             vad_analyzer=build_vad(campaign.turn_taking),
-            user_turn_strategies=turn_strategies(campaign.turn_taking, True, streaming_stt=deepgram),
+            user_turn_strategies=turn_strategies(
+                campaign.turn_taking, True, streaming_stt=deepgram, playback=transport.output()
+            ),
             user_turn_stop_timeout=campaign.turn_taking.user_turn_stop_timeout_secs,
             user_mute_strategies=[MuteWhileEnding(control)],
         ),

@@ -165,6 +165,8 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
 # How long audio is dropped after an early `clear` while the InterruptionFrame catches up
 # (normally milliseconds; the bound only matters if it never comes).
 EARLY_CLEAR_HOLD_SECS = 1.0
+# A pause the words never settle (no verdict came) ends by resuming after this long.
+MAX_PAUSE_SECS = 4.0
 # Audio held back short of a full payload goes out this long before the caller's playback
 # would run dry (room for the send and for a busy event loop).
 TAIL_FLUSH_GUARD_SECS = 0.08
@@ -185,6 +187,11 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._cleared_early_at: float | None = None
         self._interrupting = False  # an InterruptionFrame is being handled: audio still arriving is stale
         self._tail_timer: asyncio.TimerHandle | None = None
+        self._paused_at: float | None = None  # backchannel pause: playback stopped, to resume
+        self._resume_audio = b""  # what the caller had not heard when the pause began
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+        self._pause_timer: asyncio.TimerHandle | None = None
         self.recorder: CallRecorder | None = None  # set by the pipeline builder when the call is recorded
         self.lines = BotLines(self._line_heard)  # the bot's lines as the caller heard them
 
@@ -208,6 +215,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         if self._client.is_closing or not self._client.is_connected:
             return False
+        if self._paused_at is not None:
+            await self._unpaused.wait()  # the caller spoke over the bot: resume, or interruption
         if self._interrupting:
             return True  # from before the interruption whose handling is under way
         if self._cleared_early_at is not None:
@@ -286,7 +295,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     def _tail_flush_due(self) -> None:
         self._tail_timer = None
         sender = self._media_senders.get(None)
-        if sender is not None and sender._audio_runs and self._cleared_early_at is None:
+        if (sender is not None and sender._audio_runs and self._cleared_early_at is None
+                and self._paused_at is None):
             self.create_task(sender._enqueue_flushed_audio_buffer(), name=f"{self}::tail_flush")
 
     def _audio_possibly_queued(self) -> bool:
@@ -305,12 +315,75 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         broadcasts the interruption, which then still has to hop through the LLM, TTS and
         filler processors before it reaches this transport; under load each hop waits its
         turn on the event loop. Until it arrives, audio already on its way here is dropped,
-        so nothing stale follows the `clear`."""
+        so nothing stale follows the `clear`. A paused line (see pause) is over: its `clear`
+        went out at the pause."""
+        if self._paused_at is not None:
+            self._end_pause()
+            self._cleared_early_at = time.monotonic()
+            self.lines.cut(time.monotonic())
+            self._transport.pauses_interrupted += 1
+            return
         if self._audio_possibly_queued() and self._client.is_connected:
             self._cancel_tail_flush()
             self._cleared_early_at = time.monotonic()
             self._played_until = 0.0
             await self._send_clear()
+
+    # ------------------------------------------------------- backchannel pause
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    async def pause(self) -> bool:
+        """The caller started speaking over the bot: stop playback now with a `clear`, keeping
+        what the caller has not heard, until resume() (a backchannel: the line plays on from
+        there) or clear_now() (a real interruption). False if there was nothing to pause."""
+        if (self._paused_at is not None or self._cleared_early_at is not None or self._interrupting
+                or not self._client.is_connected or self._client.is_closing):
+            return False
+        now = time.monotonic()
+        unplayed = max(0.0, self._played_until - now)
+        self._cancel_tail_flush()
+        self._paused_at = now
+        self._unpaused.clear()
+        self._resume_audio = self.serializer.unplayed_audio(unplayed)
+        self.lines.paused(now)
+        if self.recorder is not None:
+            self.recorder.cut_bot_audio()
+        self._played_until = 0.0
+        await self._client.send(await self.serializer.clear())
+        self._transport.clears_sent_at.append(time.monotonic())
+        self._transport.pauses_at.append(now)
+        self._pause_timer = asyncio.get_running_loop().call_later(MAX_PAUSE_SECS, self._pause_expired)
+        return True
+
+    async def resume(self) -> None:
+        """A backchannel: send again what the caller had not heard, then let the rest follow."""
+        if self._paused_at is None:
+            return
+        audio = self._resume_audio
+        self._end_pause()
+        self._transport.resumes_at.append(time.monotonic())
+        if audio and self._client.is_connected and not self._client.is_closing:
+            rate = self.serializer.exotel_sample_rate
+            await self._record_and_send(OutputAudioRawFrame(audio=audio, sample_rate=rate, num_channels=1))
+            self._arm_tail_flush()
+
+    def _end_pause(self) -> None:
+        self._paused_at = None
+        self._resume_audio = b""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        self._unpaused.set()
+
+    def _pause_expired(self) -> None:
+        self._pause_timer = None
+        if self._paused_at is not None:
+            logger.bind(call_sid=self._transport.call_sid).warning(
+                f"playback paused {MAX_PAUSE_SECS:.0f}s with no verdict on the caller's words; resuming"
+            )
+            self.create_task(self.resume(), name=f"{self}::pause_expired")
 
     async def _send_clear(self) -> None:
         self.lines.cut(time.monotonic())
@@ -370,13 +443,18 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await super().push_frame(frame, direction)
 
     async def _finish_utterance(self) -> None:
-        """Send the padded tail and a mark, then wait until the caller has heard it."""
-        if not self._client.is_connected or self._client.is_closing:
-            return
-        clears, before = self.serializer.stats["clears_out"], self.serializer.stats["bytes_out"]
-        messages = await self.serializer.flush_utterance()  # the padded tail first, then the mark
-        await self._send_all(messages, self.serializer.stats["bytes_out"] - before, clears)
-        await self._wait_until_heard()
+        """Send the padded tail and a mark, then wait until the caller has heard it (a pause
+        while waiting: until the resumed rest has been heard)."""
+        while True:
+            await self._unpaused.wait()
+            if not self._client.is_connected or self._client.is_closing:
+                return
+            clears, before = self.serializer.stats["clears_out"], self.serializer.stats["bytes_out"]
+            messages = await self.serializer.flush_utterance()  # the padded tail first, then the mark
+            await self._send_all(messages, self.serializer.stats["bytes_out"] - before, clears)
+            await self._wait_until_heard()
+            if self._paused_at is None:
+                break
         self.lines.heard()
 
     async def _wait_until_heard(self) -> None:
@@ -406,6 +484,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         await self._client.hang_up()
 
     async def cancel(self, frame: CancelFrame):
+        self._end_pause()
         self._cancel_tail_flush()
         self.lines.cut(time.monotonic())  # the caller hung up (or the socket dropped) mid-line
         await BaseOutputTransport.cancel(self, frame)
@@ -441,6 +520,9 @@ class ExotelTransport(BaseTransport):
         self.clears_sent_at: list[float] = []
         self.early_clear_leads: list[float] = []  # per early clear: how long before the InterruptionFrame
         self.early_clear_holds_expired = 0
+        self.pauses_at: list[float] = []  # backchannel pauses (each sent a clear)
+        self.resumes_at: list[float] = []  # ... that resumed the line
+        self.pauses_interrupted = 0  # ... that became a real interruption
         self.audio_dropped_in_hold_bytes = 0
         callbacks = FastAPIWebsocketCallbacks(
             on_client_connected=self._on_client_connected,

@@ -55,6 +55,9 @@ PAYLOAD_UNIT = 320  # Exotel plays whole 320-byte units; a short one costs a 20 
 MIN_PAYLOAD = 3_200
 MAX_PAYLOAD = 100_000 // PAYLOAD_UNIT * PAYLOAD_UNIT  # 99,840: the largest legal payload
 DEFAULT_RATE = 8000
+# Outbound audio kept for a pause to send again: more than the transport's playback lead and
+# the longest opening sent ahead of the pipeline (a greeting's first sentences).
+RECENT_OUT_SECS = 8
 
 
 @dataclass
@@ -126,6 +129,10 @@ class ExotelFrameSerializer(FrameSerializer):
         # One output resampler per source rate: a stream resampler is bound to its rates.
         self._output_resamplers: dict[int, Any] = {}
         self._out_buffer = bytearray()
+        # The newest audio sent, so a paused utterance can be sent again from where the caller
+        # stopped hearing it (bounded: the transport sends at most its playback lead ahead).
+        self._recent_out = bytearray()
+        self._recent_out_limit = self._exotel_rate * 2 * RECENT_OUT_SECS
         self._bytes_since_mark = 0
         self.marks = PlaybackMarks()
         self.problems = ThrottledLog(params.log_interval_secs)
@@ -215,6 +222,15 @@ class ExotelFrameSerializer(FrameSerializer):
         self.stats["clears_out"] += 1
         return json.dumps({"event": "clear", "stream_sid": self._stream_sid})
 
+    def unplayed_audio(self, unplayed_secs: float) -> bytes:
+        """What a pause takes back: the last `unplayed_secs` of audio sent (it had not played
+        yet) and the audio held here short of a payload, in playing order. The held audio is
+        forgotten; the caller of this sends `clear` and later sends the result again."""
+        size = min(len(self._recent_out), int(unplayed_secs * self._exotel_rate) * 2)
+        audio = bytes(self._recent_out[len(self._recent_out) - size:]) + bytes(self._out_buffer)
+        self._out_buffer.clear()
+        return audio
+
     async def flush_utterance(self) -> list[str]:
         """End of a bot utterance: the padded tail (if any) and a mark covering it.
 
@@ -270,6 +286,10 @@ class ExotelFrameSerializer(FrameSerializer):
         self.stats["media_out"] += 1
         self.stats["bytes_out"] += len(payload)
         self._bytes_since_mark += len(payload)
+        recent = self._recent_out
+        recent += payload
+        if len(recent) > self._recent_out_limit:
+            del recent[: len(recent) - self._recent_out_limit]
         encoded = base64.b64encode(payload).decode("ascii")
         return f'{{"event":"media","stream_sid":{json.dumps(self._stream_sid)},"media":{{"payload":"{encoded}"}}}}'
 

@@ -185,3 +185,22 @@ def test_words_not_yet_reported_are_paced_like_the_lines_before():
     lines.sent(1.0, plays_from=2.0, plays_until=3.0)
     lines.cut(2.8)  # 0.8 s in: 17 characters at the call's pace (11 at the default)
     assert heard[1] == ("aaaa bbbb cccc dddd", 2.0, True)
+
+
+def test_a_paused_line_resumed_is_one_whole_line_and_cut_after_a_pause_keeps_what_was_heard():
+    heard = []
+    lines = BotLines(lambda text, at, cut: heard.append((text, at, cut)))
+    piper_like(lines, "c1", [("Great.", 1.0), ("And how many bedrooms are you looking for?", 2.1)])
+    lines.playing("c1")
+    lines.sent(1.4, plays_from=100.0, plays_until=101.4)
+    lines.paused(101.0)  # a backchannel: 0.4 s sent and not played is sent again on resume
+    lines.sent(2.1, plays_from=101.5, plays_until=103.6)
+    lines.heard()
+    assert heard == [("Great. And how many bedrooms are you looking for?", 100.0, False)]
+
+    piper_like(lines, "c2", [("Great.", 1.0), ("And how many bedrooms are you looking for?", 2.1)])
+    lines.playing("c2")
+    lines.sent(2.0, plays_from=200.0, plays_until=202.0)
+    lines.paused(201.6)  # then the caller's words made it an interruption
+    lines.cut(202.3)
+    assert heard[1] == ("Great. And how many", 200.0, True)
