@@ -243,6 +243,7 @@ def policies() -> list[Policy]:
         transcript_aware(0.2, 0.05, 1.0, ambiguous=True, note="also waits on ko/se/mein/pe/par/tak/in/on"),
         transcript_aware(0.1, 0.05, 1.1, ambiguous=True),
         transcript_aware(0.2, 0.05, 1.0, smart=True, note="also waits when smart-turn says unfinished"),
+        transcript_aware(0.2, 0.05, 1.0, ambiguous=True, smart=True),
     ]
 
 
