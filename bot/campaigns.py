@@ -93,8 +93,14 @@ class TurnTakingConfig(_Strict):
 
     stop_strategy:
       - `speech_timeout`: answer once VAD saw `vad.stop_secs` of silence, then
-        `user_speech_timeout_secs` more, and the STT's final transcript arrived (fast; right
-        for short question/answer calls).
+        `user_speech_timeout_secs` more, and the STT's final transcript arrived. The same
+        wait after every pause, so a caller who stops to think mid-sentence is answered on
+        the fragment unless the wait is long for everyone.
+      - `transcript_aware` (pipelines/turn_end.py): as `speech_timeout`, but when the final
+        transcript stops on a word a sentence cannot end on ("for", "the", "my", "ka", "aur"...)
+        the wait after VAD stop is `unfinished_timeout_secs` instead; the caller speaking
+        again ends the wait. `wait_on_ambiguous` also waits on postpositions that end short
+        answers as often as they continue ("ko", "mein", "se", "pe", "in", "on").
       - `smart_turn`: Pipecat's smart-turn model judges whether the caller finished; waits up
         to `smart_turn_stop_secs` on utterances it thinks unfinished.
     """
@@ -106,6 +112,20 @@ class TurnTakingConfig(_Strict):
         default_factory=lambda: list(DEFAULT_BACKCHANNELS), max_length=100,
         description="words that, said alone while the bot talks, leave it talking (it pauses, then resumes)",
     )
+    stop_strategy: Literal["speech_timeout", "transcript_aware", "smart_turn"] = "speech_timeout"
+    user_speech_timeout_secs: float = Field(
+        0.3, ge=0.0, le=3.0,
+        description="speech_timeout, transcript_aware: wait after VAD stop for more words",
+    )
+    unfinished_timeout_secs: float = Field(
+        1.0, ge=0.1, le=5.0,
+        description="transcript_aware: wait after VAD stop when the transcript stops mid-sentence",
+    )
+    wait_on_ambiguous: bool = Field(
+        False, description="transcript_aware: also wait on ko/mein/se/pe/par/tak/in/on"
+    )
+    smart_turn_stop_secs: float = Field(1.0, ge=0.1, le=5.0)
+    user_turn_stop_timeout_secs: float = Field(3.0, ge=0.5, le=10.0)
 
     @field_validator("backchannels")
     @classmethod
@@ -114,12 +134,6 @@ class TurnTakingConfig(_Strict):
             if not phrase.strip() or len(phrase) > 40:
                 raise ValueError(f"backchannel {phrase[:40]!r}: give a word or short phrase (1-40 characters)")
         return value
-    stop_strategy: Literal["speech_timeout", "smart_turn"] = "speech_timeout"
-    user_speech_timeout_secs: float = Field(
-        0.3, ge=0.0, le=3.0, description="speech_timeout: extra wait after VAD stop for more words"
-    )
-    smart_turn_stop_secs: float = Field(1.0, ge=0.1, le=5.0)
-    user_turn_stop_timeout_secs: float = Field(3.0, ge=0.5, le=10.0)
 
 
 class LeadField(_Strict):

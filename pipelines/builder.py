@@ -68,6 +68,7 @@ from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.recorder import CallRecorder, recording_path
 from pipelines.speech_gate import SpeechGate
 from pipelines.tools import AgentTools, tools_schema
+from pipelines.turn_end import TranscriptAwareUserTurnStopStrategy
 from pipelines.turn_metrics import TurnMetrics
 from pipelines.voicemail import VoicemailDetector
 
@@ -141,6 +142,12 @@ def turn_strategies(
 
         analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=turn_taking.smart_turn_stop_secs))
         stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=has_stt)]
+    elif turn_taking.stop_strategy == "transcript_aware" and has_stt:
+        stop = [TranscriptAwareUserTurnStopStrategy(
+            user_speech_timeout=turn_taking.user_speech_timeout_secs,
+            unfinished_timeout=turn_taking.unfinished_timeout_secs,
+            wait_on_ambiguous=turn_taking.wait_on_ambiguous,
+        )]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(
             user_speech_timeout=turn_taking.user_speech_timeout_secs, wait_for_transcript=has_stt
