@@ -21,6 +21,11 @@ What the caller experiences, on the emulator's clock:
   answer (the interrupting line's end + the VAD's stop_secs);
 - violations: protocol violations the emulator recorded.
 
+The emulator sends the caller's audio in 100 ms chunks; audio x ms into a chunk counts as
+spoken at the chunk's send time + x. A real Exotel sends a chunk once its 100 ms have been
+captured, and the telephone network adds its own delay: a real caller waits up to ~100 ms
+more, plus the network's, than these figures.
+
 What is not as in production, and is printed beside the figures: the fake LLM says the same
 fixed line every turn (no tool calls), and the fake STT's transcript (the scripted lines) comes
 one word per 400 ms of speech in its interim results, which is what `min_words` counts.
@@ -249,6 +254,8 @@ async def main() -> None:
             "barge_in_clear": "emulator sent the interrupting line's first voiced audio -> the clear it received",
             "stale_media_after_clear": "bot media received after that clear and before the interrupting "
                                        "line's end + vad.stop_secs",
+            "caller_clock": "audio x ms into a 100 ms chunk counts as spoken at the chunk's send time + x; "
+                            "Exotel's own chunking (up to 100 ms) and the telephone network are not included",
         },
         "results": results,
     }, indent=2))
