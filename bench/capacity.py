@@ -4,22 +4,27 @@
                                        [--ramp-secs 10] [--compare-calls 10] [--profile]
 
 The agent runs as deployed (bench/process_stack.py): `server.py` with WORKERS processes (0 = two
-per core) sharing the port and the SQLite store, the wire-level fakes of Deepgram (150 ms),
-OpenAI (350 ms to first token) and ElevenLabs (150 ms to first byte, 30 ms per character) in a
+per core) sharing the port and the SQLite store, the campaign configs/real_estate.yaml as
+shipped (its greeting, turn-taking, fillers), the wire-level fakes of Deepgram (150 ms),
+OpenAI (300 ms to first token) and ElevenLabs (120 ms to first byte, 30 ms per character) in a
 process of their own, and N emulated Exotel callers (bot/exotel_emulator.py) in this process.
 Every call: the pre-synthesized greeting (as the dialler leaves it in the shared speech cache),
-a first caller line, then a second line started 1 s into the bot's reply (a barge-in), the
-reply to it, maybe a third line, and a hang-up after `--seconds`. Calls start spread over
+a first caller line 0.7 s after it, then a second line started 1 s into the bot's reply (a
+barge-in), the reply to it, maybe a third line, and a hang-up after `--seconds` of script time
+(counted from the greeting's first audio). Calls start spread over
 `--ramp-secs` (a dialler places calls at a rate; 0 = all in the same instant).
 
 Per level:
 - protocol violations and playback gaps (as the emulator judges them);
 - greeting: socket open -> first bot media, p50/p95 (caller's view);
 - voice-to-voice p50/p95 from the server's per-turn metrics (the call record's turns), and
-  "added" = v2v - floor, floor = VAD stop 0.2 + speech timeout 0.3 + LLM 0.35 + TTS 0.15 = 1.0 s;
-- barge-in: from when the caller's audio holding the onset of speech left the emulator to the
-  `clear` it got, p50/p95 (target: VAD start 0.2 s + 50 ms), and stale media (bot audio that
-  arrived after the `clear` while the caller was still talking; target 0);
+  "added" = v2v - floor, floor = the campaign's VAD stop + speech timeout + LLM TTFT + TTS TTFB
+  (what load adds on the server); the caller's view too (last voiced audio sent -> first bot
+  media), and it minus the providers' latencies ("caller added", the policy's wait included);
+- barge-in: from when the caller's onset of speech left the emulator to the `clear` it got,
+  p50/p95 (target: with min_words 1, VAD start + 50 ms; with min_words N > 1, N words of the
+  STT fake's interim results, one per 400 ms of speech, + 100 ms), and stale media (bot audio
+  that arrived after the `clear` before the caller's line ended + VAD stop; target 0);
 - CPU seconds of the server's processes, of the fakes' process and of this (callers') process,
   per call and per call-second; RSS growth of the workers per call; this process's loop lag
   (a lagging caller process would show up as false gaps).
@@ -53,8 +58,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench.measures import percentile, reply_latencies, speech_end_offset, speech_start_offset  # noqa: E402
+from bench.measures import barge_in, percentile, reply_latencies, speech_end_offset, speech_start_offset  # noqa: E402
 from bench.process_stack import ProcessStack, prioritise_harness, process_stack  # noqa: E402
+from bot.campaigns import load_campaign  # noqa: E402
 from bot.exotel_emulator import HangUp, Say  # noqa: E402
 from bot.logging_setup import setup_logging  # noqa: E402
 from bot.workers import worker_count  # noqa: E402
@@ -62,24 +68,31 @@ from bot.speech_synth import speak  # noqa: E402
 
 LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
          "Maybe in three months", "Weekends are better for me", "Thank you"]
-REPLY = "Okay, noted. Could you tell me a little more?"
-GREETING = "Hello {lead.name}, this is Priya. Got a minute?"
-STT_MS, LLM_MS, TTS_MS, MS_PER_CHAR = 150, 350, 150, 30
-VAD_START, VAD_STOP, SPEECH_TIMEOUT = 0.2, 0.2, 0.3
+# Long enough (3.4 s at 30 ms per character) that a barge-in 1 s into it, which with min_words 2
+# is confirmed ~0.8 s after the caller's onset, still finds the bot talking.
+REPLY = ("Okay, noted. We have two and three bedroom homes in Whitefield, ready next year. "
+         "What budget do you have in mind?")
+STT_MS, LLM_MS, TTS_MS, MS_PER_CHAR = 150, 300, 120, 30
+STT_INTERIM_SECS = 0.4  # the STT fake: one more word in its interim results per 400 ms of speech
+PROVIDERS = (STT_MS + LLM_MS + TTS_MS) / 1000
+# The campaign as shipped: the benchmark overrides nothing in it (CAMPAIGN_TWEAKS stays empty).
+CAMPAIGN = load_campaign(ROOT / "configs" / "real_estate.yaml")
+CAMPAIGN_TWEAKS: dict = {}
+TURN_TAKING = CAMPAIGN.turn_taking
+VAD_START, VAD_STOP = TURN_TAKING.vad.start_secs, TURN_TAKING.vad.stop_secs
+SPEECH_TIMEOUT = TURN_TAKING.user_speech_timeout_secs
 FLOOR = max(VAD_STOP + SPEECH_TIMEOUT, VAD_STOP + STT_MS / 1000) + LLM_MS / 1000 + TTS_MS / 1000
-FIRST_LINE_AT = 3.0
-BARGE_IN_AFTER = FLOOR + 1.0  # after the first line ends: 1 s into the bot's ~2.8 s reply
-TURN_GAP_SECS = 5.5  # after a line ends: room for the reply (~1 s to start, ~3 s long)
+GREETING_SECS = len(CAMPAIGN.render_greeting({"name": "Rahul"})) * MS_PER_CHAR / 1000
+FIRST_LINE_AT = GREETING_SECS + 0.7  # script time counts from the greeting's first audio
+BARGE_IN_AFTER = FLOOR + 1.0  # after the first line ends: ~1 s into the bot's 3.4 s reply
+TURN_GAP_SECS = 5.5  # after a line ends: room for the reply (~1 s to start, 3.4 s long)
 ADDED_P95_LIMIT = 0.100
-BARGE_IN_LIMIT = VAD_START + 0.050
+BARGE_IN_LIMIT = (VAD_START + 0.050 if TURN_TAKING.min_words == 1
+                  else TURN_TAKING.min_words * STT_INTERIM_SECS + 0.100)
+EMULATOR_OPTIONS = {"script_from_first_audio": True}
 RESULTS = ROOT / "bench" / "results"
-# The call every benchmark that serves these calls sets up: the campaign as tuned for it, and
-# the provider fakes' latencies and script (bench/fake_providers.py).
-CAMPAIGN_TWEAKS = {"real_estate": {
-    "greeting": GREETING, "fillers": {"enabled": False},
-    "turn_taking": {"vad": {"start_secs": VAD_START, "stop_secs": VAD_STOP},
-                    "user_speech_timeout_secs": SPEECH_TIMEOUT, "min_words": 1},
-}}
+# The provider fakes' latencies and script (bench/fake_providers.py), for every benchmark that
+# serves these calls.
 FAKES_CONFIG = {"stt_ms": STT_MS, "llm_ms": LLM_MS, "tts_ms": TTS_MS, "ms_per_char": MS_PER_CHAR,
                 "lines": LINES, "reply": REPLY}
 
@@ -117,7 +130,7 @@ def r4(value: float | None) -> float | None:
 
 
 def call_script(index: int, pcms: list[bytes], seconds: float) -> tuple[list, list[float], list[tuple[float, float]]]:
-    """Line 1 at 3 s; line 2 starts 1 s into the bot's reply to it (a barge-in); then a line
+    """Line 1 0.7 s after the greeting; line 2 starts 1 s into the bot's reply to it (a barge-in); then a line
     every ~7 s while the call lasts (up to 5 lines); hang up at `seconds`. Lines rotate per call. Returns the script, each line's end (for
     voice-to-voice) and each barge-in's (speech onset, speech end), as seconds into the call."""
     script, ends, barge_ins = [], [], []
@@ -159,22 +172,20 @@ def added_by_stage(turns: list[dict]) -> dict[str, list]:
 
 
 def barge_in_figures(result, barge_ins: list[tuple[float, float]]) -> tuple[list[float], int, int]:
-    """Per barge-in: onset (when the emulator sent the chunk holding the first voiced sample)
-    -> the first `clear` after it; stale = bot media that arrived after that clear while the
-    caller was still talking. Returns (latencies, stale messages, barge-ins with no clear)."""
-    chunk_secs = result.config.chunk_ms / 1000
+    """Per barge-in (bench/measures.py barge_in): the caller's onset of speech as the emulator
+    sent it -> the first `clear` after it; stale = bot media that arrived after that clear
+    before the caller's line ended + VAD stop. Returns (latencies, stale messages, barge-ins
+    with no clear)."""
     latencies, stale, missed = [], 0, 0
     for onset, end in barge_ins:
-        first, last = int(onset / chunk_secs), int(end / chunk_secs)
-        if last >= len(result.caller_chunks_sent_at):
+        figures = barge_in(result, onset, end, VAD_STOP)
+        if figures is None:
             continue
-        onset_sent, end_sent = result.caller_chunks_sent_at[first], result.caller_chunks_sent_at[last]
-        clear = next((t for t in result.clears_at if onset_sent <= t <= end_sent + 1.0), None)
-        if clear is None:
+        if figures["clear"] is None:
             missed += 1
             continue
-        latencies.append(clear - onset_sent)
-        stale += sum(1 for t in result.media_at if clear < t <= end_sent)
+        latencies.append(figures["clear"])
+        stale += figures["stale"]
     return latencies, stale, missed
 
 
@@ -222,7 +233,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
     t0 = time.monotonic()
     emus, ends_by_call, barges_by_call = [], [], []
     for i in range(n):
-        emu = stack.emulator(max_secs=seconds + 10)
+        emu = stack.emulator(max_secs=seconds + 40, **EMULATOR_OPTIONS)
         script, ends, barge_ins = call_script(i, pcms, seconds)
         emus.append((emu, script))
         ends_by_call.append(ends)
@@ -245,6 +256,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
     added = [v - FLOOR for v in v2v]
     caller_v2v = [latency for result, ends in zip(results, ends_by_call)
                   for latency in reply_latencies(result, ends, TURN_GAP_SECS)]
+    caller_added = [v - PROVIDERS for v in caller_v2v]
     greet = [r.first_media_after_start for r in results if r.first_media_after_start is not None]
     barge, stale, missed = [], 0, 0
     barge_by_worker: dict[str, list[float]] = {}
@@ -289,6 +301,9 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "v2v_p95": r4(percentile(v2v, 95)),
         "caller_v2v_p50": r4(percentile(caller_v2v, 50)),
         "caller_v2v_p95": r4(percentile(caller_v2v, 95)),
+        "caller_added_p50": r4(percentile(caller_added, 50)),
+        "caller_added_p95": r4(percentile(caller_added, 95)),
+        "fillers_played": sum(metric_values(records, "fillers_played")),
         "added_p50": r4(percentile(added, 50)),
         "added_p95": r4(percentile(added, 95)),
         "added_max": r4(max(added) if added else None),
@@ -402,26 +417,34 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Capacity ({report['when']})", "",
         f"`server.py` with {report['warmup']['workers']} worker processes on {report['machine']['cpus']} CPUs "
-        f"(load avg before {report['machine']['loadavg_before']}); provider fakes in their own process: "
-        f"STT {STT_MS} ms, LLM TTFT {LLM_MS} ms, TTS TTFB {TTS_MS} ms ({MS_PER_CHAR} ms/char); floor "
-        f"{FLOOR * 1000:.0f} ms. Emulated callers in the benchmark's process"
+        f"(load avg before {report['machine']['loadavg_before']}); campaign configs/real_estate.yaml as shipped "
+        f"(min_words {TURN_TAKING.min_words}, VAD start/stop {VAD_START}/{VAD_STOP} s, speech timeout "
+        f"{SPEECH_TIMEOUT} s, fillers {'on' if CAMPAIGN.fillers.enabled else 'off'}); provider fakes in their own "
+        f"process: STT {STT_MS} ms, LLM TTFT {LLM_MS} ms, TTS TTFB {TTS_MS} ms ({MS_PER_CHAR} ms/char; the LLM says "
+        f"one fixed line, the STT adds one interim word per {STT_INTERIM_SECS * 1000:.0f} ms of speech); floor "
+        f"{FLOOR * 1000:.0f} ms (turn policy + providers). Emulated callers in the benchmark's process"
         f"{' (fakes and callers at a higher priority than the server)' if report['machine'].get('harness_prioritised') else ''}. "
         f"Calls: {report['call_secs']:.0f} s "
         f"each, starts spread over {report['ramp_secs']:.0f} s; pre-synthesized greeting, a caller line every ~7 s, one "
-        f"barge-in 1 s into a reply (VAD start {VAD_START * 1000:.0f} ms, target clear <= "
-        f"{BARGE_IN_LIMIT * 1000:.0f} ms). CPU per call-s: the server's processes only.", "",
+        f"barge-in 1 s into a reply (target clear <= {BARGE_IN_LIMIT * 1000:.0f} ms after the caller's onset). "
+        "v2v and added: server view, added over the floor; caller v2v: last voiced audio sent -> first bot media, "
+        f"caller added = caller v2v - providers ({PROVIDERS * 1000:.0f} ms). CPU per call-s: the server's "
+        "processes only.", "",
         "| calls | viol. | gaps | greeting p50/p95 ms | v2v p50/p95 ms | added p50/p95/max ms | "
-        "barge-in clear p50/p95 ms | stale | turns | server CPU per call-s | server cores | all cores busy | "
-        "RSS MB/call | clean | speed index ms |",
-        "|---:|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "caller v2v p50/p95 ms | caller added p50/p95 ms | "
+        "barge-in clear p50/p95 ms | stale | turns | fillers | server CPU per call-s | server cores | "
+        "all cores busy | RSS MB/call | clean | speed index ms |",
+        "|---:|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in report["levels"]:
         lines.append(
             f"| {r['calls']} | {r['violations']} | {r['gaps']}{gap_detail(r)} | "
             f"{ms(r['greeting_p50'])} / {ms(r['greeting_p95'])} | "
             f"{ms(r['v2v_p50'])} / {ms(r['v2v_p95'])} | {ms(r['added_p50'])} / {ms(r['added_p95'])} / "
-            f"{ms(r['added_max'])} | {ms(r['barge_in_p50'])} / {ms(r['barge_in_p95'])} | "
-            f"{r['stale_media_after_clear']} | {r['turns_measured']}/{r['turns_expected']} | "
+            f"{ms(r['added_max'])} | {ms(r['caller_v2v_p50'])} / {ms(r['caller_v2v_p95'])} | "
+            f"{ms(r['caller_added_p50'])} / {ms(r['caller_added_p95'])} | "
+            f"{ms(r['barge_in_p50'])} / {ms(r['barge_in_p95'])} | "
+            f"{r['stale_media_after_clear']} | {r['turns_measured']}/{r['turns_expected']} | {r['fillers_played']} | "
             f"{r['server_cpu_per_call_sec']:.4f} | {r['server_cores_busy']:.2f} | {r['machine_cores_busy']:.2f} | "
             f"{r['rss_growth_per_call_mb']:.2f} | {'yes' if r['clean'] else 'no'} | "
             f"{' / '.join(map(str, r.get('speed_index_ms') or []))} |")
@@ -507,6 +530,11 @@ async def main() -> None:
                     "harness_prioritised": harness_prioritised},
         "versions": package_versions(),
         "provider_latency_ms": {"stt": STT_MS, "llm_ttft": LLM_MS, "tts_ttfb": TTS_MS, "tts_ms_per_char": MS_PER_CHAR},
+        "campaign": "configs/real_estate.yaml as shipped (no overrides)",
+        "turn_taking": TURN_TAKING.model_dump(),
+        "not_as_in_production": ["LLM: the fake says one fixed line every turn, no tool calls",
+                                 "STT: the fake's interim results add one scripted word per 400 ms of speech "
+                                 "(what min_words counts)"],
         "floor_secs": FLOOR, "barge_in_limit_secs": BARGE_IN_LIMIT, "call_secs": args.seconds,
         "ramp_secs": args.ramp_secs, "levels_requested": levels_wanted,
         "note": ("server_cpu_*: the server's processes (supervisor + workers) only; the provider fakes and the "

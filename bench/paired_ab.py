@@ -63,7 +63,7 @@ def serve(tree: Path, urls: dict[str, str], tweaks: dict) -> None:
 
 async def call_round(urls: list[str], calls: int, seconds: float, ramp_secs: float) -> list[dict]:
     """`calls` emulated callers against each URL at once; per URL: gaps and media received."""
-    from capacity import LINES, call_script
+    from capacity import EMULATOR_OPTIONS, LINES, call_script
 
     from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
     from bot.speech_synth import speak
@@ -72,7 +72,7 @@ async def call_round(urls: list[str], calls: int, seconds: float, ramp_secs: flo
 
     async def one(url: str, index: int):
         await asyncio.sleep(index * ramp_secs / calls)
-        emulator = ExotelEmulator(EmulatorConfig(url=url, max_secs=seconds + 10, custom_parameters={
+        emulator = ExotelEmulator(EmulatorConfig(url=url, max_secs=seconds + 40, **EMULATOR_OPTIONS, custom_parameters={
             "name": "Rahul", "campaign": "real_estate"}))
         script, _, _ = call_script(index, pcms, seconds)
         return await emulator.run(script)
