@@ -49,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measures import barge_in, percentile, reply_starts, speech_end_offset, speech_start_offset, turn_latency  # noqa: E402
+from bench.measures import barge_in, caller_time, percentile, reply_starts, speech_end_offset, speech_start_offset, turn_latency  # noqa: E402
 from bot.campaigns import CampaignBook  # noqa: E402
 from bot.exotel_emulator import HangUp, Reply  # noqa: E402
 from bot.fakes.openai_chat import Reply as LLMReply  # noqa: E402
@@ -65,20 +65,23 @@ ANSWER_AFTER = 0.7  # the caller answers 0.7 s after the bot's audio has played 
 BARGE_IN_AFTER = 1.0  # ... or cuts in 1 s after the bot started its reply
 TURN_WITHIN = 4.0  # a reply later than this counts as none
 
+BACKCHANNEL = "backchannel"  # said over the bot's reply, to be resumed from, not answered
+
 # What the caller says and the fake LLM answers, per language (the campaign's `language`).
-# Caller lines: (text, interrupts); the interrupting ones have >= 2 words.
+# Caller lines: (text, interrupts); the interrupting ones have >= 2 words; the last is a
+# backchannel said 1 s into the bot's reply.
 CALLERS = {
     "en": {
         "lines": [("Yes I can talk now", False), ("Wait wait I have a question", True),
                   ("My budget is about eighty lakhs", False), ("Sorry one more thing please", True),
-                  ("Weekends are better for me", False)],
+                  ("Weekends are better for me", False), ("Hmm okay", BACKCHANNEL)],
         "reply": ("Okay, noted. We have two and three bedroom homes in Whitefield, ready next year. "
                   "What budget do you have in mind?"),
     },
     "hi": {
         "lines": [("Haan boliye abhi baat kar sakta hoon", False), ("Ek minute ruko mera sawaal hai", True),
                   ("Project achha laga mujhe", False), ("Suniye ek aur baat hai", True),
-                  ("Price thoda zyada hai", False)],
+                  ("Price thoda zyada hai", False), ("Haan ji", BACKCHANNEL)],
         "reply": ("Achha, samajh gayi. Hamare paas do aur teen BHK flats hain, possession agle saal hai. "
                   "Aapka budget kitna hai?"),
     },
@@ -114,6 +117,31 @@ def r4(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
+def measure_backchannel(result, stack, start: float, pcm: bytes, reply: str, requests: int, turns: int,
+                        into: dict[str, list[float]], call: dict) -> None:
+    """The backchannel said over the last reply: how soon the bot paused (onset -> clear), how
+    soon it resumed after the STT's final for it (the fake's send time -> the first bot media
+    after the clear), how much of the reply the caller heard, and LLM requests made for it."""
+    onset_at = caller_time(result, start + speech_start_offset(pcm))
+    clear = next((t for t in result.clears_at if onset_at is not None and t >= onset_at), None)
+    if onset_at is None or clear is None:
+        return
+    into["pause_secs"].append(clear - onset_at)
+    final = stack.deepgram.accepted[-1].utterances[-1].final_sent_at
+    resumed = next((seg.start for seg in result.segments if seg.start - result.started_at > clear), None)
+    if final is not None and resumed is not None:
+        into["resume_after_stt_final_secs"].append(resumed - final)
+    reply_from = max((seg.start for seg in result.segments if seg.start - result.started_at < onset_at
+                      and not any(p.end == seg.start for p in result.segments)), default=None)
+    if reply_from is not None:
+        reply_secs = len(reply) * MS_PER_CHAR / 1000
+        heard = sum(len(seg.pcm) for seg in result.segments
+                    if reply_from <= seg.start < reply_from + reply_secs + 2.0) / 16000
+        into["reply_heard_fraction"].append(heard / reply_secs)
+    into["llm_requests_for_it"].append(requests - turns)
+    call["backchannel_pause"] = round(clear - onset_at, 3)
+
+
 async def run_campaign(campaign, calls: int, verbose: bool) -> dict:
     caller = caller_for(campaign.language)
     lines = caller["lines"]
@@ -129,6 +157,8 @@ async def run_campaign(campaign, calls: int, verbose: bool) -> dict:
     turns_by_kind: dict[str, list[float]] = {"answer": [], "after_interruption": []}
     clears: list[float] = []
     stale = violations = missed_turns = not_mid_reply = no_clear = fillers = 0
+    backchannels: dict[str, list[float]] = {"pause_secs": [], "resume_after_stt_final_secs": [],
+                                            "reply_heard_fraction": [], "llm_requests_for_it": []}
     per_call = []
     with tempfile.TemporaryDirectory() as tmp:
         async with agent_stack(
@@ -143,11 +173,14 @@ async def run_campaign(campaign, calls: int, verbose: bool) -> dict:
                                      max_secs=call_secs + 10)
                 script = [Reply(pcm=pcm, after=ANSWER_AFTER, barge_in_after=BARGE_IN_AFTER if interrupts else None,
                                 text=text) for pcm, (text, interrupts) in zip(pcms, lines)]
+                requests_before = len(stack.openai.requests)
                 result = await emu.run([*script, HangUp(at=call_secs)])
                 starts = reply_starts(result)
                 call = {"turns": [], "barge_ins": []}
                 for start, pcm, (text, interrupts) in zip(starts, pcms, lines):
                     end = start + speech_end_offset(pcm)
+                    if interrupts == BACKCHANNEL:
+                        continue  # measured below: not a turn
                     latency = turn_latency(result, end, TURN_WITHIN)
                     if latency is None:
                         missed_turns += 1
@@ -166,6 +199,10 @@ async def run_campaign(campaign, calls: int, verbose: bool) -> dict:
                             clears.append(b["clear"])
                             call["barge_ins"].append(round(b["clear"], 3))
                         stale += b["stale"]
+                requests = len(stack.openai.requests) - requests_before
+                if len(starts) == len(lines):
+                    measure_backchannel(result, stack, starts[-1], pcms[-1], reply, requests,
+                                        sum(1 for _, kind in lines if kind != BACKCHANNEL), backchannels, call)
                 missed_turns += len(lines) - len(starts)
                 violations += len(result.violations)
                 session = None
@@ -184,13 +221,14 @@ async def run_campaign(campaign, calls: int, verbose: bool) -> dict:
         "campaign": campaign.name,
         "turn_taking": tt.model_dump(),
         "calls": calls,
-        "turns_expected": calls * len(lines),
+        "turns_expected": calls * sum(1 for _, kind in lines if kind != BACKCHANNEL),
         "turns_measured": len(turns),
         "turns_missed": missed_turns,
         "turn_secs": stats(turns),
         "turn_secs_by_kind": {k: stats(v) for k, v in turns_by_kind.items()},
         "added_secs": stats(added),
-        "barge_ins_expected": calls * sum(1 for _, i in lines if i),
+        "barge_ins_expected": calls * sum(1 for _, kind in lines if kind is True),
+        "backchannels": {"expected": calls, **{k: stats(v) for k, v in backchannels.items()}},
         "barge_ins_not_mid_reply": not_mid_reply,
         "barge_ins_without_clear": no_clear,
         "barge_in_clear_secs": stats(clears),

@@ -30,15 +30,17 @@ class CallSink:
             records.on_completed = self.record_completed
 
     async def call_finished(self, session: CallSession) -> None:
-        self.sessions.append(session)
-        if self._records is None:
-            return
+        """Store the record (committed, or journalled for replay), then list the session: a
+        finished session in the history means its record is safe."""
         try:
-            await self._records.complete_from_session(session)
+            if self._records is not None:
+                await self._records.complete_from_session(session)
         except RecordNotSaved as error:
             logger.bind(call_sid=session.call_sid).error(f"could not save the call record: {error}")
         except Exception as error:  # never let the record's trouble escape into the socket handler
             logger.bind(call_sid=session.call_sid).exception(f"could not save the call record: {error}")
+        finally:
+            self.sessions.append(session)
 
     def record_completed(self, record: Any) -> None:
         """A final record is in the database: POST it to the campaign's webhook, if it has one."""

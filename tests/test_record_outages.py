@@ -365,7 +365,7 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
                             poll_secs=0.1, call_timeout_secs=60)
     try:
         async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token", outcomes="answered",
-                                  caller_script=lambda number: [HangUp(at=2.0)], ring_secs=0.05) as exotel:
+                                  caller_script=lambda number: [HangUp(at=4.0)], ring_secs=0.05) as exotel:
             port = free_port()
             settings = load_settings(_env_file=None, host="127.0.0.1", port=port, data_dir=tmp_path / "data",
                                      public_base_url=f"http://127.0.0.1:{port}", exotel_api_base_url=exotel.base_url,
@@ -380,7 +380,7 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
                 try:
                     await eventually(lambda: len(exotel.calls) >= 2 and not run.done(), "the first calls were never placed")
                     await proxy.stop()
-                    await asyncio.sleep(3.0)  # the first calls end while the database is away
+                    await asyncio.sleep(5.0)  # the first calls end while the database is away
                     outage_survived = not run.done()
                     await proxy.start()
                     counts = await asyncio.wait_for(run, timeout=90)

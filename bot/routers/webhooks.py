@@ -12,6 +12,9 @@ when neither took it, so Exotel retries.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request
 from loguru import logger
 
@@ -48,13 +51,14 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
             raise HTTPException(status_code=403, detail="this callback address is not for this call")
     except RecordsUnavailable:
         pass  # the store can't say now; it checks the ref when it writes the update (journal replay)
+    status = StatusUpdate(
+        call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
+        answered_by=update.answered_by,
+        duration_secs=float(update.duration) if update.duration is not None else None,
+        at=utcnow(),  # when it happened, also if it is written later from the journal
+    )
     try:
-        changed = await state.records.apply_status(StatusUpdate(
-            call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
-            answered_by=update.answered_by,
-            duration_secs=float(update.duration) if update.duration is not None else None,
-            at=utcnow(),  # when it happened, also if it is written later from the journal
-        ), expected_ref=ref)  # checked again in the write's own transaction
+        changed = await _apply_when_dialled(state.records, status, ref)
     except CallbackNotForThisCall:
         logger.warning("status callback refused: its address was not issued for this call")
         raise HTTPException(status_code=403, detail="this callback address is not for this call") from None
@@ -64,3 +68,21 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
     logger.bind(call_sid=update.call_sid).info(f"status callback: {update.status}{note}")
     return {"status": "ok"}
 
+
+async def _apply_when_dialled(records: Any, status: StatusUpdate, ref: str) -> bool | None:
+    """Apply the update; the store checks the ref in the write's own transaction. A dial the
+    journal still holds (the database just came back and the journal is being replayed) has no
+    row yet, so the store can't match the ref: the update waits up to RECORD_WAIT_SECS for it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECORD_WAIT_SECS
+    last_try = False
+    while True:
+        try:
+            return await records.apply_status(status, expected_ref=ref)
+        except CallbackNotForThisCall:
+            if last_try or loop.time() >= deadline:
+                raise
+            if ref_matches(await records.journalled_custom_field(status.call_sid), ref):
+                await asyncio.sleep(0.25)  # the dial is still on its way to the database
+            else:
+                last_try = True  # gone from the journal: in the database now, or never there

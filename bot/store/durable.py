@@ -256,6 +256,11 @@ class DurableRecords:
                 return None
             await asyncio.sleep(0.25)
 
+    async def journalled_custom_field(self, call_sid: str) -> str | None:
+        """The CustomField of a dial the journal still holds (not yet in the database), if any."""
+        dialled = await self._journalled_dial(call_sid)
+        return None if dialled is None else str(dialled.get("custom_field") or "")
+
     async def _journalled_dial(self, call_sid: str) -> dict[str, Any] | None:
         try:
             return await asyncio.to_thread(self.journal.find, "dialled", call_sid)
