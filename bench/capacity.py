@@ -81,7 +81,11 @@ CAMPAIGN_TWEAKS: dict = {}
 TURN_TAKING = CAMPAIGN.turn_taking
 VAD_START, VAD_STOP = TURN_TAKING.vad.start_secs, TURN_TAKING.vad.stop_secs
 SPEECH_TIMEOUT = TURN_TAKING.user_speech_timeout_secs
-FLOOR = max(VAD_STOP + SPEECH_TIMEOUT, VAD_STOP + STT_MS / 1000) + LLM_MS / 1000 + TTS_MS / 1000
+if TURN_TAKING.stop_strategy == "transcript_aware" and TURN_TAKING.speculative_llm:
+    # The LLM starts on the final transcript while the speech timeout runs.
+    FLOOR = VAD_STOP + max(SPEECH_TIMEOUT, STT_MS / 1000 + LLM_MS / 1000) + TTS_MS / 1000
+else:
+    FLOOR = max(VAD_STOP + SPEECH_TIMEOUT, VAD_STOP + STT_MS / 1000) + LLM_MS / 1000 + TTS_MS / 1000
 GREETING_SECS = len(CAMPAIGN.render_greeting({"name": "Rahul"})) * MS_PER_CHAR / 1000
 FIRST_LINE_AT = GREETING_SECS + 0.7  # script time counts from the greeting's first audio
 BARGE_IN_AFTER = FLOOR + 1.0  # after the first line ends: ~1 s into the bot's 3.4 s reply

@@ -124,6 +124,10 @@ class TurnTakingConfig(_Strict):
     wait_on_ambiguous: bool = Field(
         False, description="transcript_aware: also wait on ko/mein/se/pe/par/tak/in/on"
     )
+    speculative_llm: bool = Field(
+        True, description="transcript_aware: start the LLM on the final transcript while the wait runs "
+                          "(its reply is held until the turn ends, withdrawn if the caller goes on)",
+    )
     smart_turn_stop_secs: float = Field(1.0, ge=0.1, le=5.0)
     user_turn_stop_timeout_secs: float = Field(3.0, ge=0.5, le=10.0)
 

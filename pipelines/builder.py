@@ -119,7 +119,7 @@ def build_vad(turn_taking: TurnTakingConfig) -> SharedSileroVADAnalyzer:
 
 def turn_strategies(
     turn_taking: TurnTakingConfig, has_stt: bool, streaming_stt: bool = True,
-    playback: PausablePlayback | None = None,
+    playback: PausablePlayback | None = None, llm_service: bool = False,
 ) -> UserTurnStrategies:
     """Barge-in: with a streaming STT, the bot pauses at the caller's speech onset and
     `min_words` words that are not backchannels interrupt it, anything less resumes it
@@ -147,6 +147,8 @@ def turn_strategies(
             user_speech_timeout=turn_taking.user_speech_timeout_secs,
             unfinished_timeout=turn_taking.unfinished_timeout_secs,
             wait_on_ambiguous=turn_taking.wait_on_ambiguous,
+            # Only a Pipecat LLM service holds a speculative reply (the scripted agent would speak it).
+            speculate=turn_taking.speculative_llm and llm_service,
         )]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(
@@ -188,7 +190,8 @@ def build_call_pipeline(
         user_params=LLMUserAggregatorParams(
             vad_analyzer=build_vad(campaign.turn_taking),
             user_turn_strategies=turn_strategies(
-                campaign.turn_taking, True, streaming_stt=deepgram, playback=transport.output()
+                campaign.turn_taking, True, streaming_stt=deepgram, playback=transport.output(),
+                llm_service=openai,
             ),
             user_turn_stop_timeout=campaign.turn_taking.user_turn_stop_timeout_secs,
             user_mute_strategies=[MuteWhileEnding(control)],

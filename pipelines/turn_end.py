@@ -17,9 +17,16 @@ import asyncio
 from loguru import logger
 
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, EndOfTurnState
-from pipecat.frames.frames import Frame, InputAudioRawFrame, TranscriptionFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import (
+    EagerEndOfTurnCancelFrame,
+    Frame,
+    InputAudioRawFrame,
+    TranscriptionFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.processors.frame_processor import FrameProcessorSetup
-from pipecat.turns.types import ProcessFrameResult
+from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
+from pipecat.turns.user_stop.eager_match_policy import NormalizedMatch
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import SpeechTimeoutUserTurnStopStrategy
 
 # Words after which an English or Hinglish statement is not finished (Hindi in Latin script and
@@ -51,6 +58,12 @@ AMBIGUOUS_WORDS = frozenset("ko se mein pe par tak in on को से में
 AUXILIARIES = frozenset("is are was were am will would can could should shall must have has had do does did".split())
 PRONOUNS = frozenset("i you we they he she it that there this who yes no".split())
 
+# A subject with no verb yet does not end a statement: an English subject pronoun after other
+# words ("me and my wife, we"), a Hindi pronoun with the plural "log" ("hum log", "aap log"; a
+# head count such as "paanch log" is an answer).
+SUBJECT_PRONOUNS = frozenset("i we they he she".split())
+HINDI_PLURAL_PRONOUNS = frozenset("hum ham aap ye yeh wo woh vo tum sab हम आप ये वो तुम सब".split())
+
 _PUNCTUATION = ".,!?;:\"'()[]\u0964\u0965\u2019\u201c\u201d"  # with the danda, Hindi's full stop
 
 
@@ -69,6 +82,10 @@ def ends_unfinished(text: str, continuation_words: frozenset[str] = CONTINUATION
         return True
     if last in AUXILIARIES:
         return len(words) < 2 or words[-2] not in PRONOUNS
+    if last in SUBJECT_PRONOUNS:
+        return len(words) >= 2
+    if last in ("log", "लोग"):
+        return len(words) >= 2 and words[-2] in HINDI_PLURAL_PRONOUNS
     return False
 
 
@@ -76,7 +93,14 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
     """Speech timeout whose wait depends on how the caller stopped: `user_speech_timeout` after
     VAD stop when the final transcript reads as finished, `unfinished_timeout` after VAD stop
     when it stops on a continuation word (or, given a `turn_analyzer` such as smart-turn, when
-    the analyzer hears the audio as unfinished)."""
+    the analyzer hears the audio as unfinished).
+
+    With `speculate`, the LLM starts on the final transcript while the wait runs: Pipecat runs
+    it against a provisional context and its LLM service holds the reply (nothing reaches the
+    TTS) until the turn ends; the caller going on, or more words, withdraw it. So the wait
+    costs the caller only what it exceeds the LLM's time to first token: a longer, safer wait
+    for the same answer time. A speculative reply that wants a tool is withdrawn by the LLM
+    service, and the turn's end runs the inference as usual."""
 
     def __init__(
         self,
@@ -85,6 +109,7 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         unfinished_timeout: float = 1.0,
         wait_on_ambiguous: bool = False,
         turn_analyzer: BaseTurnAnalyzer | None = None,
+        speculate: bool = False,
         **kwargs,
     ):
         super().__init__(user_speech_timeout=user_speech_timeout, **kwargs)
@@ -95,6 +120,9 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         self._pause_started: float | None = None
         self._hold_task: asyncio.Task | None = None
         self._hold_done = False
+        self._speculate = speculate
+        self._speculation: UserTurnSpeculation | None = None
+        self._match = NormalizedMatch()
 
     async def setup(self, setup: FrameProcessorSetup):
         await super().setup(setup)
@@ -114,6 +142,8 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if self._turn_analyzer and isinstance(frame, InputAudioRawFrame):
             self._turn_analyzer.append_audio(frame.audio, self._vad_user_speaking)
+        elif isinstance(frame, EagerEndOfTurnCancelFrame):
+            self._speculation = None  # withdrawn (by the LLM service: the reply wants a tool)
         return await super().process_frame(frame)
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
@@ -128,6 +158,9 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
             # A transcript without a VAD stop: the pause is measured from here.
             self._pause_started = asyncio.get_running_loop().time()
         await super()._handle_transcription(frame)
+        if self._speculation is not None and not self._match.matches(self._speculation.text, self._text):
+            await self._withdraw_speculation()  # more words came: answer those, not the first ones
+        await self._maybe_speculate()
 
     async def _discard_pending_end_of_turn(self):
         await super()._discard_pending_end_of_turn()
@@ -135,6 +168,7 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         self._audio_unfinished = False
         self._hold_done = False
         await self._cancel_hold()
+        await self._withdraw_speculation()  # the caller went on
 
     async def _cancel_all_tasks(self):
         await super()._cancel_all_tasks()
@@ -149,11 +183,13 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         if self._vad_user_speaking or (self._wait_for_transcript and not self._text):
             return
         if not (self._user_speech_wait_done and self._stt_wait_done):
+            await self._maybe_speculate()
             return
         if self._hold_done or not (self._audio_unfinished or ends_unfinished(self._text, self._words)):
             await self._cancel_hold()
-            await self.trigger_user_turn_stopped()
+            await self._end_turn()
             return
+        await self._maybe_speculate()
         if self._hold_task is None:
             started = self._pause_started or asyncio.get_running_loop().time()
             remaining = max(0.0, started + self._unfinished_timeout - asyncio.get_running_loop().time())
@@ -169,3 +205,26 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
             self._hold_task = None
         self._hold_done = True
         await self._maybe_trigger_user_turn_stopped()
+
+    # ------------------------------------------------------------------ speculation
+    async def _maybe_speculate(self) -> None:
+        """Start the LLM on the final transcript while the turn's end is still being decided."""
+        if (not self._speculate or self._speculation is not None or self._vad_user_speaking
+                or not self._stt_wait_done or not self._text.strip()):
+            return
+        self._speculation = UserTurnSpeculation(text=self._text)
+        await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
+
+    async def _end_turn(self) -> None:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and self._match.matches(speculation.text, self._text):
+            await self.trigger_user_turn_finalized(confirms_speculation=True)  # its reply is the answer
+            return
+        if speculation is not None:
+            await self.trigger_user_turn_speculation_cancelled()
+        await self.trigger_user_turn_stopped()
+
+    async def _withdraw_speculation(self) -> None:
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None:
+            await self.trigger_user_turn_speculation_cancelled()
