@@ -241,6 +241,9 @@ def policies() -> list[Policy]:
         transcript_aware(0.2, 0.0, 1.2),
         transcript_aware(0.1, 0.05, 1.1),
         transcript_aware(0.2, 0.05, 1.0, ambiguous=True, note="also waits on ko/se/mein/pe/par/tak/in/on"),
+        transcript_aware(0.2, 0.3, 1.0, ambiguous=True,
+                         note="shipped: with the LLM started on the final transcript (speculative), "
+                              "the reply is ready at VAD stop + max(0.3, STT 0.15 + LLM 0.3) as with + 0.05"),
         transcript_aware(0.1, 0.05, 1.1, ambiguous=True),
         transcript_aware(0.2, 0.05, 1.0, smart=True, note="also waits when smart-turn says unfinished"),
         transcript_aware(0.2, 0.05, 1.0, ambiguous=True, smart=True),

@@ -122,6 +122,9 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         self._hold_done = False
         self._speculate = speculate
         self._speculation: UserTurnSpeculation | None = None
+        # The turn's final transcripts joined with spaces (Pipecat's `_text` glues them:
+        # "my wife," + "we" reads "my wife,we"): what the endings rule and the LLM read.
+        self._heard = ""
         self._match = NormalizedMatch()
 
     async def setup(self, setup: FrameProcessorSetup):
@@ -157,8 +160,9 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         if self._pause_started is None and not self._vad_user_speaking:
             # A transcript without a VAD stop: the pause is measured from here.
             self._pause_started = asyncio.get_running_loop().time()
+        self._heard = f"{self._heard} {frame.text.strip()}".strip()
         await super()._handle_transcription(frame)
-        if self._speculation is not None and not self._match.matches(self._speculation.text, self._text):
+        if self._speculation is not None and not self._match.matches(self._speculation.text, self._heard):
             await self._withdraw_speculation()  # more words came: answer those, not the first ones
         await self._maybe_speculate()
 
@@ -185,7 +189,7 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         if not (self._user_speech_wait_done and self._stt_wait_done):
             await self._maybe_speculate()
             return
-        if self._hold_done or not (self._audio_unfinished or ends_unfinished(self._text, self._words)):
+        if self._hold_done or not (self._audio_unfinished or ends_unfinished(self._heard, self._words)):
             await self._cancel_hold()
             await self._end_turn()
             return
@@ -212,17 +216,21 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         if (not self._speculate or self._speculation is not None or self._vad_user_speaking
                 or not self._stt_wait_done or not self._text.strip()):
             return
-        self._speculation = UserTurnSpeculation(text=self._text)
+        self._speculation = UserTurnSpeculation(text=self._heard)
         await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
 
     async def _end_turn(self) -> None:
         speculation, self._speculation = self._speculation, None
-        if speculation is not None and self._match.matches(speculation.text, self._text):
+        if speculation is not None and self._match.matches(speculation.text, self._heard):
             await self.trigger_user_turn_finalized(confirms_speculation=True)  # its reply is the answer
             return
         if speculation is not None:
             await self.trigger_user_turn_speculation_cancelled()
         await self.trigger_user_turn_stopped()
+
+    async def _reset(self, *, clear_vad_user_speaking: bool):
+        self._heard = ""
+        await super()._reset(clear_vad_user_speaking=clear_vad_user_speaking)
 
     async def _withdraw_speculation(self) -> None:
         speculation, self._speculation = self._speculation, None

@@ -166,7 +166,7 @@ async def test_a_caller_who_goes_on_withdraws_the_speculative_reply():
     await asyncio.sleep(0.1)
     await caller.says("a two bedroom flat.")
     await asyncio.sleep(0.3)
-    assert caller.events == ["speculate:I am looking for", "withdraw", "speculate:I am looking fora two bedroom flat.",
+    assert caller.events == ["speculate:I am looking for", "withdraw", "speculate:I am looking for a two bedroom flat.",
                              "stop (confirmed)"]
 
 
