@@ -269,6 +269,11 @@ async def main() -> None:
               f"{ms(t['p50']):>6} / {ms(t['p95']):<5} {ms(a['p50']):>6} / {ms(a['p95']):<5} "
               f"{c['n']:>4}/{r['barge_ins_expected']:<4} {ms(c['p50']):>6} / {ms(c['p95']):<5} "
               f"{r['stale_media_after_clear']:>5} {r['violations']:>5} {r['fillers_played']:>7}")
+        bc = r["backchannels"]
+        print(f"{'':18} backchannel ({bc['pause_secs']['n']}/{bc['expected']}): pause {ms(bc['pause_secs']['p50'])} ms "
+              f"after onset, resumed {ms(bc['resume_after_stt_final_secs']['p50'])} ms after the STT's final, "
+              f"reply heard {bc['reply_heard_fraction']['p50'] or 0:.0%}, LLM requests for it "
+              f"{bc['llm_requests_for_it']['max']}")
         tt = r["turn_taking"]
         print(f"{'':18} turn_taking as shipped: min_words {tt['min_words']}, vad start/stop "
               f"{tt['vad']['start_secs']}/{tt['vad']['stop_secs']} s, {tt['stop_strategy']} "
