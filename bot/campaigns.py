@@ -84,7 +84,8 @@ class VADConfig(_Strict):
 DEFAULT_BACKCHANNELS = (
     "haan", "haa", "han", "ha", "hmm", "hm", "mm", "mhm", "mmhmm", "uh-huh", "uh", "huh", "okay",
     "ok", "ji", "jee", "right", "yes", "yeah", "yep", "achha", "acha", "accha", "theek", "thik",
-    "sure", "correct", "ah", "oh", "bilkul", "sahi",
+    "sure", "correct", "ah", "oh", "bilkul", "sahi", "um", "umm", "mm-hmm", "achchha", "haanji", "hanji", "hai",
+    "हाँ", "हां", "जी", "अच्छा", "ठीक", "हम्म", "सही", "बिल्कुल", "ओके", "है",
 )
 
 

@@ -42,12 +42,18 @@ from bot.campaigns import DEFAULT_BACKCHANNELS
 # Speech the STT turned into no words at all resumes the line this long after it stopped
 # (the STT's final for a short word lands well inside it: endpointing + its own latency).
 NO_WORDS_RESUME_SECS = 0.8
-_WORD = re.compile(r"[\w'-]+", re.UNICODE)
+# Words said when no more than this much of the line was left to play answer the bot (its
+# question had all but ended), even if they are "yes" or "haan".
+LINE_ENDING_SECS = 0.6
+_PUNCTUATION = ".,!?;:\"'()[]\u0964\u0965\u2019\u201c\u201d\u2026"  # with the danda, Hindi's full stop
+_REPEATS = re.compile(r"(.)\1{2,}")  # "hmmm", "mmmm", "haaan": as "hmm", "mm", "haan"
 
 
 def words_of(text: str) -> list[str]:
-    """The words of a transcript, lower-cased, without punctuation."""
-    return [word.strip("'-") for word in _WORD.findall(text.lower()) if word.strip("'-")]
+    """The words of a transcript, lower-cased, without punctuation (split on spaces: Hindi in
+    Devanagari has vowel signs that regex word classes break words at)."""
+    words = (_REPEATS.sub(r"\1\1", word.strip(_PUNCTUATION + "-")) for word in text.lower().split())
+    return [word for word in words if word]
 
 
 class PausablePlayback(Protocol):
@@ -55,6 +61,8 @@ class PausablePlayback(Protocol):
 
     @property
     def paused(self) -> bool: ...
+
+    def line_nearly_over(self, within_secs: float) -> bool: ...
 
     async def pause(self) -> bool: ...
 
@@ -78,6 +86,7 @@ class BackchannelStartStrategy(MinWordsUserTurnStartStrategy):
         self._playback = playback
         self._vad_speaking = False
         self._words_judged = False  # since the pause: the STT's final said it was a backchannel
+        self._words_pending = False  # interim words with no final yet: the verdict is on its way
         self._resume_timer: asyncio.TimerHandle | None = None
         self._resume_task: asyncio.Task | None = None
 
@@ -89,6 +98,7 @@ class BackchannelStartStrategy(MinWordsUserTurnStartStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self._vad_speaking = True
+            self._words_judged = False  # whatever comes now is judged afresh
             self._cancel_resume_timer()
             if self._bot_speaking and self._enable_interruptions and self._playback is not None:
                 if await self._playback.pause():
@@ -106,12 +116,15 @@ class BackchannelStartStrategy(MinWordsUserTurnStartStrategy):
         self, frame: TranscriptionFrame | InterimTranscriptionFrame
     ) -> ProcessFrameResult:
         words = words_of(frame.text)
-        if words and not (self._bot_speaking and self.is_backchannel(frame.text)):
+        final = isinstance(frame, TranscriptionFrame)
+        answers = final and self._playback is not None and self._playback.line_nearly_over(LINE_ENDING_SECS)
+        if words and (answers or not (self._bot_speaking and self.is_backchannel(frame.text))):
             self._cancel_resume_timer()
             await self.trigger_user_turn_started()  # the transport's clear_now ends any pause
             return ProcessFrameResult.STOP
         await self.trigger_reset_aggregation()  # a backchannel stays out of the LLM context
-        if isinstance(frame, TranscriptionFrame) and words and self._is_paused():
+        self._words_pending = bool(words) and not final
+        if final and words and self._is_paused():
             self._words_judged = True
             if not self._vad_speaking:
                 await self._resume("backchannel")
@@ -142,6 +155,8 @@ class BackchannelStartStrategy(MinWordsUserTurnStartStrategy):
 
     def _resume_when_no_words(self) -> None:
         self._resume_timer = None
+        if self._words_pending:
+            return  # words are on their way: their final decides (the transport's own bound holds)
         if not self._vad_speaking and self._is_paused():
             self._resume_task = asyncio.get_running_loop().create_task(self._resume("no words"))
 

@@ -161,6 +161,16 @@ class BotLines:
         if line is not None and line.complete:
             self._record(line, line.plays_until)
 
+    def playing_line_left_secs(self) -> float:
+        """How much of the playing line the caller has not heard yet (after a pause: all that
+        was not played), counting audio the TTS has still to make as unbounded; 0 if none plays."""
+        line = self._playing
+        if line is None:
+            return 0.0
+        if not line.complete:
+            return float("inf")
+        return max(0.0, line.audio_secs - line.sent_secs)
+
     def paused(self, at: float) -> None:
         """Playback stopped at `at` to be taken up again (a backchannel): the playing line
         counts what was heard; what it had sent and not played is sent again on resume."""

@@ -192,6 +192,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._unpaused = asyncio.Event()
         self._unpaused.set()
         self._pause_timer: asyncio.TimerHandle | None = None
+        self._in_flight_bytes = 0  # audio of the send under way, not yet on the playback clock
         self.recorder: CallRecorder | None = None  # set by the pipeline builder when the call is recorded
         self.lines = BotLines(self._line_heard)  # the bot's lines as the caller heard them
 
@@ -201,9 +202,15 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     # -------------------------------------------------------------- sending
     async def _send(self, message: str, audio_bytes: int = 0) -> None:
-        """Send one message; advance the playback clock by the audio it carries."""
-        await self._client.send(message)
-        if audio_bytes:
+        """Send one message; advance the playback clock by the audio it carries (unless a
+        `clear` went out meanwhile: that audio was dropped, or is a pause's to send again)."""
+        clears = self.serializer.stats["clears_out"]
+        self._in_flight_bytes = audio_bytes
+        try:
+            await self._client.send(message)
+        finally:
+            self._in_flight_bytes = 0
+        if audio_bytes and self.serializer.stats["clears_out"] == clears:
             now = time.monotonic()
             if self.first_audio_sent_at is None:
                 self.first_audio_sent_at = now
@@ -342,7 +349,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
                 or not self._client.is_connected or self._client.is_closing):
             return False
         now = time.monotonic()
-        unplayed = max(0.0, self._played_until - now)
+        rate = self.serializer.exotel_sample_rate
+        unplayed = int(max(0.0, self._played_until - now) * rate) * 2 + self._in_flight_bytes
         self._cancel_tail_flush()
         self._paused_at = now
         self._unpaused.clear()
@@ -356,6 +364,11 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._transport.pauses_at.append(now)
         self._pause_timer = asyncio.get_running_loop().call_later(MAX_PAUSE_SECS, self._pause_expired)
         return True
+
+    def line_nearly_over(self, within_secs: float) -> bool:
+        """Paused with at most `within_secs` of the line left to play and nothing more coming
+        from the TTS: words said now answer the bot rather than acknowledge it."""
+        return self._paused_at is not None and self.lines.playing_line_left_secs() <= within_secs
 
     async def resume(self) -> None:
         """A backchannel: send again what the caller had not heard, then let the rest follow."""
@@ -397,6 +410,11 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         if direction == FrameDirection.DOWNSTREAM:
             self.lines.take(frame)
         if isinstance(frame, InterruptionFrame):
+            if self._paused_at is not None:  # the interruption overtook clear_now: the pause is over
+                self._end_pause()
+                self._cleared_early_at = time.monotonic()
+                self.lines.cut(self._cleared_early_at)
+                self._transport.pauses_interrupted += 1
             already_cleared = self._cleared_early_at is not None  # and nothing sent since
             if already_cleared:
                 self._transport.early_clear_leads.append(time.monotonic() - self._cleared_early_at)
@@ -476,7 +494,9 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     # -------------------------------------------------------------- lifecycle
     async def stop(self, frame: EndFrame):
-        # Let queued audio go out, then the tail and its mark; close once it has played.
+        # Let queued audio go out, then the tail and its mark; close once it has played. A line
+        # paused by the caller's voice plays on: no verdict on their words will come now.
+        await self.resume()
         await BaseOutputTransport.stop(self, frame)
         self._cancel_tail_flush()
         await self._finish_utterance()

@@ -125,6 +125,8 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         # The turn's final transcripts joined with spaces (Pipecat's `_text` glues them:
         # "my wife," + "we" reads "my wife,we"): what the endings rule and the LLM read.
         self._heard = ""
+        self._in_turn = False  # speculation only inside a caller's turn (not on backchannels)
+        self._speculation_refused = False  # the LLM withdrew one this turn (it wants a tool)
         self._match = NormalizedMatch()
 
     async def setup(self, setup: FrameProcessorSetup):
@@ -137,7 +139,12 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         if self._turn_analyzer:
             await self._turn_analyzer.cleanup()
 
+    async def handle_user_turn_started(self):
+        await super().handle_user_turn_started()
+        self._in_turn = True
+
     async def handle_user_turn_stopped(self):
+        self._in_turn = False
         await super().handle_user_turn_stopped()
         if self._turn_analyzer:
             self._turn_analyzer.clear()
@@ -145,8 +152,11 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if self._turn_analyzer and isinstance(frame, InputAudioRawFrame):
             self._turn_analyzer.append_audio(frame.audio, self._vad_user_speaking)
-        elif isinstance(frame, EagerEndOfTurnCancelFrame):
-            self._speculation = None  # withdrawn (by the LLM service: the reply wants a tool)
+        elif isinstance(frame, EagerEndOfTurnCancelFrame) and self._speculation is not None:
+            # Withdrawn by the LLM service (the reply wants a tool): the turn's end asks afresh,
+            # and nothing more is speculated this turn (each try would want the tool again).
+            self._speculation = None
+            self._speculation_refused = True
         return await super().process_frame(frame)
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame):
@@ -213,8 +223,9 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
     # ------------------------------------------------------------------ speculation
     async def _maybe_speculate(self) -> None:
         """Start the LLM on the final transcript while the turn's end is still being decided."""
-        if (not self._speculate or self._speculation is not None or self._vad_user_speaking
-                or not self._stt_wait_done or not self._text.strip()):
+        if (not self._speculate or not self._in_turn or self._speculation_refused
+                or self._speculation is not None or self._vad_user_speaking
+                or not self._stt_wait_done or not self._heard):
             return
         self._speculation = UserTurnSpeculation(text=self._heard)
         await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
@@ -230,6 +241,7 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
 
     async def _reset(self, *, clear_vad_user_speaking: bool):
         self._heard = ""
+        self._speculation_refused = False
         await super()._reset(clear_vad_user_speaking=clear_vad_user_speaking)
 
     async def _withdraw_speculation(self) -> None:

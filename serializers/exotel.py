@@ -222,11 +222,11 @@ class ExotelFrameSerializer(FrameSerializer):
         self.stats["clears_out"] += 1
         return json.dumps({"event": "clear", "stream_sid": self._stream_sid})
 
-    def unplayed_audio(self, unplayed_secs: float) -> bytes:
-        """What a pause takes back: the last `unplayed_secs` of audio sent (it had not played
+    def unplayed_audio(self, unplayed_bytes: int) -> bytes:
+        """What a pause takes back: the last `unplayed_bytes` of audio sent (it had not played
         yet) and the audio held here short of a payload, in playing order. The held audio is
         forgotten; the caller of this sends `clear` and later sends the result again."""
-        size = min(len(self._recent_out), int(unplayed_secs * self._exotel_rate) * 2)
+        size = min(len(self._recent_out), unplayed_bytes // 2 * 2)
         audio = bytes(self._recent_out[len(self._recent_out) - size:]) + bytes(self._out_buffer)
         self._out_buffer.clear()
         return audio

@@ -25,8 +25,14 @@ class Playback:
     def __init__(self):
         self.paused = False
         self.calls: list[str] = []
+        self.nearly_over = False  # what line_nearly_over answers
+
+    def line_nearly_over(self, within_secs: float) -> bool:
+        return self.paused and self.nearly_over
 
     async def pause(self) -> bool:
+        if self.paused:
+            return False  # as the transport: one pause at a time
         self.calls.append("pause")
         self.paused = True
         return True
@@ -60,6 +66,8 @@ def interim(text: str) -> InterimTranscriptionFrame:
 @pytest.mark.parametrize("text, backchannel", [
     ("hmm", True), ("Haan ji.", True), ("okay, right", True), ("Yes yes", True), ("no", True),
     ("wait", True), ("Wait stop", False), ("okay but how much", False), ("haan kitna hai", False),
+    ("हाँ जी", True), ("ठीक है।", True), ("अच्छा", True), ("Hmmm okay", True), ("theek hai", True),
+    ("किराया कितना है", False),
 ])
 def test_which_words_over_the_bot_leave_it_talking(text, backchannel):
     s, _, _ = strategy()
@@ -75,6 +83,8 @@ def test_with_min_words_one_only_listed_backchannels_leave_the_bot_talking():
 
 def test_words_of_a_transcript_ignore_case_and_punctuation():
     assert words_of("Haan-ji, OKAY... uh-huh!") == ["haan-ji", "okay", "uh-huh"]
+    assert words_of("हाँ जी, किराया?") == ["हाँ", "जी", "किराया"]  # Devanagari words stay whole
+    assert words_of("Hmmmm haaaan") == ["hmm", "haan"]
 
 
 async def test_onset_pauses_a_backchannel_resumes_on_the_final_and_no_turn_starts():
@@ -140,3 +150,43 @@ def test_a_campaign_backchannel_must_be_a_short_phrase():
     assert TurnTakingConfig(backchannels=["theek hai"]).backchannels == ["theek hai"]
     with pytest.raises(ValueError, match="backchannel"):
         TurnTakingConfig(backchannels=[" "])
+
+
+async def test_an_answer_as_the_question_ends_is_a_turn_not_a_backchannel():
+    """"Yes" said over the last syllable of "Shall I book a visit?" answers it."""
+    s, playback, started = strategy()
+    await s.process_frame(BotStartedSpeakingFrame())
+    await s.process_frame(VADUserStartedSpeakingFrame())
+    playback.nearly_over = True  # what was left of the line is a few hundred ms and the TTS is done
+    await s.process_frame(VADUserStoppedSpeakingFrame())
+    await s.process_frame(final("yes"))
+    assert started and playback.calls == ["pause"]
+
+
+async def test_speech_going_on_after_a_backchannel_is_judged_afresh():
+    s, playback, started = strategy()
+    await s.process_frame(BotStartedSpeakingFrame())
+    await s.process_frame(VADUserStartedSpeakingFrame())
+    await s.process_frame(final("haan"))  # said while the caller still speaks
+    await s.process_frame(VADUserStartedSpeakingFrame())  # ... and goes on
+    await s.process_frame(VADUserStoppedSpeakingFrame())
+    assert playback.calls == ["pause"], "the earlier 'haan' is no verdict on what followed"
+    await s.process_frame(final("but the price"))
+    assert started
+
+
+async def test_no_words_timer_waits_for_words_already_on_their_way(monkeypatch):
+    import asyncio
+
+    import pipelines.backchannel as backchannel
+
+    monkeypatch.setattr(backchannel, "NO_WORDS_RESUME_SECS", 0.05)
+    s, playback, _ = strategy()
+    await s.process_frame(BotStartedSpeakingFrame())
+    await s.process_frame(VADUserStartedSpeakingFrame())
+    await s.process_frame(interim("haan"))
+    await s.process_frame(VADUserStoppedSpeakingFrame())
+    await asyncio.sleep(0.2)
+    assert playback.calls == ["pause"], "an interim's final is the verdict, not the timer"
+    await s.process_frame(final("haan"))
+    assert playback.calls == ["pause", "resume"]

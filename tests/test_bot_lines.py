@@ -202,5 +202,6 @@ def test_a_paused_line_resumed_is_one_whole_line_and_cut_after_a_pause_keeps_wha
     lines.playing("c2")
     lines.sent(2.0, plays_from=200.0, plays_until=202.0)
     lines.paused(201.6)  # then the caller's words made it an interruption
+    assert abs(lines.playing_line_left_secs() - (3.1 - 1.6)) < 1e-9  # all of it was made; 1.6 s heard
     lines.cut(202.3)
     assert heard[1] == ("Great. And how many", 200.0, True)

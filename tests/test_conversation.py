@@ -490,3 +490,22 @@ async def test_a_recording_that_cannot_be_written_does_not_break_the_call(tmp_pa
     assert result.violations == []
     assert session.recording_path is None
     assert session.end_reason == "caller_hangup" and any(e["role"] == "user" for e in session.transcript)
+
+
+@pytest.mark.parametrize("ending_secs", [None, 0.0])
+async def test_yes_over_the_last_words_of_the_greeting_answers_it(tmp_path, monkeypatch, ending_secs):
+    """"Yes" said as "Got a minute?" ends pauses the bot like any speech over it, but with the
+    line all but over it is the caller's answer, not a backchannel to resume from. (With the
+    rule off, ending_secs=0, the answer is lost: the check that this test can fail.)"""
+    import pipelines.backchannel as backchannel
+
+    if ending_secs is not None:
+        monkeypatch.setattr(backchannel, "LINE_ENDING_SECS", ending_secs)
+    async with agent_stack(tmp_path, stt_script=["Yes"], llm=lambda body: Reply(text="Great."),
+                           campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator(script_from_first_audio=True)  # the greeting plays 0-1.8 s
+        pcm = speak("Yes")
+        await emu.run([Say(at=1.35 - speech_start_offset(pcm), pcm=pcm), HangUp(at=6)])
+        await wait_finished(stack, emu.config.call_sid)
+        answered = [r for r in stack.openai.requests if "Yes" in str(r["messages"][-1].get("content"))]
+    assert bool(answered) is (ending_secs is None)
