@@ -99,6 +99,7 @@ def create_app_from_env() -> FastAPI:
 def create_app(settings: Settings) -> FastAPI:
     """Load campaigns (failing fast on a bad file) and wire the routers."""
     campaigns = CampaignBook(settings.campaigns_dir)
+    campaigns.require(settings.default_campaign, "DEFAULT_CAMPAIGN")
     private_folder(settings.data_dir)  # records, recordings, secrets: the server's user only
 
     @asynccontextmanager

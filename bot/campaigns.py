@@ -297,11 +297,15 @@ class _Defaulting(dict):
 
 
 def render_template(template: str, lead: dict[str, Any], **extra: str) -> str:
-    """Render; tidy the spaces a missing field leaves behind ("Hello , x" -> "Hello, x")."""
+    """Render; tidy what a missing field leaves behind: "Hello , x" -> "Hello, x", "your time,
+    . Have" -> "your time. Have", ", we called" at a sentence's start -> "We called"."""
     text = template.format_map(_Defaulting(lead=LeadFields(lead), **extra))
     lines = [" ".join(line.split()) for line in text.splitlines()]
     text = "\n".join(lines).strip()
-    return re.sub(r" ([,.?!])", r"\1", text)
+    text = re.sub(r" ([,.?!])", r"\1", text)
+    text = re.sub(r",+([.?!])", r"\1", text)  # "time,." -> "time."
+    text = re.sub(r"([.?!]),", r"\1", text)  # "Hello?," -> "Hello?"
+    return re.sub(r"(^|[.?!] )[,;:] ?(\w)", lambda m: m.group(1) + m.group(2).upper(), text, flags=re.M)
 
 
 def load_campaign(path: Path) -> Campaign:
@@ -332,6 +336,12 @@ class CampaignBook:
 
     def names(self) -> list[str]:
         return sorted(self._campaigns)
+
+    def require(self, name: str, setting: str) -> None:
+        """Fail start-up on a setting naming a campaign that isn't there (not every call later)."""
+        if name not in self._campaigns:
+            raise CampaignError(f"{setting} {name!r}: no such campaign in {self.folder} "
+                                f"(there: {', '.join(self.names()) or 'none'})")
 
     def all(self) -> list[Campaign]:
         return [self._campaigns[name] for name in self.names()]

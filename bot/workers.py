@@ -78,8 +78,10 @@ def run_server(settings: Settings) -> None:
     The database is checked (and migrated) and the app built here first either way, so a bad
     campaign file (CampaignError) or an unreachable database (DatabaseUnavailable) stops
     start-up with one line before anything listens or any worker starts."""
+    from bot.campaigns import CampaignBook
     from bot.database_check import check_database
 
+    CampaignBook(settings.campaigns_dir).require(settings.default_campaign, "DEFAULT_CAMPAIGN")
     asyncio.run(check_database(settings.database_url))
     from bot.app import create_app  # (imports Pipecat, which greets on the log)
 

@@ -110,6 +110,20 @@ def test_shipped_campaign_renders_the_lead():
     assert "Hello," in campaign.render_greeting({})  # a missing field never breaks the call
 
 
+@pytest.mark.parametrize("template, lead, said", [
+    ("Thank you for your time, {lead.name}. Have a great day.", {}, "Thank you for your time. Have a great day."),
+    ("Thank you for your time, {lead.name}. Have a great day.", {"name": "Rahul"},
+     "Thank you for your time, Rahul. Have a great day."),
+    ("Hello {lead.name}, this is Priya.", {}, "Hello, this is Priya."),
+    ("{lead.name}, we called about the flats.", {}, "We called about the flats."),
+    ("Is this {lead.name}? Great.", {}, "Is this? Great."),
+])
+def test_a_template_over_a_missing_lead_field_reads_cleanly(template, lead, said):
+    from bot.campaigns import render_template
+
+    assert render_template(template, lead) == said
+
+
 def test_cli_demo_runs_a_full_offline_call():
     done = subprocess.run([sys.executable, "-m", "bot.cli", "demo"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)

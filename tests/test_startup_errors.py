@@ -84,3 +84,11 @@ def test_workers_that_fail_during_start_up_are_not_restarted(tmp_path):
     gave_up = [line for line in lines if "failed during start-up (exit code" in line and "not restarting" in line]
     assert len(gave_up) == 2, log[-3000:]  # each worker once
     assert lines[-1] == "error: all 2 worker processes failed during start-up (see the log above); not serving"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_default_campaign_that_does_not_exist_stops_start_up_with_one_line(tmp_path, workers):
+    code, lines = _run([sys.executable, "server.py"], tmp_path, DEFAULT_CAMPAIGN="nope", WORKERS=workers)
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("error: DEFAULT_CAMPAIGN 'nope'"), lines
+    assert "real_estate" in lines[0], "names the campaigns there are"
