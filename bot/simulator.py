@@ -29,7 +29,8 @@ async def simulated_exotel(settings: Settings, caller_events: list[Any]):
     """An in-process server wired to a simulated Exotel whose answered calls play `caller_events`."""
     async with FakeExotelREST(account_sid=SIM["exotel_account_sid"], api_key=SIM["exotel_api_key"],
                               api_token=SIM["exotel_api_token"], caller_script=lambda number: caller_events,
-                              ring_secs=0.5, emulator_options={"max_secs": 3600}) as exotel:
+                              ring_secs=0.5, emulator_options={"max_secs": 3600},
+                              recording_urls=False) as exotel:
         port = free_port()
         sim_settings = settings.model_copy(update={
             **SIM, "exotel_api_token": SecretStr(SIM["exotel_api_token"]), "host": "127.0.0.1", "port": port,

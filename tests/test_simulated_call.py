@@ -29,9 +29,11 @@ def test_bot_run_lead_offline_completes_a_call_with_record_and_recording(tmp_pat
     assert "Goodbye" in out and "bot_hangup" in out, "ended by end_call after the goodbye"
 
     row = sqlite3.connect(tmp_path / "calls.db").execute(
-        "select call_sid, status, outcome, end_reason, transcript, collected, recording_path from call_records"
+        "select call_sid, status, outcome, end_reason, transcript, collected, recording_path, recording_url "
+        "from call_records"
     ).fetchone()
-    call_sid, status, outcome, end_reason, transcript, collected, recording = row
+    call_sid, status, outcome, end_reason, transcript, collected, recording, recording_url = row
+    assert recording_url is None, "a simulated call's recording is its local WAV, not an exotel.com address"
     assert status == "completed" and end_reason == "bot_hangup"
     assert outcome in ("interested", "not_interested")
     assert len([t for t in json.loads(transcript) if t["role"] == "user"]) >= 3

@@ -199,6 +199,7 @@ class FakeExotelREST:
         callback_retries: int = 2,
         callback_retry_delay: float = 0.2,
         callback_timeout: float = 15.0,
+        recording_urls: bool = True,
     ):
         if media_url and dynamic_url:
             raise ValueError("give media_url or dynamic_url, not both")
@@ -213,6 +214,9 @@ class FakeExotelREST:
         self.dynamic_url = dynamic_url
         self.caller_script = caller_script
         self.hangup_after = hangup_after
+        # Exotel's RecordingUrl for recorded calls; the simulator turns it off (its recording
+        # is the server's own local WAV: an exotel.com address there would lead nowhere).
+        self.recording_urls = recording_urls
         self.ring_secs = ring_secs
         self.answered_by = answered_by
         self.emulator_options = dict(emulator_options or {})
@@ -496,7 +500,7 @@ class FakeExotelREST:
         call.status = status
         call.duration = duration
         call.end_time = call.updated = datetime.now(timezone.utc)
-        if status == "completed" and call.form.get("Record") == "true":
+        if status == "completed" and call.form.get("Record") == "true" and self.recording_urls:
             call.recording_url = f"https://recordings.exotel.com/exotelrecordings/{self.account_sid}/{call.sid}.mp3"
         logger.info(f"fake Exotel: call {call.sid} {status} ({duration}s)")
 
