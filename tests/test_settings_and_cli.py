@@ -96,11 +96,25 @@ def test_campaign_errors_name_file_and_field(tmp_path):
     folder = tmp_path / "book"
     folder.mkdir()
     (folder / "typo.yaml").write_text("greeting: hi\ngreting: hi\n")
-    with pytest.raises(CampaignError, match="typo.yaml: greting: Extra inputs are not permitted"):
+    with pytest.raises(CampaignError, match="typo.yaml: greting: unknown key"):
         CampaignBook(folder)
     with pytest.raises(CampaignError, match="not valid YAML"):
         (tmp_path / "x.yaml").write_text("a: [")
         load_campaign(tmp_path / "x.yaml")
+
+
+def test_a_typo_in_a_required_key_is_told_as_unknown_first_with_a_suggestion(tmp_path):
+    shipped = (ROOT / "configs" / "real_estate.yaml").read_text()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(shipped.replace("\ngreeting:", "\ngreting:", 1))
+    with pytest.raises(CampaignError) as error:
+        load_campaign(typo)
+    assert str(error.value) == (f"{typo}: greting: unknown key (did you mean 'greeting'?); "
+                                "greeting: Field required")
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(shipped.replace("  min_words:", "  min_wrds:", 1))
+    with pytest.raises(CampaignError, match=r"turn_taking.min_wrds: unknown key \(did you mean 'min_words'\?\)$"):
+        load_campaign(nested)
 
 
 def test_shipped_campaign_renders_the_lead():
