@@ -244,6 +244,27 @@ async def test_a_signed_callback_address_cannot_touch_another_call_or_create_one
 # --- 6. CSV cells are never live formulas ---------------------------------------------------
 
 
+def test_the_csv_export_opens_as_a_sales_team_expects():
+    """One column per collected detail, the lead's name and phone, the transcript as text."""
+    rows = [
+        {"call_sid": "CA1", "campaign": "real_estate", "status": "completed", "outcome": "interested",
+         "summary": "2BHK", "started_at": None, "ended_at": None, "duration_secs": 60.0, "end_reason": "bot_hangup",
+         "escalated": False, "lead": {"name": "Rahul"}, "to_number": "+919876543210",
+         "collected": {"budget": "80 lakhs", "bhk": 2},
+         "transcript": [{"role": "assistant", "text": "Hello Rahul"}, {"role": "user", "text": "Yes"}]},
+        {"call_sid": "CA2", "campaign": "real_estate", "status": "completed", "outcome": "callback_requested",
+         "summary": "", "started_at": None, "ended_at": None, "duration_secs": 20.0, "end_reason": "bot_hangup",
+         "escalated": False, "lead": {"name": "Asha"}, "to_number": "+919876500000",
+         "collected": {"callback_time": "Sunday"}, "transcript": []},
+    ]
+    table = list(csv.DictReader(io.StringIO(calls_csv(rows))))
+    assert [r["collected.budget"] for r in table] == ["80 lakhs", ""]
+    assert [r["collected.bhk"] for r in table] == ["2", ""]
+    assert [r["collected.callback_time"] for r in table] == ["", "Sunday"]
+    assert table[0]["lead_name"] == "Rahul" and table[0]["lead_phone"] == "'+919876543210"
+    assert table[0]["transcript"] == "bot: Hello Rahul\ncaller: Yes"
+
+
 def test_csv_cells_that_look_like_formulas_are_escaped():
     row = {"call_sid": '=HYPERLINK("http://evil.example","x")', "campaign": "+cmd", "status": "completed",
            "outcome": "-2+3", "summary": "@SUM(A1)", "started_at": None, "ended_at": None, "duration_secs": -1.5,

@@ -150,14 +150,38 @@ def spreadsheet_safe(value: Any) -> Any:
 
 
 def calls_csv(rows: list[dict[str, Any]]) -> str:
-    """The records as CSV (lead and collected as JSON cells), every cell spreadsheet-safe."""
+    """The records as a sales team opens them in a spreadsheet: the call's columns, the lead's
+    name and phone, one column per collected detail (`collected.budget`, ...), the transcript
+    as text ("bot: ... / caller: ..."), and the whole lead as JSON last. Every cell is
+    spreadsheet-safe."""
     import json
 
+    details: list[str] = []
+    for row in rows:
+        details += [key for key in row["collected"] if key not in details]
+    columns = [*CSV_COLUMNS[:-2], "lead_name", "lead_phone", *(f"collected.{key}" for key in details),
+               "transcript", "lead"]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        cells = {**row, "lead": json.dumps(row["lead"], ensure_ascii=False),
-                 "collected": json.dumps(row["collected"], ensure_ascii=False)}
-        writer.writerow({column: spreadsheet_safe(cells.get(column)) for column in CSV_COLUMNS})
+        lead = row["lead"]
+        cells = {**row, "lead": json.dumps(lead, ensure_ascii=False),
+                 "lead_name": lead.get("name"), "lead_phone": row.get("to_number") or lead.get("phone"),
+                 "transcript": transcript_text(row.get("transcript") or []),
+                 **{f"collected.{key}": _cell_value(value) for key, value in row["collected"].items()}}
+        writer.writerow({column: spreadsheet_safe(cells.get(column)) for column in columns})
     return out.getvalue()
+
+
+def transcript_text(transcript: list[dict[str, Any]]) -> str:
+    """The transcript as lines a person reads: "bot: Hello Rahul..." / "caller: Yes"."""
+    speaker = {"assistant": "bot", "user": "caller"}
+    return "\n".join(f"{speaker.get(str(e.get('role')), e.get('role'))}: {e.get('text', '')}"
+                     + (" (interrupted)" if e.get("interrupted") else "") for e in transcript)
+
+
+def _cell_value(value: Any) -> Any:
+    import json
+
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value

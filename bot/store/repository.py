@@ -291,6 +291,7 @@ def call_to_dict(record: CallRecord) -> dict[str, Any]:
         "collected": dict(record.collected or {}),
         "lead": dict(record.lead or {}),
         "campaign": record.campaign,
+        "to_number": record.to_number,
         "started_at": _iso(record.started_at),
         "ended_at": _iso(record.ended_at),
         "end_reason": record.end_reason,
