@@ -224,6 +224,10 @@ class Campaign(_Strict):
         description="For the offline scripted agent: the questions it asks in order (a plain "
         "string fills the lead field at the same position).",
     )
+    scripted_closing: str = Field(
+        "Thank you, that's everything I needed. A colleague will share the details.",
+        max_length=300, description="For the offline scripted agent: what it says after the last question.",
+    )
 
     @field_validator("system_prompt", "greeting", "goodbye", "handoff", "apology")
     @classmethod

@@ -12,6 +12,9 @@ from typing import Any
 UNITS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
          "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
          "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19}
+# Indian English and Hindi multipliers: "three thousand", "do hazaar" (lakh and crore are the
+# budget's units, kept as such: "80 lakhs").
+MULTIPLIERS = {"hundred": 100, "sau": 100, "thousand": 1000, "hazaar": 1000, "hazar": 1000}
 TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
         "ninety": 90}
 YES = {"yes", "yeah", "yep", "sure", "ok", "okay", "haan", "ha", "han", "ji", "definitely", "of course",
@@ -23,15 +26,16 @@ HUMAN = ("human", "person", "agent", "manager", "someone else", "real person")
 
 
 def words_to_numbers(text: str) -> list[float]:
-    """Every number in `text`, digits or English words ("two", "eighty five", "1.2")."""
+    """Every number in `text`, digits or English words ("two", "eighty five", "1.2", "3,000",
+    "three thousand")."""
     numbers: list[float] = []
     current: float | None = None
-    for token in re.findall(r"\d+(?:\.\d+)?|[a-z]+", text.lower()):
+    text = re.sub(r"(?<=\d),(?=\d)", "", text.lower())  # "3,000", "3,00,000"
+    for token in re.findall(r"\d+(?:\.\d+)?|[a-z]+", text):
         if re.fullmatch(r"\d+(?:\.\d+)?", token):
             if current is not None:
                 numbers.append(current)
-            numbers.append(float(token))
-            current = None
+            current = float(token)
         elif token in TENS:
             if current is not None:
                 numbers.append(current)
@@ -43,8 +47,8 @@ def words_to_numbers(text: str) -> list[float]:
                 if current is not None:
                     numbers.append(current)
                 current = UNITS[token]
-        elif token == "hundred" and current is not None:
-            current *= 100
+        elif token in MULTIPLIERS and current is not None:
+            current *= MULTIPLIERS[token]
         elif current is not None:
             numbers.append(current)
             current = None
@@ -64,13 +68,19 @@ def yes_or_no(text: str) -> bool | None:
 
 
 def budget(text: str) -> str | None:
-    """'80 lakhs', '1.2 crore' from 'about eighty lakhs' / 'one point two crore'."""
+    """'80 lakhs', '1.2 crore', '3000 rupees' from 'about eighty lakhs' / 'one point two crore' /
+    'about 3,000 rupees'."""
     lowered = text.lower().replace("point", ".")
-    unit = "crore" if re.search(r"cror", lowered) else "lakhs" if re.search(r"la(k|c)", lowered) else None
-    numbers = words_to_numbers(lowered.replace(" . ", "."))
+    unit = ("crore" if re.search(r"cror", lowered) else "lakhs" if re.search(r"\bla(k|c)", lowered)
+            else "rupees" if re.search(r"rupee|rs\b|₹", lowered) else None)
+    whole, dot, fraction = lowered.partition(".")
+    numbers = words_to_numbers(whole)
     if not numbers:
         return None
-    value = numbers[0]
+    value = numbers[-1] if dot else numbers[0]
+    decimals = words_to_numbers(fraction) if dot else []
+    if decimals and decimals[0] < 10 and float(decimals[0]).is_integer():  # "one point two": 1.2
+        value += decimals[0] / 10
     shown = str(int(value)) if float(value).is_integer() else str(value)
     return f"{shown} {unit}" if unit else shown
 

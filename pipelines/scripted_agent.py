@@ -21,8 +21,6 @@ from pipelines.call_control import CallControl
 from pipelines.extraction import extract, intent, yes_or_no
 from pipelines.tools import merge_lead_details
 
-CLOSING = "Thank you, that's everything I needed. A colleague will share the details."
-
 
 class ScriptedAgent(FrameProcessor):
     """Asks the campaign's scripted questions in order; ends the call when they're done."""
@@ -63,7 +61,8 @@ class ScriptedAgent(FrameProcessor):
             await self._control.transfer_to_human("caller asked for a person")
             return
         if wish == "not_interested" or (self._asked == 0 and yes_or_no(text) is False):
-            await self._control.end_call("not_interested", "said no on the first question")
+            where = "the opening question" if self._asked == 0 else f"question {self._asked} of {len(self._plan)}"
+            await self._control.end_call("not_interested", f"not interested: said {text.strip()[:80]!r} to {where}")
             return
         if wish == "busy" and self._asked == 0:
             await self._control.end_call("callback_requested", "busy; call back later")
@@ -78,7 +77,7 @@ class ScriptedAgent(FrameProcessor):
         collected = self._control.session.collected
         positive = any(value is True for value in collected.values()) or len(collected) >= 2
         summary = ", ".join(f"{k}: {v}" for k, v in collected.items()) or "no details"
-        await self._say(CLOSING)
+        await self._say(self._campaign.render(self._campaign.scripted_closing, self._control.session.lead))
         await self._control.end_call("interested" if positive else "not_interested", summary)
 
     def _collect(self, field_name: str | None, text: str) -> None:
