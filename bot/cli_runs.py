@@ -72,7 +72,9 @@ async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any]
 
     book = CampaignBook(settings.campaigns_dir)
     campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name or lead.get("campaign"))
-    scenario = load_scenario(scenario_for(settings.campaigns_dir, campaign.name))
+    chosen = campaign_name or lead.get("campaign")
+    is_path = isinstance(chosen, str) and chosen.endswith((".yaml", ".yml"))
+    scenario = load_scenario(scenario_for(settings.campaigns_dir, chosen if is_path else campaign.name))
     from bot.database_check import check_database
 
     await check_database(settings.database_url)  # else the in-process server fails mid-start-up

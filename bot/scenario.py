@@ -46,8 +46,16 @@ class Scenario(BaseModel):
 
 
 def load_scenario(path: Path) -> Scenario:
+    if not path.is_file():
+        raise ScenarioError(f"{path}: not found: the simulated caller needs a scenario beside the campaign, "
+                            f"a YAML of the caller's lines (README: 'The simulated caller')")
     return load_yaml_model(path, Scenario, ScenarioError)
 
 
 def scenario_for(campaigns_dir: Path, campaign: str) -> Path:
+    """The scenario of a campaign: `<name>.scenario.yaml` in the campaigns folder, or, for a
+    campaign given as a YAML path, beside that file (`solar.yaml` -> `solar.scenario.yaml`)."""
+    if campaign.endswith((".yaml", ".yml")):
+        path = Path(campaign)
+        return path.with_name(f"{path.stem}.scenario.yaml")
     return campaigns_dir / f"{campaign}.scenario.yaml"

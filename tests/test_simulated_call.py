@@ -41,3 +41,21 @@ def test_bot_run_lead_offline_completes_a_call_with_record_and_recording(tmp_pat
     with wave.open(recording) as wav:
         assert wav.getnchannels() == 2 and wav.getnframes() / wav.getframerate() > 15
     assert recording in out
+
+
+def test_a_campaign_given_as_a_path_has_its_scenario_beside_it(tmp_path):
+    from bot.scenario import scenario_for
+
+    assert scenario_for(ROOT / "configs", str(tmp_path / "solar.yaml")) == tmp_path / "solar.scenario.yaml"
+    assert scenario_for(ROOT / "configs", "real_estate") == ROOT / "configs" / "real_estate.scenario.yaml"
+
+
+def test_a_missing_scenario_is_one_line_saying_what_a_scenario_is(tmp_path):
+    campaign = tmp_path / "solar.yaml"
+    campaign.write_text((ROOT / "configs" / "real_estate.yaml").read_text().replace("name: real_estate", "name: solar"))
+    env = {**os.environ, **NO_KEYS, "DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "run", "--lead", "examples/lead.json",
+                           "--campaign", str(campaign)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines and "solar.scenario.yaml" in lines[-1] and "simulated caller" in lines[-1], done.stderr[-2000:]
