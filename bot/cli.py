@@ -115,7 +115,7 @@ def run(
             code = asyncio.run(run_campaign(settings, leads, campaign, concurrency=concurrency,
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,
-                                            retry_delay=retry_delay, dnc=dnc))
+                                            retry_delay=retry_delay, dnc=dnc, simulate=simulate or None))
     except (SettingsError, CampaignError, DatabaseUnavailable, ValueError, FileNotFoundError) as error:
         raise _fail(error) from None  # incl. ScenarioError
     except KeyboardInterrupt:

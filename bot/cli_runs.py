@@ -147,52 +147,103 @@ def _window(text: str) -> tuple[time, time]:
 
 async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str | None, *, concurrency: int,
                        calls_per_minute: int, window: str, timezone: str, max_attempts: int,
-                       retry_delay: float, dnc: Path | None) -> int:
-    """Load (or resume) the run, dial with a progress bar, print the summary table."""
+                       retry_delay: float, dnc: Path | None, simulate: bool | None = None) -> int:
+    """Load (or resume) the run, dial with a progress bar, print the summary table. Without
+    Exotel credentials (or with `simulate`), the calls go to the built-in simulator."""
     start, end = _window(window)
     options = RunnerOptions(concurrency=concurrency, calls_per_minute=calls_per_minute, window_start=start,
                             window_end=end, timezone=timezone, max_attempts=max_attempts,
                             retry_delay_secs=retry_delay, do_not_call=read_dnc(dnc))
+    if simulate or (simulate is None and not settings.exotel_configured):
+        return await simulate_campaign(settings, leads_path, campaign_name, options)
     async with cli_services(settings, dialling=True) as services:
         campaign = _campaign(services, campaign_name)
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+        return await drive_run(services.store, services.dialer, campaign, options, leads_path)
 
-        def on_event(kind: str, data: dict[str, Any]) -> None:
-            if kind == "dial_error":
-                console.print(f"  line {data['line']}: {data['error']}")
 
-        runner = CampaignRunner(services.store, services.dialer, campaign, options, on_event=on_event)
-        report = await runner.load(leads_path)
-        for bad in report.bad_rows:
-            console.print(f"[red]line {bad.line}[/]: {bad.reason} (skipped)")
-        if report.skipped_dnc:
-            console.print(f"{report.skipped_dnc} lead(s) on the do-not-call list (skipped)")
-        verb = "resuming" if report.resumed else "starting"
-        console.print(f"{verb} run {report.run_id} of [cyan]{campaign.name}[/]")
-        stats = await services.store.run_progress(report.run_id)
-        for lead_id in stats.to_reconcile:
-            console.print(f"[yellow]lead row {lead_id} was mid-dial when the last run stopped: "
-                          "not redialled; check Exotel and settle it[/]")
-        with progress:
-            task = progress.add_task(campaign.name, total=stats.total, note="")
-            runner_task = asyncio.create_task(runner.run(report.run_id))
-            while not runner_task.done():
-                try:
-                    now = await services.store.run_progress(report.run_id)
-                except Exception as error:  # the run pauses through an outage; so does the bar
-                    if not is_outage(error):
-                        raise
-                    progress.update(task, note="database unavailable: waiting")
-                else:
-                    finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
-                    progress.update(task, completed=finished,
-                                    note=f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}")
-                await asyncio.wait({runner_task}, timeout=1.0)
-            counts = runner_task.result()
-            progress.update(task, completed=stats.total)
-        await print_run_summary(services.store, report.run_id, counts)
-    return 0
+async def simulate_campaign(settings: Settings, leads_path: Path, campaign_name: str | None,
+                            options: RunnerOptions) -> int:
+    """The same run through the built-in Exotel simulator: answered calls play the campaign's
+    scenario; a lead's `simulate` column (busy, no-answer, failed) makes its calls end so."""
+    from bot.campaigns import CampaignBook
+    from bot.database_check import check_database
+    from bot.scenario import load_scenario, scenario_for
+    from bot.simulator import describe_stand_ins, simulated_exotel
+
+    book = CampaignBook(settings.campaigns_dir)
+    campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name)
+    is_path = bool(campaign_name) and str(campaign_name).endswith((".yaml", ".yml"))
+    scenario = load_scenario(scenario_for(settings.campaigns_dir, str(campaign_name) if is_path else campaign.name))
+    outcomes = simulated_outcomes(leads_path)
+    await check_database(settings.database_url)
+    console.print("[bold]No Exotel credentials: simulating the campaign's calls on this machine.[/]")
+    events = scenario.caller_events(settings.exotel_sample_rate or 8000)
+    async with simulated_exotel(settings, events, outcomes=outcomes) as (server, exotel):
+        for part in describe_stand_ins(server):
+            console.print(f"  {part}")
+        state = server.app.state
+        code = await drive_run(state.store, state.dialer, campaign, options, leads_path)
+        await exotel.drain()
+    return code
+
+
+def simulated_outcomes(leads_path: Path) -> dict[str, str]:
+    """{phone: busy|no-answer|failed} from the CSV's `simulate` column (others are answered)."""
+    import csv
+
+    from bot.campaign_runner import PHONE_COLUMNS
+    from bot.fakes.exotel_rest import OUTCOMES
+
+    outcomes = {"*": "answered"}
+    with leads_path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            wanted = (row.get("simulate") or "").strip().lower()
+            phone = next((row[c] for c in PHONE_COLUMNS if row.get(c)), None)
+            if phone and wanted in OUTCOMES:
+                outcomes[phone] = wanted
+    return outcomes
+
+
+async def drive_run(store, dialer, campaign, options: RunnerOptions, leads_path: Path) -> int:
+    """Load (or resume) the run of `leads_path`, dial it with a progress bar, print the summary."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        if kind == "dial_error":
+            console.print(f"  line {data['line']}: {data['error']}")
+
+    runner = CampaignRunner(store, dialer, campaign, options, on_event=on_event)
+    report = await runner.load(leads_path)
+    for bad in report.bad_rows:
+        console.print(f"[red]line {bad.line}[/]: {bad.reason} (skipped)")
+    if report.skipped_dnc:
+        console.print(f"{report.skipped_dnc} lead(s) on the do-not-call list (skipped)")
+    verb = "resuming" if report.resumed else "starting"
+    console.print(f"{verb} run {report.run_id} of [cyan]{campaign.name}[/]")
+    stats = await store.run_progress(report.run_id)
+    for lead_id in stats.to_reconcile:
+        console.print(f"[yellow]lead row {lead_id} was mid-dial when the last run stopped: "
+                      "not redialled; check Exotel and settle it[/]")
+    with progress:
+        task = progress.add_task(campaign.name, total=stats.total, note="")
+        runner_task = asyncio.create_task(runner.run(report.run_id))
+        while not runner_task.done():
+            try:
+                now = await store.run_progress(report.run_id)
+            except Exception as error:  # the run pauses through an outage; so does the bar
+                if not is_outage(error):
+                    raise
+                progress.update(task, note="database unavailable: waiting")
+            else:
+                finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
+                progress.update(task, completed=finished,
+                                note=f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}")
+            await asyncio.wait({runner_task}, timeout=1.0)
+        counts = runner_task.result()
+        progress.update(task, completed=stats.total)
+    await print_run_summary(store, report.run_id, counts)
+    return 0 if counts.get("done", 0) or not stats.total else 1
 
 
 async def print_run_summary(store, run_id: str, counts: dict[str, int]) -> None:

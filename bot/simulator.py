@@ -25,10 +25,12 @@ SIM = {"exotel_account_sid": "simulated", "exotel_api_key": "simulated", "exotel
 
 
 @asynccontextmanager
-async def simulated_exotel(settings: Settings, caller_events: list[Any]):
-    """An in-process server wired to a simulated Exotel whose answered calls play `caller_events`."""
+async def simulated_exotel(settings: Settings, caller_events: list[Any], outcomes: Any = "answered"):
+    """An in-process server wired to a simulated Exotel whose answered calls play `caller_events`
+    (`outcomes`: answered, busy, no-answer or failed; one for all, or by number)."""
     async with FakeExotelREST(account_sid=SIM["exotel_account_sid"], api_key=SIM["exotel_api_key"],
                               api_token=SIM["exotel_api_token"], caller_script=lambda number: caller_events,
+                              outcomes=outcomes,
                               ring_secs=0.5, emulator_options={"max_secs": 3600},
                               recording_urls=False) as exotel:
         port = free_port()
