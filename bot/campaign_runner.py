@@ -84,8 +84,8 @@ def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[B
             raw = next((row[c] for c in PHONE_COLUMNS if row.get(c)), "")
             try:
                 phone = normalize_indian_phone(raw)
-            except InvalidPhoneNumber as error:
-                bad.append(BadRow(line, str(error)))
+            except InvalidPhoneNumber as error:  # shown to whoever wrote the file, never logged
+                bad.append(BadRow(line, error.for_user))
                 continue
             if phone in dnc:
                 skipped += 1

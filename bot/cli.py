@@ -22,7 +22,7 @@ def _settings(**overrides):
         raise typer.Exit(2) from None
 
 
-def _fail(error: Exception) -> typer.Exit:
+def _fail(error: Exception | str) -> typer.Exit:
     """One red line on stderr; the command exits 2."""
     typer.secho(f"error: {error}", fg="red", err=True)
     return typer.Exit(2)
@@ -107,6 +107,7 @@ def run(
     setup_logging("WARNING")
     from bot.cli_runs import run_campaign, run_one_lead
     from bot.database_check import DatabaseUnavailable
+    from bot.phone import InvalidPhoneNumber
 
     try:
         if lead is not None:
@@ -116,6 +117,8 @@ def run(
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,
                                             retry_delay=retry_delay, dnc=dnc))
+    except InvalidPhoneNumber as error:  # the user's own typing: shown as typed
+        raise _fail(error.for_user) from None
     except (SettingsError, CampaignError, DatabaseUnavailable, ValueError, FileNotFoundError) as error:
         raise _fail(error) from None  # incl. ScenarioError
     except KeyboardInterrupt:

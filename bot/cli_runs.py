@@ -16,7 +16,7 @@ from rich.table import Table
 from bot.call_status import call_is_over
 from bot.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.cli_services import cli_services
-from bot.phone import mask_phone
+from bot.phone import mask_phone, normalize_indian_phone
 from bot.settings import Settings
 from bot.store.repository import mask_url
 from bot.store.durable import is_outage
@@ -53,6 +53,7 @@ async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str |
 
     Without Exotel credentials (or with `simulate`), the call goes to the built-in simulator."""
     phone, lead = _read_lead(lead_path)
+    normalize_indian_phone(phone)  # a bad number fails here, before a server or a dial
     if simulate or (simulate is None and not settings.exotel_configured):
         return await simulate_one_lead(settings, phone, lead, campaign_name)
     async with cli_services(settings, dialling=True) as services:

@@ -1,0 +1,57 @@
+"""Issue 15: every mistake gets one clear line and the right exit code, before anything dials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.phone import InvalidPhoneNumber, normalize_indian_phone
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch) -> Path:
+    """A clean working directory (no .env) with its own DATA_DIR; no Exotel credentials."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    for name in ("EXOTEL_ACCOUNT_SID", "EXOTEL_API_KEY", "EXOTEL_API_TOKEN", "EXOTEL_CALLER_ID",
+                 "EXOTEL_APP_ID", "PUBLIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- 1. phone numbers
+
+
+def test_phone_error_shows_the_number_as_typed_to_the_user_and_masked_to_logs():
+    with pytest.raises(InvalidPhoneNumber) as caught:
+        normalize_indian_phone("12345")
+    assert caught.value.for_user == "invalid phone number '12345': too short"
+    assert "12345" not in str(caught.value), "str() reaches logs and records: masked"
+
+
+def test_bot_run_lead_with_a_bad_number_names_it_and_exits_2(cli_env):
+    lead = cli_env / "lead.json"
+    lead.write_text(json.dumps({"name": "Rahul", "phone": "12345"}))
+    result = runner.invoke(app, ["run", "--lead", str(lead), "--simulate"])
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: invalid phone number '12345': too short"
+
+
+async def test_api_422_shows_the_number_as_typed(live_server):
+    async with httpx.AsyncClient(base_url=live_server.http_url) as client:
+        response = await client.post("/calls", json={"to": "12345"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "invalid phone number '12345': too short"
