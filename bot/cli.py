@@ -28,6 +28,13 @@ def _fail(error: Exception | str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _need_file(path: Path | None, what: str) -> None:
+    """Refuse a missing input file up front in one line naming it (not `[Errno 2] ...`)."""
+    if path is not None and not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "not found"
+        raise _fail(f"{what} file {problem}: {path}")
+
+
 def _run(coroutine):
     """asyncio.run, with a database that can't be opened told in one line."""
     from bot.database_check import DatabaseUnavailable
@@ -103,6 +110,10 @@ def run(
     if (lead is None) == (leads is None):
         typer.secho("error: give exactly one of --lead or --leads", fg="red", err=True)
         raise typer.Exit(2)
+    _need_file(lead or leads, "lead")
+    _need_file(dnc, "do-not-call")
+    if campaign and campaign.endswith((".yaml", ".yml")):
+        _need_file(Path(campaign), "campaign")
     settings = _settings()
     setup_logging("WARNING")
     from bot.cli_runs import run_campaign, run_one_lead
@@ -119,8 +130,12 @@ def run(
                                             retry_delay=retry_delay, dnc=dnc))
     except InvalidPhoneNumber as error:  # the user's own typing: shown as typed
         raise _fail(error.for_user) from None
-    except (SettingsError, CampaignError, DatabaseUnavailable, ValueError, FileNotFoundError) as error:
+    except (SettingsError, CampaignError, DatabaseUnavailable, ValueError) as error:
         raise _fail(error) from None  # incl. ScenarioError
+    except OSError as error:  # a file unreadable after the checks above: name it, not the errno
+        if error.filename is None:
+            raise  # a network error is not a file problem
+        raise _fail(f"cannot read {error.filename}: {error.strerror or error}") from None
     except KeyboardInterrupt:
         typer.echo("stopped; run the same command again to resume without calling anyone twice")
         raise typer.Exit(130) from None

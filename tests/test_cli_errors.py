@@ -55,3 +55,23 @@ async def test_api_422_shows_the_number_as_typed(live_server):
         response = await client.post("/calls", json={"to": "12345"})
     assert response.status_code == 422
     assert response.json()["detail"] == "invalid phone number '12345': too short"
+
+
+# --------------------------------------------------------------------------- 2. missing files
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--lead", "nope.json"], "error: lead file not found: nope.json"),
+        (["--leads", "nope.csv"], "error: lead file not found: nope.csv"),
+        (["--leads", "leads.csv", "--dnc", "nope.txt"], "error: do-not-call file not found: nope.txt"),
+        (["--leads", "leads.csv", "--campaign", "nope.yaml"], "error: campaign file not found: nope.yaml"),
+        (["--leads", "."], "error: lead file is a folder, not a file: ."),
+    ],
+)
+def test_missing_input_files_are_one_line_exit_2(cli_env, args, line):
+    (cli_env / "leads.csv").write_text("phone\n9876543210\n")
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 2
+    assert one_error_line(result) == line
