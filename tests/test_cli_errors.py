@@ -75,3 +75,42 @@ def test_missing_input_files_are_one_line_exit_2(cli_env, args, line):
     result = runner.invoke(app, ["run", *args])
     assert result.exit_code == 2
     assert one_error_line(result) == line
+
+
+# --------------------------------------------------------------------------- 3. campaign options
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--concurrency", "0"], "error: concurrency must be at least 1 (got 0)"),
+        (["--calls-per-minute", "0"], "error: calls-per-minute must be at least 1 (got 0)"),
+        (["--max-attempts", "0"], "error: max-attempts must be at least 1 (got 0)"),
+        (["--retry-delay", "-5"], "error: retry-delay must not be negative (got -5)"),
+        (["--window", "19:00-10:00"], "error: the calling window must start before it ends (got 19:00-10:00)"),
+        (["--timezone", "Mars/Olympus"],
+         "error: unknown time zone 'Mars/Olympus' (give an IANA name such as Asia/Kolkata)"),
+    ],
+)
+def test_bad_campaign_options_are_refused_before_any_dial(cli_env, args, line, monkeypatch):
+    import bot.cli_runs
+
+    def no_services(*_, **__):
+        raise AssertionError("services (and the dialer) were started for a bad option")
+
+    monkeypatch.setattr(bot.cli_runs, "cli_services", no_services)
+    (cli_env / "leads.csv").write_text("phone\n9876543210\n")
+    result = runner.invoke(app, ["run", "--leads", "leads.csv", *args])
+    assert result.exit_code == 2
+    assert one_error_line(result) == line
+
+
+def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
+    from bot.campaign_runner import read_leads
+
+    csv_path = tmp_path / "leads.csv"
+    csv_path.write_text("id,phone,timezone\nA,9876500001,Asia/Kolkata\nB,9876500002,Mars/Olympus\n"
+                        "C,9876500003,\n")
+    leads, bad, _ = read_leads(csv_path, frozenset())
+    assert [lead.lead_id for lead in leads] == ["A", "C"]
+    assert [(row.line, row.reason) for row in bad] == [(3, "unknown time zone 'Mars/Olympus'")]
