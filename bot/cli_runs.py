@@ -191,7 +191,21 @@ async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str 
             counts = runner_task.result()
             progress.update(task, completed=stats.total)
         await print_run_summary(services.store, report.run_id, counts)
+    failure = nothing_succeeded(counts, len(report.bad_rows))
+    if failure:
+        console.print(f"[red]{failure}[/]")
+        return 1
     return 0
+
+
+def nothing_succeeded(counts: dict[str, int], bad_rows: int) -> str | None:
+    """The summary's last line when no lead got through but some were tried or refused, so a
+    script running the campaign sees it fail (exit 1); None when something succeeded, or when
+    there was nothing to call (every lead on the do-not-call list)."""
+    failed = counts.get("failed", 0)
+    if counts.get("done", 0) or not (failed or bad_rows):
+        return None
+    return f"nothing succeeded: {failed} lead(s) failed, {bad_rows} bad row(s)"
 
 
 async def print_run_summary(store, run_id: str, counts: dict[str, int]) -> None:

@@ -114,3 +114,29 @@ def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
     leads, bad, _ = read_leads(csv_path, frozenset())
     assert [lead.lead_id for lead in leads] == ["A", "C"]
     assert [(row.line, row.reason) for row in bad] == [(3, "unknown time zone 'Mars/Olympus'")]
+
+
+# --------------------------------------------------------------------------- 4. nothing succeeded
+
+
+async def test_a_campaign_where_every_call_failed_exits_1_and_says_so(tmp_path, capsys):
+    from bot.cli_runs import run_campaign
+    from tests.test_campaign_run import dialling_server, write_csv
+
+    csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,", "B,Bad,12,"])
+    async with dialling_server(tmp_path, "busy") as (server, exotel):
+        code = await run_campaign(server.settings, csv_path, "real_estate", concurrency=2, calls_per_minute=100,
+                                  window="00:00-23:59", timezone="Asia/Kolkata", max_attempts=1,
+                                  retry_delay=0.2, dnc=None)
+        await exotel.drain()
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "nothing succeeded: 1 lead(s) failed, 1 bad row(s)" in out
+
+
+def test_nothing_succeeded_only_when_nothing_did():
+    from bot.cli_runs import nothing_succeeded
+
+    assert nothing_succeeded({"done": 1, "failed": 5}, 2) is None
+    assert nothing_succeeded({}, 0) is None, "every lead on the do-not-call list: nothing to do is no failure"
+    assert nothing_succeeded({}, 3) == "nothing succeeded: 0 lead(s) failed, 3 bad row(s)"
