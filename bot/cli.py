@@ -175,7 +175,27 @@ def applet_url_command() -> None:
     from bot.signing import signing_key
 
     settings = _settings()
+    if _on_this_machine(settings.public_base_url):
+        typer.secho(f"warning: PUBLIC_BASE_URL is {settings.public_base_url} (the default when unset): Exotel "
+                    "cannot reach this machine there; set it to the server's public https address",
+                    fg="yellow", err=True)
     typer.echo(applet_url(settings, signing_key(settings)))
+
+
+def _on_this_machine(url: str) -> bool:
+    """A base URL only this machine can open (localhost, 127.x, ::1, 0.0.0.0): a URL built on it
+    looks right when pasted into Exotel and never connects, so it gets a warning."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 if __name__ == "__main__":

@@ -140,3 +140,20 @@ def test_nothing_succeeded_only_when_nothing_did():
     assert nothing_succeeded({"done": 1, "failed": 5}, 2) is None
     assert nothing_succeeded({}, 0) is None, "every lead on the do-not-call list: nothing to do is no failure"
     assert nothing_succeeded({}, 3) == "nothing succeeded: 0 lead(s) failed, 3 bad row(s)"
+
+
+# --------------------------------------------------------------------------- 5. applet-url
+
+
+def test_applet_url_without_public_base_url_warns_on_stderr(cli_env):
+    result = runner.invoke(app, ["applet-url"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("http://localhost:8000/exotel/connect?sig="), "stdout stays just the URL"
+    assert one_error_line(result).startswith("warning: PUBLIC_BASE_URL is http://localhost:8000")
+
+
+def test_applet_url_with_a_public_base_url_prints_no_warning(cli_env, monkeypatch):
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://bot.example.com")
+    result = runner.invoke(app, ["applet-url"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout.startswith("https://bot.example.com/exotel/connect?sig=")
