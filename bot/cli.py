@@ -11,7 +11,11 @@ from bot.campaigns import CampaignError
 from bot.logging_setup import setup_logging
 from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 
-app = typer.Typer(help="Exotel voice agent: dial leads and talk with them.", no_args_is_help=True)
+# Plain (click) help and usage errors: typer's rich panels print `--simulate <bool>` for flags
+# (and `--help <bool>`), and box a usage error over several lines.
+PLAIN = None
+app = typer.Typer(help="Exotel voice agent: dial leads and talk with them.", no_args_is_help=True,
+                  rich_markup_mode=PLAIN)
 
 
 def _settings(**overrides):
@@ -88,7 +92,8 @@ def demo(
         raise typer.Exit(1)
 
 
-calls_app = typer.Typer(help="Read call records (from the shared database).", no_args_is_help=True)
+calls_app = typer.Typer(help="Read call records (from the shared database).", no_args_is_help=True,
+                        rich_markup_mode=PLAIN)
 app.add_typer(calls_app, name="calls")
 
 

@@ -157,3 +157,21 @@ def test_applet_url_with_a_public_base_url_prints_no_warning(cli_env, monkeypatc
     result = runner.invoke(app, ["applet-url"])
     assert result.exit_code == 0 and result.stderr == ""
     assert result.stdout.startswith("https://bot.example.com/exotel/connect?sig=")
+
+
+# --------------------------------------------------------------------------- 6. help
+
+
+@pytest.mark.parametrize("command", [["run"], ["calls", "export"], ["serve"]])
+def test_help_shows_flags_as_plain_flags(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+    assert any(line.split() == ["--help", "Show", "this", "message", "and", "exit."]
+               for line in result.stdout.splitlines())
+
+
+def test_run_help_shows_simulate_without_a_value_and_options_with_their_type():
+    lines = runner.invoke(app, ["run", "--help"], terminal_width=200).stdout.splitlines()
+    assert any(line.split()[:2] == ["--simulate", "Use"] for line in lines if line.strip())
+    assert any(line.split()[:2] == ["--concurrency", "<int>"] for line in lines if line.strip())
