@@ -50,12 +50,17 @@ def _run(coroutine):
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    host: str | None = typer.Option(None, help="Interface to listen on (overrides HOST)."),
+    port: int | None = typer.Option(None, help="Port to listen on (overrides PORT)."),
+    workers: int | None = typer.Option(None, help="Server processes; 0 = two per CPU core (overrides WORKERS)."),
+) -> None:
     """Run the server (same as `python server.py`; WORKERS processes)."""
     from bot.database_check import DatabaseUnavailable
     from bot.workers import WorkerStartupFailed, run_server
 
-    settings = _settings()
+    given = {"host": host, "port": port, "workers": workers}
+    settings = _settings(**{name: value for name, value in given.items() if value is not None})
     setup_logging(settings.log_level)
     try:
         run_server(settings)  # a bad campaign file or database fails here, before anything listens

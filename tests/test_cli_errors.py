@@ -175,3 +175,29 @@ def test_run_help_shows_simulate_without_a_value_and_options_with_their_type():
     lines = runner.invoke(app, ["run", "--help"], terminal_width=200).stdout.splitlines()
     assert any(line.split()[:2] == ["--simulate", "Use"] for line in lines if line.strip())
     assert any(line.split()[:2] == ["--concurrency", "<int>"] for line in lines if line.strip())
+
+
+# --------------------------------------------------------------------------- 7. serve options
+
+
+def test_serve_host_port_workers_override_the_settings(cli_env, monkeypatch):
+    import bot.workers
+
+    started = []
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("WORKERS", "3")
+    monkeypatch.setattr(bot.workers, "run_server", started.append)
+    result = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", "9123", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert (started[0].host, started[0].port, started[0].workers) == ("127.0.0.1", 9123, 2)
+    runner.invoke(app, ["serve"])
+    assert (started[1].port, started[1].workers) == (9001, 3), "without the options the settings stand"
+
+
+def test_serve_with_a_bad_port_is_one_line_naming_it(cli_env, monkeypatch):
+    import bot.workers
+
+    monkeypatch.setattr(bot.workers, "run_server", lambda settings: pytest.fail("started"))
+    result = runner.invoke(app, ["serve", "--port", "70000"])
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith("error: invalid setting: PORT:")
