@@ -53,6 +53,29 @@ class RunnerOptions:
     poll_secs: float = 1.0
     call_timeout_secs: float = 3600.0
 
+    def __post_init__(self) -> None:
+        """Refuse, before any dial, values that would stall the run (no slot, no rate, no
+        attempt) or quietly dial in another time zone; the message is one line."""
+        for name in ("concurrency", "calls_per_minute", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.retry_delay_secs < 0:
+            raise ValueError(f"retry-delay must not be negative (got {self.retry_delay_secs:g})")
+        if self.window_start >= self.window_end:
+            raise ValueError(f"the calling window must start before it ends (got {self.window_start:%H:%M}-"
+                             f"{self.window_end:%H:%M})")
+        if not known_timezone(self.timezone):
+            raise ValueError(f"unknown time zone {self.timezone!r} (give an IANA name such as Asia/Kolkata)")
+
+
+def known_timezone(name: str) -> bool:
+    """An IANA zone this machine knows (`Mars/Olympus`, '' and paths are not)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
 
 @dataclass
 class BadRow:
@@ -84,8 +107,8 @@ def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[B
             raw = next((row[c] for c in PHONE_COLUMNS if row.get(c)), "")
             try:
                 phone = normalize_indian_phone(raw)
-            except InvalidPhoneNumber as error:
-                bad.append(BadRow(line, str(error)))
+            except InvalidPhoneNumber as error:  # shown to whoever wrote the file, never logged
+                bad.append(BadRow(line, error.for_user))
                 continue
             if phone in dnc:
                 skipped += 1
@@ -93,6 +116,9 @@ def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[B
             lead_id = row.get("id") or row.get("lead_id") or phone
             if lead_id in seen:
                 bad.append(BadRow(line, f"duplicate lead {lead_id!r}"))
+                continue
+            if row.get("timezone") and not known_timezone(row["timezone"]):
+                bad.append(BadRow(line, f"unknown time zone {row['timezone'][:40]!r}"))
                 continue
             payload = {k: v for k, v in row.items() if k not in PHONE_COLUMNS and v}
             payload["id"] = lead_id
@@ -147,8 +173,8 @@ class CampaignRunner:
         self._clock = clock
         self._emit = on_event or (lambda kind, data: None)
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._rate = RateLimitItemPerMinute(max(1, options.calls_per_minute))
-        self._slots = asyncio.Semaphore(max(1, options.concurrency))
+        self._rate = RateLimitItemPerMinute(options.calls_per_minute)
+        self._slots = asyncio.Semaphore(options.concurrency)
         self.in_flight: set[asyncio.Task] = set()
 
     async def load(self, path: Path) -> LoadReport:

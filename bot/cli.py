@@ -11,7 +11,11 @@ from bot.campaigns import CampaignError
 from bot.logging_setup import setup_logging
 from bot.settings import PROJECT_ROOT, SettingsError, load_settings
 
-app = typer.Typer(help="Exotel voice agent: dial leads and talk with them.", no_args_is_help=True)
+# Plain (click) help and usage errors: typer's rich panels print `--simulate <bool>` for flags
+# (and `--help <bool>`), and box a usage error over several lines.
+PLAIN = None
+app = typer.Typer(help="Exotel voice agent: dial leads and talk with them.", no_args_is_help=True,
+                  rich_markup_mode=PLAIN)
 
 
 def _settings(**overrides):
@@ -22,10 +26,17 @@ def _settings(**overrides):
         raise typer.Exit(2) from None
 
 
-def _fail(error: Exception) -> typer.Exit:
+def _fail(error: Exception | str) -> typer.Exit:
     """One red line on stderr; the command exits 2."""
     typer.secho(f"error: {error}", fg="red", err=True)
     return typer.Exit(2)
+
+
+def _need_file(path: Path | None, what: str) -> None:
+    """Refuse a missing input file up front in one line naming it (not `[Errno 2] ...`)."""
+    if path is not None and not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "not found"
+        raise _fail(f"{what} file {problem}: {path}")
 
 
 def _run(coroutine):
@@ -39,12 +50,17 @@ def _run(coroutine):
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    host: str | None = typer.Option(None, help="Interface to listen on (overrides HOST)."),
+    port: int | None = typer.Option(None, help="Port to listen on (overrides PORT)."),
+    workers: int | None = typer.Option(None, help="Server processes; 0 = two per CPU core (overrides WORKERS)."),
+) -> None:
     """Run the server (same as `python server.py`; WORKERS processes)."""
     from bot.database_check import DatabaseUnavailable
     from bot.workers import WorkerStartupFailed, run_server
 
-    settings = _settings()
+    given = {"host": host, "port": port, "workers": workers}
+    settings = _settings(**{name: value for name, value in given.items() if value is not None})
     setup_logging(settings.log_level)
     try:
         run_server(settings)  # a bad campaign file or database fails here, before anything listens
@@ -81,7 +97,8 @@ def demo(
         raise typer.Exit(1)
 
 
-calls_app = typer.Typer(help="Read call records (from the shared database).", no_args_is_help=True)
+calls_app = typer.Typer(help="Read call records (from the shared database).", no_args_is_help=True,
+                        rich_markup_mode=PLAIN)
 app.add_typer(calls_app, name="calls")
 
 
@@ -103,10 +120,15 @@ def run(
     if (lead is None) == (leads is None):
         typer.secho("error: give exactly one of --lead or --leads", fg="red", err=True)
         raise typer.Exit(2)
+    _need_file(lead or leads, "lead")
+    _need_file(dnc, "do-not-call")
+    if campaign and campaign.endswith((".yaml", ".yml")):
+        _need_file(Path(campaign), "campaign")
     settings = _settings()
     setup_logging("WARNING")
     from bot.cli_runs import run_campaign, run_one_lead
     from bot.database_check import DatabaseUnavailable
+    from bot.phone import InvalidPhoneNumber
 
     try:
         if lead is not None:
@@ -116,8 +138,14 @@ def run(
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,
                                             retry_delay=retry_delay, dnc=dnc, simulate=simulate or None))
-    except (SettingsError, CampaignError, DatabaseUnavailable, ValueError, FileNotFoundError) as error:
+    except InvalidPhoneNumber as error:  # the user's own typing: shown as typed
+        raise _fail(error.for_user) from None
+    except (SettingsError, CampaignError, DatabaseUnavailable, ValueError) as error:
         raise _fail(error) from None  # incl. ScenarioError
+    except OSError as error:  # a file unreadable after the checks above: name it, not the errno
+        if error.filename is None:
+            raise  # a network error is not a file problem
+        raise _fail(f"cannot read {error.filename}: {error.strerror or error}") from None
     except KeyboardInterrupt:
         typer.echo("stopped; run the same command again to resume without calling anyone twice")
         raise typer.Exit(130) from None
@@ -157,7 +185,27 @@ def applet_url_command() -> None:
     from bot.signing import signing_key
 
     settings = _settings()
+    if _on_this_machine(settings.public_base_url):
+        typer.secho(f"warning: PUBLIC_BASE_URL is {settings.public_base_url} (the default when unset): Exotel "
+                    "cannot reach this machine there; set it to the server's public https address",
+                    fg="yellow", err=True)
     typer.echo(applet_url(settings, signing_key(settings)))
+
+
+def _on_this_machine(url: str) -> bool:
+    """A base URL only this machine can open (localhost, 127.x, ::1, 0.0.0.0): a URL built on it
+    looks right when pasted into Exotel and never connects, so it gets a warning."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 if __name__ == "__main__":

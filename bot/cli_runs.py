@@ -16,7 +16,7 @@ from rich.table import Table
 from bot.call_status import call_is_over
 from bot.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.cli_services import cli_services
-from bot.phone import mask_phone
+from bot.phone import mask_phone, normalize_indian_phone
 from bot.settings import Settings
 from bot.store.repository import mask_url
 from bot.store.durable import is_outage
@@ -53,6 +53,7 @@ async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str |
 
     Without Exotel credentials (or with `simulate`), the call goes to the built-in simulator."""
     phone, lead = _read_lead(lead_path)
+    normalize_indian_phone(phone)  # a bad number fails here, before a server or a dial
     if simulate or (simulate is None and not settings.exotel_configured):
         return await simulate_one_lead(settings, phone, lead, campaign_name)
     async with cli_services(settings, dialling=True) as services:
@@ -243,7 +244,21 @@ async def drive_run(store, dialer, campaign, options: RunnerOptions, leads_path:
         counts = runner_task.result()
         progress.update(task, completed=stats.total)
     await print_run_summary(store, report.run_id, counts)
-    return 0 if counts.get("done", 0) or not stats.total else 1
+    failure = nothing_succeeded(counts, len(report.bad_rows))
+    if failure:
+        console.print(f"[red]{failure}[/]")
+        return 1
+    return 0
+
+
+def nothing_succeeded(counts: dict[str, int], bad_rows: int) -> str | None:
+    """The summary's last line when no lead got through but some were tried or refused, so a
+    script running the campaign sees it fail (exit 1); None when something succeeded, or when
+    there was nothing to call (every lead on the do-not-call list)."""
+    failed = counts.get("failed", 0)
+    if counts.get("done", 0) or not (failed or bad_rows):
+        return None
+    return f"nothing succeeded: {failed} lead(s) failed, {bad_rows} bad row(s)"
 
 
 async def print_run_summary(store, run_id: str, counts: dict[str, int]) -> None:

@@ -26,7 +26,24 @@ _ALLOWED = _re.compile(r"^[\s(]*\+?[\d\s\-().]+$")  # one "+", before any digit
 
 
 class InvalidPhoneNumber(ValueError):
-    """A phone number that cannot be dialled; the message shows it masked (`mask_phone`)."""
+    """A phone number that cannot be dialled.
+
+    `str(error)` shows the number masked (`mask_phone`): that text reaches logs and call
+    records. `error.for_user` shows it as typed, for the person who typed it (a CLI error
+    line, an API response), who cannot fix `'*2345'`."""
+
+    def __init__(self, reason: str, typed: str | None = None) -> None:
+        self.reason = reason
+        self.typed = typed
+        super().__init__(f"invalid phone number {mask_phone(typed)!r}: {reason}" if typed else reason)
+
+    @property
+    def for_user(self) -> str:
+        """The error with the number unmasked (cut at 40 characters: a cell can be anything)."""
+        if not self.typed:
+            return self.reason
+        shown = self.typed if len(self.typed) <= 40 else self.typed[:40] + "..."
+        return f"invalid phone number {shown!r}: {self.reason}"
 
 
 def normalize_indian_phone(raw: str, default_region: str = "IN", *, allow_foreign: bool = False) -> str:
@@ -43,28 +60,20 @@ def normalize_indian_phone(raw: str, default_region: str = "IN", *, allow_foreig
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidPhoneNumber("no phone number given")
     text = raw.strip()
-    shown = mask_phone(text)
     if not _ALLOWED.match(text):
-        raise InvalidPhoneNumber(
-            f"invalid phone number {shown!r}: only digits, spaces, '-', '.', '(', ')' and a leading '+' are allowed"
-        )
+        raise InvalidPhoneNumber("only digits, spaces, '-', '.', '(', ')' and a leading '+' are allowed", text)
     try:
         parsed = _pn.parse(text, default_region)
     except _pn.NumberParseException as error:
-        raise InvalidPhoneNumber(f"invalid phone number {shown!r}: {_parse_reason(error)}") from None
+        raise InvalidPhoneNumber(_parse_reason(error), text) from None
     if not _pn.is_possible_number(parsed):
         reason = _possible_reason(_pn.is_possible_number_with_reason(parsed))
-        raise InvalidPhoneNumber(f"invalid phone number {shown!r}: {reason}")
+        raise InvalidPhoneNumber(reason, text)
     if not _pn.is_valid_number(parsed):
-        raise InvalidPhoneNumber(
-            f"invalid phone number {shown!r}: not a valid number for its region"
-        )
+        raise InvalidPhoneNumber("not a valid number for its region", text)
     region = _pn.region_code_for_number(parsed)
     if not allow_foreign and default_region and region != default_region.upper():
-        raise InvalidPhoneNumber(
-            f"invalid phone number {shown!r}: a {region or 'non-geographic'} number, "
-            f"not {default_region.upper()}"
-        )
+        raise InvalidPhoneNumber(f"a {region or 'non-geographic'} number, not {default_region.upper()}", text)
     return _pn.format_number(parsed, _pn.PhoneNumberFormat.E164)
 
 

@@ -73,14 +73,14 @@ async def place_call(body: CallRequest, request: Request) -> CallPlaced:
         normalize_indian_phone(body.to)
     except CampaignError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
-    except InvalidPhoneNumber as error:
-        raise HTTPException(status_code=422, detail=str(error)) from None
+    except InvalidPhoneNumber as error:  # the caller's own typing, shown unmasked
+        raise HTTPException(status_code=422, detail=error.for_user) from None
     if state.dialer is None:
         raise HTTPException(status_code=503, detail=state.dialer_unavailable)
     try:
         result = await state.dialer.dial(body.to, campaign, body.lead)
-    except InvalidPhoneNumber as error:
-        raise HTTPException(status_code=422, detail=str(error)) from None
+    except InvalidPhoneNumber as error:  # the caller's own typing, shown unmasked
+        raise HTTPException(status_code=422, detail=error.for_user) from None
     except ExotelAuthError as error:
         raise HTTPException(status_code=502, detail=str(error)) from None
     except ExotelRateLimited as error:

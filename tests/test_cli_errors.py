@@ -1,0 +1,203 @@
+"""Issue 15: every mistake gets one clear line and the right exit code, before anything dials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+from bot.phone import InvalidPhoneNumber, normalize_indian_phone
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch) -> Path:
+    """A clean working directory (no .env) with its own DATA_DIR; no Exotel credentials."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    for name in ("EXOTEL_ACCOUNT_SID", "EXOTEL_API_KEY", "EXOTEL_API_TOKEN", "EXOTEL_CALLER_ID",
+                 "EXOTEL_APP_ID", "PUBLIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- 1. phone numbers
+
+
+def test_phone_error_shows_the_number_as_typed_to_the_user_and_masked_to_logs():
+    with pytest.raises(InvalidPhoneNumber) as caught:
+        normalize_indian_phone("12345")
+    assert caught.value.for_user == "invalid phone number '12345': too short"
+    assert "12345" not in str(caught.value), "str() reaches logs and records: masked"
+
+
+def test_bot_run_lead_with_a_bad_number_names_it_and_exits_2(cli_env):
+    lead = cli_env / "lead.json"
+    lead.write_text(json.dumps({"name": "Rahul", "phone": "12345"}))
+    result = runner.invoke(app, ["run", "--lead", str(lead), "--simulate"])
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: invalid phone number '12345': too short"
+
+
+async def test_api_422_shows_the_number_as_typed(live_server):
+    async with httpx.AsyncClient(base_url=live_server.http_url) as client:
+        response = await client.post("/calls", json={"to": "12345"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "invalid phone number '12345': too short"
+
+
+# --------------------------------------------------------------------------- 2. missing files
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--lead", "nope.json"], "error: lead file not found: nope.json"),
+        (["--leads", "nope.csv"], "error: lead file not found: nope.csv"),
+        (["--leads", "leads.csv", "--dnc", "nope.txt"], "error: do-not-call file not found: nope.txt"),
+        (["--leads", "leads.csv", "--campaign", "nope.yaml"], "error: campaign file not found: nope.yaml"),
+        (["--leads", "."], "error: lead file is a folder, not a file: ."),
+    ],
+)
+def test_missing_input_files_are_one_line_exit_2(cli_env, args, line):
+    (cli_env / "leads.csv").write_text("phone\n9876543210\n")
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 2
+    assert one_error_line(result) == line
+
+
+# --------------------------------------------------------------------------- 3. campaign options
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--concurrency", "0"], "error: concurrency must be at least 1 (got 0)"),
+        (["--calls-per-minute", "0"], "error: calls-per-minute must be at least 1 (got 0)"),
+        (["--max-attempts", "0"], "error: max-attempts must be at least 1 (got 0)"),
+        (["--retry-delay", "-5"], "error: retry-delay must not be negative (got -5)"),
+        (["--window", "19:00-10:00"], "error: the calling window must start before it ends (got 19:00-10:00)"),
+        (["--timezone", "Mars/Olympus"],
+         "error: unknown time zone 'Mars/Olympus' (give an IANA name such as Asia/Kolkata)"),
+    ],
+)
+def test_bad_campaign_options_are_refused_before_any_dial(cli_env, args, line, monkeypatch):
+    import bot.cli_runs
+
+    def no_services(*_, **__):
+        raise AssertionError("services (and the dialer) were started for a bad option")
+
+    monkeypatch.setattr(bot.cli_runs, "cli_services", no_services)
+    (cli_env / "leads.csv").write_text("phone\n9876543210\n")
+    result = runner.invoke(app, ["run", "--leads", "leads.csv", *args])
+    assert result.exit_code == 2
+    assert one_error_line(result) == line
+
+
+def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
+    from bot.campaign_runner import read_leads
+
+    csv_path = tmp_path / "leads.csv"
+    csv_path.write_text("id,phone,timezone\nA,9876500001,Asia/Kolkata\nB,9876500002,Mars/Olympus\n"
+                        "C,9876500003,\n")
+    leads, bad, _ = read_leads(csv_path, frozenset())
+    assert [lead.lead_id for lead in leads] == ["A", "C"]
+    assert [(row.line, row.reason) for row in bad] == [(3, "unknown time zone 'Mars/Olympus'")]
+
+
+# --------------------------------------------------------------------------- 4. nothing succeeded
+
+
+async def test_a_campaign_where_every_call_failed_exits_1_and_says_so(tmp_path, capsys):
+    from bot.cli_runs import run_campaign
+    from tests.test_campaign_run import dialling_server, write_csv
+
+    csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,", "B,Bad,12,"])
+    async with dialling_server(tmp_path, "busy") as (server, exotel):
+        code = await run_campaign(server.settings, csv_path, "real_estate", concurrency=2, calls_per_minute=100,
+                                  window="00:00-23:59", timezone="Asia/Kolkata", max_attempts=1,
+                                  retry_delay=0.2, dnc=None)
+        await exotel.drain()
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "nothing succeeded: 1 lead(s) failed, 1 bad row(s)" in out
+
+
+def test_nothing_succeeded_only_when_nothing_did():
+    from bot.cli_runs import nothing_succeeded
+
+    assert nothing_succeeded({"done": 1, "failed": 5}, 2) is None
+    assert nothing_succeeded({}, 0) is None, "every lead on the do-not-call list: nothing to do is no failure"
+    assert nothing_succeeded({}, 3) == "nothing succeeded: 0 lead(s) failed, 3 bad row(s)"
+
+
+# --------------------------------------------------------------------------- 5. applet-url
+
+
+def test_applet_url_without_public_base_url_warns_on_stderr(cli_env):
+    result = runner.invoke(app, ["applet-url"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("http://localhost:8000/exotel/connect?sig="), "stdout stays just the URL"
+    assert one_error_line(result).startswith("warning: PUBLIC_BASE_URL is http://localhost:8000")
+
+
+def test_applet_url_with_a_public_base_url_prints_no_warning(cli_env, monkeypatch):
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://bot.example.com")
+    result = runner.invoke(app, ["applet-url"])
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout.startswith("https://bot.example.com/exotel/connect?sig=")
+
+
+# --------------------------------------------------------------------------- 6. help
+
+
+@pytest.mark.parametrize("command", [["run"], ["calls", "export"], ["serve"]])
+def test_help_shows_flags_as_plain_flags(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "<bool>" not in result.stdout
+    assert any(line.split() == ["--help", "Show", "this", "message", "and", "exit."]
+               for line in result.stdout.splitlines())
+
+
+def test_run_help_shows_simulate_without_a_value_and_options_with_their_type():
+    lines = runner.invoke(app, ["run", "--help"], terminal_width=200).stdout.splitlines()
+    assert any(line.split()[:2] == ["--simulate", "Use"] for line in lines if line.strip())
+    assert any(line.split()[:2] == ["--concurrency", "<int>"] for line in lines if line.strip())
+
+
+# --------------------------------------------------------------------------- 7. serve options
+
+
+def test_serve_host_port_workers_override_the_settings(cli_env, monkeypatch):
+    import bot.workers
+
+    started = []
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("WORKERS", "3")
+    monkeypatch.setattr(bot.workers, "run_server", started.append)
+    result = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", "9123", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert (started[0].host, started[0].port, started[0].workers) == ("127.0.0.1", 9123, 2)
+    runner.invoke(app, ["serve"])
+    assert (started[1].port, started[1].workers) == (9001, 3), "without the options the settings stand"
+
+
+def test_serve_with_a_bad_port_is_one_line_naming_it(cli_env, monkeypatch):
+    import bot.workers
+
+    monkeypatch.setattr(bot.workers, "run_server", lambda settings: pytest.fail("started"))
+    result = runner.invoke(app, ["serve", "--port", "70000"])
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith("error: invalid setting: PORT:")
