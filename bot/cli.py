@@ -109,7 +109,8 @@ def run(
     campaign: str | None = typer.Option(None, "--campaign", help="Campaign name or YAML path."),
     concurrency: int = typer.Option(5, help="Calls at once (campaign runs)."),
     calls_per_minute: int = typer.Option(60, help="Dialling rate limit (Exotel allows 200/min)."),
-    window: str = typer.Option("10:00-19:00", help="Calling window in the lead's time zone."),
+    window: str | None = typer.Option(None, help="Calling window in the lead's time zone (default 10:00-19:00; "
+                                      "simulated runs: any time)."),
     timezone: str = typer.Option("Asia/Kolkata", help="Time zone for leads without one."),
     max_attempts: int = typer.Option(3, help="Tries per lead for busy/no-answer/failed."),
     retry_delay: float = typer.Option(1800, help="Seconds before retrying a lead."),

@@ -147,15 +147,17 @@ def _window(text: str) -> tuple[time, time]:
 
 
 async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str | None, *, concurrency: int,
-                       calls_per_minute: int, window: str, timezone: str, max_attempts: int,
+                       calls_per_minute: int, window: str | None, timezone: str, max_attempts: int,
                        retry_delay: float, dnc: Path | None, simulate: bool | None = None) -> int:
     """Load (or resume) the run, dial with a progress bar, print the summary table. Without
-    Exotel credentials (or with `simulate`), the calls go to the built-in simulator."""
-    start, end = _window(window)
+    Exotel credentials (or with `simulate`), the calls go to the built-in simulator, at any
+    hour unless a `window` is given (real calls: 10:00-19:00 by default)."""
+    simulated = bool(simulate or (simulate is None and not settings.exotel_configured))
+    start, end = _window(window or ("00:00-23:59:59" if simulated else "10:00-19:00"))
     options = RunnerOptions(concurrency=concurrency, calls_per_minute=calls_per_minute, window_start=start,
                             window_end=end, timezone=timezone, max_attempts=max_attempts,
                             retry_delay_secs=retry_delay, do_not_call=read_dnc(dnc))
-    if simulate or (simulate is None and not settings.exotel_configured):
+    if simulated:
         return await simulate_campaign(settings, leads_path, campaign_name, options)
     async with cli_services(settings, dialling=True) as services:
         campaign = _campaign(services, campaign_name)

@@ -169,3 +169,36 @@ async def test_resume_after_an_interrupted_run_never_dials_twice(tmp_path):
     # dialled: it is reported for reconciliation, never redialled.
     assert counts["done"] + len(progress.to_reconcile) == 8
     assert len(progress.to_reconcile) <= 2  # at most the two leads in flight (concurrency 2)
+
+
+def test_a_campaign_runs_on_the_simulator_without_exotel_credentials(tmp_path):
+    """`bot run --leads` with no EXOTEL_* settings: answered leads are called through the
+    built-in simulator, a busy one is retried and fails, a bad row is reported; the campaign
+    given as a YAML path finds its scenario beside it."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    campaign = tmp_path / "short.yaml"
+    campaign.write_text((root / "configs" / "real_estate.yaml").read_text())
+    (tmp_path / "short.scenario.yaml").write_text(
+        "campaign: short\nlines:\n  - say: Sorry I am not interested\nhang_up_after_secs: 40\n")
+    leads = tmp_path / "leads.csv"
+    leads.write_text("id,name,phone,simulate\nA,Asha,98765 43210,\nB,Bina,98450 12345,busy\nC,Chetan,12345,\n")
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"),
+           **{k: "" for k in ("EXOTEL_ACCOUNT_SID", "EXOTEL_API_KEY", "EXOTEL_API_TOKEN", "DEEPGRAM_API_KEY",
+                              "OPENAI_API_KEY", "ELEVENLABS_API_KEY")}}
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "run", "--leads", str(leads), "--campaign", str(campaign),
+                           "--retry-delay", "0.5", "--max-attempts", "2"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=400)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "simulating" in out and "line 4" in out and "'12345'" in out, out[-3000:]
+    db = sqlite3.connect(tmp_path / "data" / "calls.db")
+    states = dict(db.execute("select lead_id, state from campaign_leads").fetchall())
+    attempts = dict(db.execute("select lead_id, attempts from campaign_leads").fetchall())
+    assert states == {"A": "done", "B": "failed"} and attempts["B"] == 2, (states, attempts)
+    outcomes = [row[0] for row in db.execute("select outcome from call_records where status = 'completed'")]
+    assert outcomes == ["not_interested"]
