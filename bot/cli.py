@@ -18,6 +18,22 @@ app = typer.Typer(help="Exotel voice agent: dial leads and talk with them.", no_
                   rich_markup_mode=PLAIN)
 
 
+# The command line logs at INFO (DEBUG with --verbose); `bot run`, which prints the live
+# transcript, only errors (a stalled-loop warning in the middle of a call's lines reads as noise).
+VERBOSE = {"on": False}
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG on stderr.")) -> None:
+    VERBOSE["on"] = verbose
+    setup_logging("DEBUG" if verbose else "INFO")
+
+
+def _quiet_logging(level: str = "ERROR") -> None:
+    """Logs for a command with live output: `level` on stderr unless --verbose."""
+    setup_logging("DEBUG" if VERBOSE["on"] else level)
+
+
 def _settings(**overrides):
     try:
         return load_settings(**overrides)
@@ -126,7 +142,7 @@ def run(
     if campaign and campaign.endswith((".yaml", ".yml")):
         _need_file(Path(campaign), "campaign")
     settings = _settings()
-    setup_logging("WARNING")
+    _quiet_logging()
     from bot.cli_runs import run_campaign, run_one_lead
     from bot.database_check import DatabaseUnavailable
     from bot.phone import InvalidPhoneNumber

@@ -201,3 +201,23 @@ def test_serve_with_a_bad_port_is_one_line_naming_it(cli_env, monkeypatch):
     result = runner.invoke(app, ["serve", "--port", "70000"])
     assert result.exit_code == 2
     assert one_error_line(result).startswith("error: invalid setting: PORT:")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def test_cli_commands_log_at_info_and_debug_only_with_verbose(tmp_path):
+    """`bot calls list` no longer opens with a DEBUG line on stderr; `--verbose` brings them back."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    quiet = subprocess.run([sys.executable, "-m", "bot.cli", "calls", "list"], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([sys.executable, "-m", "bot.cli", "--verbose", "calls", "list"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "DEBUG" not in quiet.stderr, quiet.stderr
+    assert "DEBUG" in loud.stderr and "call store open" in loud.stderr
