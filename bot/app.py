@@ -130,6 +130,11 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await app.state.loop_monitor.stop()
             await _close_services(app)
+            # Collect what the calls left in cycles (their resamplers among it) while the
+            # extension modules can still free it: left to interpreter exit, nanobind reports
+            # each native object still alive then as a leak.
+            gc.unfreeze()
+            gc.collect()
 
     app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
     app.state.settings = settings

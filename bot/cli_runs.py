@@ -282,11 +282,13 @@ async def list_calls(settings: Settings, **filters: Any) -> None:
     async with cli_services(settings, dialling=False) as services:
         rows = [services.store.to_dict(r) for r in await services.store.list_calls(**filters)]
     table = Table()
-    for column in ("call_sid", "campaign", "status", "outcome", "started_at", "duration_secs"):
+    table.add_column("call_sid", no_wrap=True, min_width=32)  # whole: `bot calls show` takes any unique prefix
+    for column in ("lead", "phone", "campaign", "status", "outcome", "started_at", "duration_secs"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row.get(c) or "") for c in ("call_sid", "campaign", "status", "outcome",
-                                                        "started_at", "duration_secs")))
+        table.add_row(row["call_sid"], str(row["lead"].get("name") or ""), mask_phone(row.get("to_number")) or "",
+                      *(str(row.get(c) or "") for c in ("campaign", "status", "outcome", "started_at",
+                                                        "duration_secs")))
     console.print(table)
 
 
@@ -294,8 +296,12 @@ async def show_call(settings: Settings, call_sid: str) -> int:
     async with cli_services(settings, dialling=False) as services:
         row = await services.store.find_call(call_sid)
         if row is None:
-            console.print(f"[red]no call {call_sid}[/]")
-            return 1
+            matches = await services.store.find_calls_by_prefix(call_sid) if call_sid else []
+            if len(matches) != 1:
+                why = "more than one call starts with" if matches else "no call"
+                console.print(f"[red]{why} {call_sid!r}[/]", highlight=False)
+                return 1
+            row = matches[0]
         print(json.dumps(services.store.to_dict(row), indent=2, ensure_ascii=False))
     return 0
 

@@ -221,3 +221,46 @@ def test_cli_commands_log_at_info_and_debug_only_with_verbose(tmp_path):
     assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
     assert "DEBUG" not in quiet.stderr, quiet.stderr
     assert "DEBUG" in loud.stderr and "call store open" in loud.stderr
+
+
+# --------------------------------------------------------------------------- calls list / show
+
+
+def test_calls_list_shows_whole_sids_lead_and_masked_phone_and_show_takes_a_unique_prefix(tmp_path):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from bot.store.repository import CallStore
+
+    async def seed() -> None:
+        store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'calls.db'}", migrate=True)
+        try:
+            await store.record_dialled("a1b2c3d4e5f60718293a4b5c6d7e8f90", "real_estate", {"name": "Asha"},
+                                       "+919876543210")
+            await store.record_dialled("a1b2ffff000011112222333344445555", "real_estate", {"name": "Bina"},
+                                       "+919845012345")
+        finally:
+            await store.close()
+
+    (tmp_path / "data").mkdir()
+    asyncio.run(seed())
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "COLUMNS": "80"}
+
+    def bot(*args: str):
+        return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    listed = bot("calls", "list")  # 80 columns
+    assert listed.returncode == 0, listed.stderr
+    assert "a1b2c3d4e5f60718293a4b5c6d7e8f90" in listed.stdout, listed.stdout  # whole, never cut
+    env["COLUMNS"] = "140"
+    listed = bot("calls", "list")
+    assert "Asha" in listed.stdout and "******3210" in listed.stdout and "9876543210" not in listed.stdout
+    shown = bot("calls", "show", "a1b2c3")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["call_sid"] == "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    ambiguous = bot("calls", "show", "a1b2")
+    assert ambiguous.returncode == 1 and "more than one call starts with 'a1b2'" in ambiguous.stdout
+    assert bot("calls", "show", "zz").returncode == 1

@@ -494,6 +494,16 @@ class CallStore(CallOwnershipQueries):
         async with self._read() as session:
             return await session.get(CallRecord, call_sid)
 
+    async def find_calls_by_prefix(self, prefix: str, limit: int = 2) -> list[CallRecord]:
+        """Calls whose sid starts with `prefix` (at most `limit`: enough to tell unique from not)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        async with self._read() as session:
+            result = await session.execute(
+                select(CallRecord).where(CallRecord.call_sid.like(f"{escaped}%", escape="\\"))
+                .order_by(CallRecord.call_sid).limit(limit)
+            )
+            return list(result.scalars())
+
     async def lead_for_call(self, call_sid: str) -> tuple[str | None, dict[str, Any]] | None:
         """(campaign, lead) stored when the call was dialled; None if we know nothing of it."""
         async with self._read() as session:
