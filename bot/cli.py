@@ -116,6 +116,47 @@ def demo(
 calls_app = typer.Typer(help="Read call records (from the shared database).", no_args_is_help=True,
                         rich_markup_mode=PLAIN)
 app.add_typer(calls_app, name="calls")
+campaigns_app = typer.Typer(help="The campaigns in CAMPAIGNS_DIR, and checking a campaign file.",
+                            no_args_is_help=True, rich_markup_mode=PLAIN)
+app.add_typer(campaigns_app, name="campaigns")
+
+
+@campaigns_app.command("list")
+def campaigns_list() -> None:
+    """The campaigns the server would load (a bad file: one line, exit 2)."""
+    from bot.campaigns import CampaignBook
+
+    settings = _settings()
+    try:
+        book = CampaignBook(settings.campaigns_dir)
+    except CampaignError as error:
+        raise _fail(error) from None
+    for campaign in book.all():
+        typer.echo(f"{campaign.name}\t{campaign.language}\t{campaign.agent_name} ({campaign.company})")
+
+
+@campaigns_app.command("check")
+def campaigns_check(path: Path = typer.Argument(..., help="A campaign YAML file.")) -> None:
+    """Validate a campaign file; print what the agent says first and which details it collects."""
+    from bot.campaigns import load_campaign
+    from bot.scenario import ScenarioError, load_scenario, scenario_for
+
+    _need_file(path, "campaign")
+    try:
+        campaign = load_campaign(path)
+    except CampaignError as error:
+        raise _fail(error) from None
+    typer.echo(f"ok: {campaign.name} ({campaign.language}, {campaign.stt.provider} / {campaign.llm.provider} / "
+               f"{campaign.tts.provider})")
+    typer.echo(f"says first (lead named Rahul): {campaign.render_greeting({'name': 'Rahul'})}")
+    fields = ", ".join(f"{f.name} ({f.type})" for f in campaign.lead_fields) or "none"
+    typer.echo(f"collects: {fields}")
+    typer.echo(f"outcomes: {', '.join(campaign.outcomes)}")
+    try:
+        scenario = load_scenario(scenario_for(path.parent, str(path)))
+        typer.echo(f"simulated caller: {len(scenario.lines)} line(s) in {path.stem}.scenario.yaml")
+    except ScenarioError:
+        typer.echo(f"simulated caller: none ({path.stem}.scenario.yaml beside it is needed for --simulate)")
 
 
 @app.command()

@@ -264,3 +264,24 @@ def test_calls_list_shows_whole_sids_lead_and_masked_phone_and_show_takes_a_uniq
     ambiguous = bot("calls", "show", "a1b2")
     assert ambiguous.returncode == 1 and "more than one call starts with 'a1b2'" in ambiguous.stdout
     assert bot("calls", "show", "zz").returncode == 1
+
+
+# --------------------------------------------------------------------------- campaigns list / check
+
+
+def test_campaigns_list_and_check_say_what_a_campaign_will_do(tmp_path, cli_env):
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    listed = runner.invoke(app, ["campaigns", "list"], env={"CAMPAIGNS_DIR": str(root / "configs")})
+    assert listed.exit_code == 0 and "real_estate" in listed.stdout and "hinglish_followup" in listed.stdout
+    checked = runner.invoke(app, ["campaigns", "check", str(root / "configs" / "real_estate.yaml")])
+    assert checked.exit_code == 0, checked.stdout + checked.stderr
+    assert "says first (lead named Rahul): Hello Rahul, this is Priya from Sunrise Homes." in checked.stdout
+    assert "collects: budget (string), bhk (integer)" in checked.stdout
+    assert "simulated caller: 5 line(s)" in checked.stdout
+    solar = tmp_path / "solar.yaml"
+    shutil.copy(root / "configs" / "real_estate.yaml", solar)
+    solar.write_text(solar.read_text().replace("\ngreeting:", "\ngreting:", 1))
+    bad = runner.invoke(app, ["campaigns", "check", str(solar)])
+    assert bad.exit_code == 2 and "greting: unknown key (did you mean 'greeting'?)" in one_error_line(bad)
