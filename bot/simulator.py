@@ -49,7 +49,7 @@ def describe_stand_ins(server: LocalServer) -> list[str]:
     parts = ["Exotel: built-in simulator (local fake of the Calls API + the Voicebot media socket)",
              "caller: simulated, speaking configs/<campaign>.scenario.yaml with Piper's bundled voice"]
     parts.append("speech-to-text: Deepgram" if settings.deepgram_api_key else
-                 "speech-to-text: Whisper tiny.en, offline (bundled model; 1.5% WER on 8 kHz speech)")
+                 "speech-to-text: Whisper tiny.en, offline (bundled model; measured on the simulated caller's Piper voice at 8 kHz, not on real callers)")
     parts.append("agent: OpenAI" if settings.openai_api_key else
                  "agent: scripted stand-in (asks the campaign's questions, extracts answers)")
     parts.append("voice: ElevenLabs" if settings.elevenlabs_api_key else "voice: Piper, offline (en_US-joe-medium)")
