@@ -67,10 +67,8 @@ def test_bot_calls_list_show_export(tmp_path):
     shown = subprocess.run([*bot, "calls", "show", "CA-1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     missing = subprocess.run([*bot, "calls", "show", "nope"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     exported = subprocess.run([*bot, "calls", "export", "--csv"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    leads = write_csv(tmp_path / "x.csv", ["A,Asha,9876500001,"])
-    no_creds = subprocess.run([*bot, "run", "--leads", str(leads)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert "CA-1" in listed.stdout and "busy" in listed.stdout
     assert json.loads(shown.stdout)["lead"]["name"] == "Asha"
     assert missing.returncode == 1
     assert exported.stdout.splitlines()[1].startswith("CA-1,real_estate,busy")
-    assert no_creds.returncode == 2 and "EXOTEL_ACCOUNT_SID" in no_creds.stderr
+    # (`bot run --leads` without Exotel credentials runs on the simulator: tests/test_campaign_run.py)
