@@ -389,7 +389,7 @@ async def test_to_dict_json_shape(store: CallStore):
 
     assert list(data) == [
         "call_sid", "status", "outcome", "summary", "transcript", "collected", "lead", "campaign",
-        "started_at", "ended_at", "end_reason", "recording", "metrics", "turns", "escalated",
+        "to_number", "started_at", "ended_at", "end_reason", "recording", "metrics", "turns", "escalated",
         "duration_secs", "answered_by",
     ]
     assert json.loads(json.dumps(data)) == data
