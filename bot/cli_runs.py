@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from contextlib import asynccontextmanager
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -65,29 +66,36 @@ async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str |
     return 0 if record and record["status"] == "completed" else 1
 
 
-async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any], campaign_name: str | None) -> int:
-    """The same call, placed through the built-in Exotel simulator with a simulated caller."""
+@asynccontextmanager
+async def simulation(settings: Settings, campaign_name: str | None, what: str, outcomes: Any = "answered"):
+    """The campaign and an in-process server on the built-in Exotel simulator, whose answered
+    calls play the campaign's scenario (beside the YAML when the campaign is given as a path);
+    waits for the simulator's last callbacks on the way out."""
     from bot.campaigns import CampaignBook
+    from bot.database_check import check_database
     from bot.scenario import load_scenario, scenario_for
     from bot.simulator import describe_stand_ins, simulated_exotel
 
     book = CampaignBook(settings.campaigns_dir)
-    campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name or lead.get("campaign"))
-    chosen = campaign_name or lead.get("campaign")
-    is_path = isinstance(chosen, str) and chosen.endswith((".yaml", ".yml"))
-    scenario = load_scenario(scenario_for(settings.campaigns_dir, chosen if is_path else campaign.name))
-    from bot.database_check import check_database
-
+    campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name)
+    is_path = isinstance(campaign_name, str) and campaign_name.endswith((".yaml", ".yml"))
+    scenario = load_scenario(scenario_for(settings.campaigns_dir, campaign_name if is_path else campaign.name))
     await check_database(settings.database_url)  # else the in-process server fails mid-start-up
-    console.print("[bold]No Exotel credentials: simulating the call on this machine.[/]")
+    console.print(f"[bold]No Exotel credentials: simulating {what} on this machine.[/]")
     events = scenario.caller_events(settings.exotel_sample_rate or 8000)
-    async with simulated_exotel(settings, events) as (server, exotel):
+    async with simulated_exotel(settings, events, outcomes=outcomes) as (server, exotel):
         for part in describe_stand_ins(server):
             console.print(f"  {part}")
+        yield server, campaign
+        await exotel.drain()
+
+
+async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any], campaign_name: str | None) -> int:
+    """The same call, placed through the built-in Exotel simulator with a simulated caller."""
+    async with simulation(settings, campaign_name or lead.get("campaign"), "the call") as (server, campaign):
         result = await server.app.state.dialer.dial(phone, campaign, lead)
         console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
         record = await follow_call(server.app.state.store, result.call_sid)
-        await exotel.drain()
     print_outcome(record)
     if record and record.get("recording"):
         console.print(f"recording (caller left, bot right): {record['recording'].get('path')}")
@@ -168,26 +176,9 @@ async def simulate_campaign(settings: Settings, leads_path: Path, campaign_name:
                             options: RunnerOptions) -> int:
     """The same run through the built-in Exotel simulator: answered calls play the campaign's
     scenario; a lead's `simulate` column (busy, no-answer, failed) makes its calls end so."""
-    from bot.campaigns import CampaignBook
-    from bot.database_check import check_database
-    from bot.scenario import load_scenario, scenario_for
-    from bot.simulator import describe_stand_ins, simulated_exotel
-
-    book = CampaignBook(settings.campaigns_dir)
-    campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name)
-    is_path = bool(campaign_name) and str(campaign_name).endswith((".yaml", ".yml"))
-    scenario = load_scenario(scenario_for(settings.campaigns_dir, str(campaign_name) if is_path else campaign.name))
     outcomes = simulated_outcomes(leads_path)
-    await check_database(settings.database_url)
-    console.print("[bold]No Exotel credentials: simulating the campaign's calls on this machine.[/]")
-    events = scenario.caller_events(settings.exotel_sample_rate or 8000)
-    async with simulated_exotel(settings, events, outcomes=outcomes) as (server, exotel):
-        for part in describe_stand_ins(server):
-            console.print(f"  {part}")
-        state = server.app.state
-        code = await drive_run(state.store, state.dialer, campaign, options, leads_path)
-        await exotel.drain()
-    return code
+    async with simulation(settings, campaign_name, "the campaign's calls", outcomes) as (server, campaign):
+        return await drive_run(server.app.state.store, server.app.state.dialer, campaign, options, leads_path)
 
 
 def simulated_outcomes(leads_path: Path) -> dict[str, str]:

@@ -38,6 +38,7 @@ from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.min_words_user_turn_start_strategy import MinWordsUserTurnStartStrategy
 
 from bot.campaigns import DEFAULT_BACKCHANNELS
+from pipelines.turn_end import PUNCTUATION
 
 # Speech the STT turned into no words at all resumes the line this long after it stopped
 # (the STT's final for a short word lands well inside it: endpointing + its own latency).
@@ -45,7 +46,7 @@ NO_WORDS_RESUME_SECS = 0.8
 # Words said when no more than this much of the line was left to play answer the bot (its
 # question had all but ended), even if they are "yes" or "haan".
 LINE_ENDING_SECS = 0.6
-_PUNCTUATION = ".,!?;:\"'()[]\u0964\u0965\u2019\u201c\u201d\u2026"  # with the danda, Hindi's full stop
+_PUNCTUATION = PUNCTUATION + "\u2026"  # a trailing ellipsis too
 _REPEATS = re.compile(r"(.)\1{2,}")  # "hmmm", "mmmm", "haaan": as "hmm", "mm", "haan"
 
 

@@ -325,10 +325,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         so nothing stale follows the `clear`. A paused line (see pause) is over: its `clear`
         went out at the pause."""
         if self._paused_at is not None:
-            self._end_pause()
-            self._cleared_early_at = time.monotonic()
-            self.lines.cut(time.monotonic())
-            self._transport.pauses_interrupted += 1
+            self._pause_was_an_interruption()
             return
         if self._audio_possibly_queued() and self._client.is_connected:
             self._cancel_tail_flush()
@@ -355,12 +352,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         self._paused_at = now
         self._unpaused.clear()
         self._resume_audio = self.serializer.unplayed_audio(unplayed)
-        self.lines.paused(now)
-        if self.recorder is not None:
-            self.recorder.cut_bot_audio()
         self._played_until = 0.0
-        await self._client.send(await self.serializer.clear())
-        self._transport.clears_sent_at.append(time.monotonic())
+        await self._send_clear(paused_at=now)
         self._transport.pauses_at.append(now)
         self._pause_timer = asyncio.get_running_loop().call_later(MAX_PAUSE_SECS, self._pause_expired)
         return True
@@ -398,8 +391,21 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             )
             self.create_task(self.resume(), name=f"{self}::pause_expired")
 
-    async def _send_clear(self) -> None:
-        self.lines.cut(time.monotonic())
+    def _pause_was_an_interruption(self) -> None:
+        """The caller's words interrupted a paused line: its `clear` went out at the pause, so
+        audio still on its way is dropped until the InterruptionFrame arrives."""
+        self._end_pause()
+        self._cleared_early_at = time.monotonic()
+        self.lines.cut(self._cleared_early_at)
+        self._transport.pauses_interrupted += 1
+
+    async def _send_clear(self, paused_at: float | None = None) -> None:
+        """`clear` the caller's playback: the playing line is cut there, or, for a pause
+        (`paused_at`), kept to be resumed."""
+        if paused_at is None:
+            self.lines.cut(time.monotonic())
+        else:
+            self.lines.paused(paused_at)
         if self.recorder is not None:
             self.recorder.cut_bot_audio()
         await self._client.send(await self.serializer.clear())
@@ -411,10 +417,7 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             self.lines.take(frame)
         if isinstance(frame, InterruptionFrame):
             if self._paused_at is not None:  # the interruption overtook clear_now: the pause is over
-                self._end_pause()
-                self._cleared_early_at = time.monotonic()
-                self.lines.cut(self._cleared_early_at)
-                self._transport.pauses_interrupted += 1
+                self._pause_was_an_interruption()
             already_cleared = self._cleared_early_at is not None  # and nothing sent since
             if already_cleared:
                 self._transport.early_clear_leads.append(time.monotonic() - self._cleared_early_at)

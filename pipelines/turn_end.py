@@ -64,7 +64,7 @@ PRONOUNS = frozenset("i you we they he she it that there this who yes no".split(
 SUBJECT_PRONOUNS = frozenset("i we they he she".split())
 HINDI_PLURAL_PRONOUNS = frozenset("hum ham aap ye yeh wo woh vo tum sab हम आप ये वो तुम सब".split())
 
-_PUNCTUATION = ".,!?;:\"'()[]\u0964\u0965\u2019\u201c\u201d"  # with the danda, Hindi's full stop
+PUNCTUATION = ".,!?;:\"'()[]\u0964\u0965\u2019\u201c\u201d"  # with the danda, Hindi's full stop
 
 
 def ends_unfinished(text: str, continuation_words: frozenset[str] = CONTINUATION_WORDS) -> bool:
@@ -74,7 +74,7 @@ def ends_unfinished(text: str, continuation_words: frozenset[str] = CONTINUATION
         return False  # nothing said, or a question: "What is it for?" is finished
     if text.endswith((",", "-", "...", "\u2026")):
         return True
-    words = [w for w in (w.strip(_PUNCTUATION) for w in text.split()) if w]
+    words = [w for w in (w.strip(PUNCTUATION) for w in text.split()) if w]
     if not words:
         return False
     last = words[-1]
