@@ -27,7 +27,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from loguru import logger
 
 from bot.call_status import call_is_over
-from bot.campaigns import Campaign
+from bot.campaigns import Campaign, PhoneRules
 from bot.exotel_client import ExotelError
 from bot.lead_limits import LeadError, check_lead
 from bot.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
@@ -92,9 +92,12 @@ class LoadReport:
     skipped_dnc: int = 0
 
 
-def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[BadRow], int]:
+def read_leads(path: Path, dnc: frozenset[str], phones: PhoneRules | None = None,
+               ) -> tuple[list[LeadInput], list[BadRow], int]:
     """Parse the CSV: a phone column (phone/to/number/mobile), optional id, name, timezone,
-    anything else kept on the lead. Bad rows come back with their line number."""
+    anything else kept on the lead. Bad rows come back with their line number; a number the
+    campaign's `phones` rules do not dial is a bad row."""
+    phones = phones or PhoneRules()
     leads, bad, skipped = [], [], 0
     seen: set[str] = set()
     with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -106,7 +109,7 @@ def read_leads(path: Path, dnc: frozenset[str]) -> tuple[list[LeadInput], list[B
             row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
             raw = next((row[c] for c in PHONE_COLUMNS if row.get(c)), "")
             try:
-                phone = normalize_indian_phone(raw)
+                phone = phones.normalize(raw)
             except InvalidPhoneNumber as error:  # shown to whoever wrote the file, never logged
                 bad.append(BadRow(line, error.for_user))
                 continue
@@ -141,7 +144,7 @@ def read_dnc(path: Path | None) -> frozenset[str]:
         line = line.split("#", 1)[0].strip()
         if line:
             try:
-                numbers.add(normalize_indian_phone(line))
+                numbers.add(normalize_indian_phone(line, allow_foreign=True))  # blocks any country
             except InvalidPhoneNumber:
                 logger.warning(f"do-not-call list: unreadable entry {mask_phone(line)}")
     return frozenset(numbers)
@@ -179,7 +182,7 @@ class CampaignRunner:
 
     async def load(self, path: Path) -> LoadReport:
         """Create the run (or resume the unfinished run of the same file and campaign)."""
-        leads, bad, skipped = read_leads(path, self._options.do_not_call)
+        leads, bad, skipped = read_leads(path, self._options.do_not_call, self._campaign.phones)
         source = str(path.resolve())
         for progress in await self._store.unfinished_runs():
             if progress.source_file == source and progress.campaign == self._campaign.name:

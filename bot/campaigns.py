@@ -12,8 +12,10 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bot.phone import normalize_indian_phone
 from bot.yaml_files import load_yaml_model
 
 DEFAULT_OUTCOMES = [
@@ -69,6 +71,29 @@ class TTSConfig(_Strict):
     voice: str = "en_US-joe-medium"
     model: str = "eleven_flash_v2_5"
     speed: float = Field(1.0, ge=0.7, le=1.2)
+
+
+class PhoneRules(_Strict):
+    """Which numbers the campaign dials: the countries (ISO codes; the first reads national
+    numbers such as `09876543210`) and whether landlines count. Lead lists hold mobiles, so a
+    landline-shaped number is more often a typo than a lead."""
+
+    countries: list[str] = Field(default_factory=lambda: ["IN"], min_length=1, max_length=50)
+    landlines: bool = False
+
+    @field_validator("countries")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        codes = [code.strip().upper() for code in value]
+        unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown country code(s) {unknown}: use ISO codes such as IN, AE, US")
+        return codes
+
+    def normalize(self, raw: str) -> str:
+        """`raw` in E.164 if this campaign dials it, else InvalidPhoneNumber (one line)."""
+        return normalize_indian_phone(raw, self.countries[0], countries=tuple(self.countries),
+                                      landlines=self.landlines)
 
 
 class VADConfig(_Strict):
@@ -215,6 +240,7 @@ class Campaign(_Strict):
     idle: IdleConfig = Field(default_factory=IdleConfig)
     max_call_secs: float = Field(600.0, ge=10.0, le=3600.0)
     record: bool = Field(False, description="keep a stereo WAV per call (caller left, bot right)")
+    phones: PhoneRules = Field(default_factory=PhoneRules)
     webhook_url: str | None = Field(None, description="POSTed the call record after each call (retried)")
     fillers: FillerConfig = Field(default_factory=FillerConfig)
     dtmf: dict[str, DTMFAction] = Field(default_factory=lambda: {"0": "transfer_to_human"})

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,20 @@ from rich.table import Table
 from bot.call_status import call_is_over
 from bot.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.cli_services import cli_services
-from bot.phone import mask_phone, normalize_indian_phone
+from bot.phone import mask_phone
 from bot.settings import Settings
 from bot.store.repository import mask_url
 from bot.store.durable import is_outage
 
 console = Console()
+
+
+@dataclass
+class _Services:
+    """What `_campaign` needs of the services, before any are started."""
+
+    campaigns: Any
+    settings: Settings
 
 
 def _campaign(services, name_or_path: str | None):
@@ -53,8 +62,13 @@ async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str |
     """Dial one lead, print the call live (status, transcript), then the outcome.
 
     Without Exotel credentials (or with `simulate`), the call goes to the built-in simulator."""
+    from bot.campaigns import CampaignBook
+
     phone, lead = _read_lead(lead_path)
-    normalize_indian_phone(phone)  # a bad number fails here, before a server or a dial
+    book = CampaignBook(settings.campaigns_dir)
+    campaign_name = campaign_name or lead.get("campaign")
+    # a bad number or campaign fails here, before a server or a dial
+    _campaign(_Services(book, settings), campaign_name).phones.normalize(phone)
     if simulate or (simulate is None and not settings.exotel_configured):
         return await simulate_one_lead(settings, phone, lead, campaign_name)
     async with cli_services(settings, dialling=True) as services:
@@ -77,7 +91,7 @@ async def simulation(settings: Settings, campaign_name: str | None, what: str, o
     from bot.simulator import describe_stand_ins, simulated_exotel
 
     book = CampaignBook(settings.campaigns_dir)
-    campaign = _campaign(type("S", (), {"campaigns": book, "settings": settings})(), campaign_name)
+    campaign = _campaign(_Services(book, settings), campaign_name)
     is_path = isinstance(campaign_name, str) and campaign_name.endswith((".yaml", ".yml"))
     scenario = load_scenario(scenario_for(settings.campaigns_dir, campaign_name if is_path else campaign.name))
     await check_database(settings.database_url)  # else the in-process server fails mid-start-up

@@ -20,7 +20,7 @@ from bot.callback_refs import custom_field
 from bot.campaigns import Campaign
 from bot.exotel_client import ExotelClient
 from bot.lead_limits import check_lead
-from bot.phone import mask_phone, normalize_indian_phone
+from bot.phone import mask_phone
 from bot.settings import Settings
 from bot.signing import sign
 from bot.store.durable import DurableRecords, RecordNotSaved
@@ -63,7 +63,7 @@ class Dialer:
         """Ask Exotel to call `to` into the flow; raises LeadError / InvalidPhoneNumber (before
         anything is sent) or ExotelError."""
         lead = check_lead(lead)
-        number = normalize_indian_phone(to)
+        number = campaign.phones.normalize(to)
         lead = {**lead, "phone": number}
         self._prepare_greeting(campaign, lead)
         ref = uuid.uuid4().hex[:12]

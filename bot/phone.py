@@ -46,7 +46,8 @@ class InvalidPhoneNumber(ValueError):
         return f"invalid phone number {shown!r}: {self.reason}"
 
 
-def normalize_indian_phone(raw: str, default_region: str = "IN", *, allow_foreign: bool = False) -> str:
+def normalize_indian_phone(raw: str, default_region: str = "IN", *, allow_foreign: bool = False,
+                           countries: tuple[str, ...] | None = None, landlines: bool = True) -> str:
     """Return `raw` in E.164 (`+919876543210`), or raise `InvalidPhoneNumber`.
 
     Accepts the ways Indian numbers get written: `9876543210`, `09876543210`,
@@ -55,7 +56,10 @@ def normalize_indian_phone(raw: str, default_region: str = "IN", *, allow_foreig
     Rejects letters (phonenumbers would read `1-800-FLOWERS` as digits), numbers that
     are too short or too long, and numbers that are not valid for their region.
     Numbers outside `default_region` are refused unless `allow_foreign=True`
-    (an Indian Exotel account dials domestic numbers only).
+    (an Indian Exotel account dials domestic numbers only), or outside `countries` when given.
+    With `landlines=False` only mobiles are dialled: `+91 12345 67890` is a valid Baghpat
+    landline, not the mobile a lead list means; toll-free, premium and shared-cost numbers
+    are never dialled.
     """
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidPhoneNumber("no phone number given")
@@ -72,9 +76,27 @@ def normalize_indian_phone(raw: str, default_region: str = "IN", *, allow_foreig
     if not _pn.is_valid_number(parsed):
         raise InvalidPhoneNumber("not a valid number for its region", text)
     region = _pn.region_code_for_number(parsed)
-    if not allow_foreign and default_region and region != default_region.upper():
+    if countries is not None:
+        if region not in countries:
+            raise InvalidPhoneNumber(f"a {region or 'non-geographic'} number; this campaign dials "
+                                     f"{', '.join(countries)} (phones.countries)", text)
+    elif not allow_foreign and default_region and region != default_region.upper():
         raise InvalidPhoneNumber(f"a {region or 'non-geographic'} number, not {default_region.upper()}", text)
+    kind = _pn.number_type(parsed)
+    if kind in _NEVER_DIALLED:
+        raise InvalidPhoneNumber(f"a {_NEVER_DIALLED[kind]} number, not a lead's phone", text)
+    if not landlines and kind not in _MOBILE_TYPES:
+        raise InvalidPhoneNumber("a landline, not a mobile (phones.landlines: true in the campaign "
+                                 "dials landlines)", text)
     return _pn.format_number(parsed, _pn.PhoneNumberFormat.E164)
+
+
+_MOBILE_TYPES = (_pn.PhoneNumberType.MOBILE, _pn.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+_NEVER_DIALLED = {
+    _pn.PhoneNumberType.TOLL_FREE: "toll-free",
+    _pn.PhoneNumberType.PREMIUM_RATE: "premium-rate",
+    _pn.PhoneNumberType.SHARED_COST: "shared-cost",
+}
 
 
 def _parse_reason(error: "_pn.NumberParseException") -> str:

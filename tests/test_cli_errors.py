@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
+from bot.campaign_runner import read_leads
+from bot.campaigns import PhoneRules
 from bot.phone import InvalidPhoneNumber, normalize_indian_phone
 
 runner = CliRunner()
@@ -55,6 +57,52 @@ async def test_api_422_shows_the_number_as_typed(live_server):
         response = await client.post("/calls", json={"to": "12345"})
     assert response.status_code == 422
     assert response.json()["detail"] == "invalid phone number '12345': too short"
+
+
+@pytest.mark.parametrize("typed, rules, reason", [
+    ("+91 12345 67890", {}, "a landline, not a mobile (phones.landlines: true in the campaign dials landlines)"),
+    ("+1 650 253 0000", {}, "a US number; this campaign dials IN (phones.countries)"),
+    ("1800 123 4567", {"landlines": True}, "a toll-free number, not a lead's phone"),
+])
+def test_a_campaign_dials_only_what_its_phone_rules_allow(typed, rules, reason):
+    with pytest.raises(InvalidPhoneNumber) as caught:
+        PhoneRules(**rules).normalize(typed)
+    assert caught.value.for_user == f"invalid phone number {typed!r}: {reason}"
+
+
+def test_phone_rules_let_a_campaign_dial_landlines_and_other_countries():
+    assert PhoneRules(landlines=True).normalize("+91 12345 67890") == "+911234567890"
+    assert PhoneRules(landlines=True).normalize("(080) 4567 8901") == "+918045678901"
+    assert PhoneRules(countries=["IN", "us"]).normalize("+1 650 253 0000") == "+16502530000"
+    assert PhoneRules(countries=["IN", "US"]).normalize("98765 43210") == "+919876543210"
+    with pytest.raises(ValueError, match="unknown country code"):
+        PhoneRules(countries=["India"])
+
+
+def test_bot_run_lead_with_a_landline_names_the_rule_and_exits_2(cli_env):
+    lead = cli_env / "lead.json"
+    lead.write_text(json.dumps({"name": "Rahul", "phone": "+91 12345 67890"}))
+    result = runner.invoke(app, ["run", "--lead", str(lead), "--simulate"])
+    assert result.exit_code == 2
+    assert one_error_line(result) == ("error: invalid phone number '+91 12345 67890': a landline, not a "
+                                      "mobile (phones.landlines: true in the campaign dials landlines)")
+
+
+async def test_api_refuses_a_landline_with_422_before_any_dial(live_server):
+    async with httpx.AsyncClient(base_url=live_server.http_url) as client:
+        response = await client.post("/calls", json={"to": "+91 12345 67890"})
+    assert response.status_code == 422
+    assert "a landline, not a mobile" in response.json()["detail"]
+
+
+def test_a_csv_row_with_a_landline_is_a_bad_row_unless_the_campaign_dials_landlines(tmp_path):
+    path = tmp_path / "leads.csv"
+    path.write_text("phone,name\n+91 12345 67890,Asha\n98765 43210,Ravi\n")
+    leads, bad, _ = read_leads(path, frozenset())
+    assert [lead.payload["name"] for lead in leads] == ["Ravi"]
+    assert [(row.line, "landline" in row.reason) for row in bad] == [(2, True)]
+    leads, bad, _ = read_leads(path, frozenset(), PhoneRules(landlines=True))
+    assert len(leads) == 2 and not bad
 
 
 # --------------------------------------------------------------------------- 2. missing files

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 from bot.campaigns import CampaignError
 from bot.exotel_client import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
 from bot.lead_limits import check_lead
-from bot.phone import InvalidPhoneNumber, normalize_indian_phone
+from bot.phone import InvalidPhoneNumber
 
 router = APIRouter(tags=["calls"])
 MAX_CALL_REQUEST_BYTES = 64 * 1024  # a lead is at most 16 KB (bot/lead_limits.py)
@@ -70,7 +70,7 @@ async def place_call(body: CallRequest, request: Request) -> CallPlaced:
         raise HTTPException(status_code=404, detail=f"no campaign {body.campaign!r}; have {state.campaigns.names()}")
     try:
         campaign = state.campaigns.get(body.campaign, state.settings.default_campaign)
-        normalize_indian_phone(body.to)
+        campaign.phones.normalize(body.to)
     except CampaignError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
     except InvalidPhoneNumber as error:  # the caller's own typing, shown unmasked
