@@ -7,6 +7,7 @@ import gc
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from loguru import logger
 
 from bot import __version__
 from bot.call_sink import CallSink
@@ -18,6 +19,17 @@ from bot.routers import calls, exotel_connect, health, media, webhooks
 from bot.settings import Settings
 from bot.signing import signing_key
 from pipelines.speech_cache import SpeechCache
+
+
+def _warn_without_espeak(campaigns: list) -> None:
+    """A Hindi campaign speaks offline with espeak-ng's Hindi voice; without the program it
+    falls back to Piper's English voice, which a user should hear about once, not discover."""
+    from pipelines.providers.espeak import espeak_path
+
+    hindi = [c.name for c in campaigns if c.language.lower().split("-")[0] == "hi"]
+    if hindi and espeak_path() is None:
+        logger.warning(f"espeak-ng is not installed: campaigns {', '.join(hindi)} speak offline in Piper's "
+                       "English voice (apt-get install espeak-ng gives them its Hindi voice)")
 
 
 def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
@@ -111,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         voices = {effective_tts(c, settings).voice for c in campaigns.all()
                   if effective_tts(c, settings).provider == "piper"}
+        _warn_without_espeak(campaigns.all())
         for voice in voices:
             await asyncio.to_thread(load_voice, voice)
         # The apology a call plays when its remote voice fails: ready before the first call.

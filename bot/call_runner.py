@@ -24,6 +24,7 @@ from pipelines.builder import (
     CallPipeline,
     build_call_pipeline,
     build_call_recorder,
+    LOCAL_TTS,
     effective_tts,
     greeting_frames,
 )
@@ -192,10 +193,10 @@ async def _prepare_during_call(
 ) -> None:
     """Synthesize the lead's own apology and the fillers while the call runs (cached for later
     calls too). The apology is needed only for a remote voice, which can fail: until it is
-    ready (or if that voice fails to make it) the process's prepared Piper apology stands in.
-    A Piper voice speaks the apology live when it is needed."""
+    ready (or if that voice fails to make it) the process's prepared offline apology stands in.
+    A local voice (Piper, espeak-ng) speaks the apology live when it is needed."""
     lead = call.control.session.lead
-    if effective_tts(campaign, settings).provider != "piper":
+    if effective_tts(campaign, settings).provider not in LOCAL_TTS:
         text = campaign.render(campaign.apology, lead)
         apology = await prepare_line(cache, campaign, settings, text, rate)
         if apology:

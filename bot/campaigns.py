@@ -65,9 +65,10 @@ class LLMConfig(_Strict):
 
 
 class TTSConfig(_Strict):
-    """Which voice speaks. `elevenlabs` needs ELEVENLABS_API_KEY; `piper` is offline."""
+    """Which voice speaks. `elevenlabs` needs ELEVENLABS_API_KEY; `piper` (English) and
+    `espeak` (espeak-ng's voices, e.g. `hi`) are offline."""
 
-    provider: Literal["elevenlabs", "piper"] = "piper"
+    provider: Literal["elevenlabs", "piper", "espeak"] = "piper"
     voice: str = "en_US-joe-medium"
     model: str = "eleven_flash_v2_5"
     speed: float = Field(1.0, ge=0.7, le=1.2)

@@ -98,7 +98,7 @@ async def simulation(settings: Settings, campaign_name: str | None, what: str, o
     console.print(f"[bold]No Exotel credentials: simulating {what} on this machine.[/]")
     events = scenario.caller_events(settings.exotel_sample_rate or 8000)
     async with simulated_exotel(settings, events, outcomes=outcomes) as (server, exotel):
-        for part in describe_stand_ins(server):
+        for part in describe_stand_ins(server, campaign):
             console.print(f"  {part}")
         yield server, campaign
         await exotel.drain()

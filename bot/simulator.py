@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.campaigns import Campaign
 from bot.fakes.exotel_rest import FakeExotelREST
 from bot.local_server import LocalServer, free_port, serve_locally
 from bot.routers.exotel_connect import applet_url
@@ -43,8 +44,9 @@ async def simulated_exotel(settings: Settings, caller_events: list[Any], outcome
             yield server, exotel
 
 
-def describe_stand_ins(server: LocalServer) -> list[str]:
+def describe_stand_ins(server: LocalServer, campaign: Campaign | None = None) -> list[str]:
     """Which parts of this run are offline stand-ins, in plain words."""
+    from pipelines.builder import effective_tts
     settings = server.settings
     parts = ["Exotel: built-in simulator (local fake of the Calls API + the Voicebot media socket)",
              "caller: simulated, speaking configs/<campaign>.scenario.yaml with Piper's bundled voice"]
@@ -52,5 +54,11 @@ def describe_stand_ins(server: LocalServer) -> list[str]:
                  "speech-to-text: Whisper tiny.en, offline (bundled model; measured on the simulated caller's Piper voice at 8 kHz, not on real callers)")
     parts.append("agent: OpenAI" if settings.openai_api_key else
                  "agent: scripted stand-in (asks the campaign's questions, extracts answers)")
-    parts.append("voice: ElevenLabs" if settings.elevenlabs_api_key else "voice: Piper, offline (en_US-joe-medium)")
+    voice = effective_tts(campaign, settings) if campaign else None
+    if voice and voice.provider == "espeak":
+        parts.append(f"voice: espeak-ng, offline ({voice.voice}; Roman-script Hinglish read as Hindi)")
+    elif voice and voice.provider == "piper":
+        parts.append(f"voice: Piper, offline ({voice.voice})")
+    else:
+        parts.append("voice: ElevenLabs" if settings.elevenlabs_api_key else "voice: Piper, offline (en_US-joe-medium)")
     return parts

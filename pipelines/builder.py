@@ -7,7 +7,7 @@ the bot when the caller speaks (the transport sends `clear` as the caller's turn
 stereo recording is fed from the transport's edges (tap and transport out), not by a processor.
 
 Providers whose key is missing fall back to offline stand-ins (or a campaign picks them):
-TTS -> Piper's bundled voice, STT -> Whisper tiny.en (bundled), LLM -> a scripted agent that asks the
+TTS -> Piper's bundled English voice (espeak-ng's Hindi voice for a Hindi campaign), STT -> Whisper tiny.en (bundled), LLM -> a scripted agent that asks the
 campaign's questions and extracts the answers.
 """
 
@@ -60,6 +60,7 @@ from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
 from pipelines.providers.elevenlabs import build_elevenlabs_tts
+from pipelines.providers.espeak import HINDI_VOICE, EspeakTTSService, espeak_path, is_espeak_voice
 from pipelines.providers.openai import build_openai_llm
 from pipelines.providers.piper import BUNDLED_VOICES, DEFAULT_VOICE, SharedPiperTTSService
 from pipelines.providers.whisper_stt import WhisperSTTService
@@ -89,13 +90,27 @@ class CallPipeline:
     stt_gate: SpeechGate | None = None  # what of the caller's audio the STT heard
 
 
+LOCAL_TTS = ("piper", "espeak")  # voices made on this machine: they cannot fail like a provider
+
+
+def offline_tts(campaign: Campaign) -> TTSConfig:
+    """The offline voice for the campaign's language: espeak-ng's Hindi voice for Hindi and
+    Hinglish (where espeak-ng is installed), Piper's bundled English voice for the rest."""
+    if campaign.language.lower().split("-")[0] == "hi" and espeak_path():
+        return TTSConfig(provider="espeak", voice=HINDI_VOICE)
+    return TTSConfig(provider="piper", voice=OFFLINE_VOICE)
+
+
 def effective_tts(campaign: Campaign, settings: Settings) -> TTSConfig:
-    """The campaign's TTS, or Piper's bundled voice when its provider has no key."""
+    """The campaign's TTS, or its language's offline voice when its provider has no key (or
+    its offline voice is not on this machine)."""
     tts = campaign.tts
     if tts.provider == "elevenlabs" and not settings.elevenlabs_api_key:
-        return TTSConfig(provider="piper", voice=OFFLINE_VOICE)
+        return offline_tts(campaign)
     if tts.provider == "piper" and tts.voice not in BUNDLED_VOICES and not tts.voice.endswith(".onnx"):
-        return TTSConfig(provider="piper", voice=OFFLINE_VOICE)
+        return offline_tts(campaign)
+    if tts.provider == "espeak" and (not espeak_path() or not is_espeak_voice(tts.voice)):
+        return offline_tts(campaign)
     return tts
 
 
@@ -103,6 +118,8 @@ def build_tts(tts: TTSConfig, settings: Settings, sample_rate: int) -> FrameProc
     """The TTS service, producing audio at the stream's rate (no resampling later)."""
     if tts.provider == "elevenlabs":
         return build_elevenlabs_tts(tts, settings, sample_rate)
+    if tts.provider == "espeak":
+        return EspeakTTSService(voice=tts.voice, sample_rate=sample_rate)
     return SharedPiperTTSService(voice=tts.voice, sample_rate=sample_rate)
 
 

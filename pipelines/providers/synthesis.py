@@ -8,6 +8,7 @@ import httpx
 
 from bot.campaigns import TTSConfig
 from bot.settings import Settings
+from pipelines.providers.espeak import ESPEAK_RATE, synthesize_espeak
 from pipelines.providers.piper import DEFAULT_VOICE, synthesize_pcm
 
 ELEVENLABS_RATES = (8000, 16000, 22050, 24000, 44100)
@@ -23,6 +24,11 @@ async def synthesize_line(
     """`text` as 16-bit mono PCM at `sample_rate`, from the campaign's TTS provider."""
     if tts.provider == "elevenlabs" and settings.elevenlabs_api_key:
         return await _elevenlabs(tts, text, sample_rate, settings)
+    if tts.provider == "espeak":
+        from bot.speech_synth import resample_pcm
+
+        pcm = await synthesize_espeak(tts.voice, text)
+        return await asyncio.to_thread(resample_pcm, pcm, ESPEAK_RATE, sample_rate)
     voice = tts.voice if tts.provider == "piper" else (piper_fallback_voice or DEFAULT_VOICE)
     return await synthesize_with_piper(voice, text, sample_rate)
 
