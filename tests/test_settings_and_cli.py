@@ -208,3 +208,21 @@ def test_sigterm_finishes_live_calls_records(tmp_path):
         "select status, end_reason, transcript from call_records where call_sid = 'CA-sigterm'").fetchone()
     assert row is not None, "the record was written"
     assert row[0] == "completed" and row[1] == "server_shutdown"
+
+
+def test_readme_says_what_the_code_does():
+    """The README claims a newcomer acts on, checked against the code they describe."""
+    from typer.main import get_command
+
+    from bot.cli import app
+    from bot.settings import Settings
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    default_workers = Settings(_env_file=None).workers
+    assert f"default {default_workers}, 0 = two per core" in readme
+    assert f"WORKERS={default_workers}" in (root / ".env.example").read_text()
+    assert "bot demo" in readme and "demo" in get_command(app).commands
+    assert "simulator's own Piper voice (not real callers)" in readme, "where the offline WER was measured"
+    assert "seed" not in readme.lower(), "name what is meant, e.g. 'the older POST /call API'"
+    assert "espeak-ng's Hindi voice" in readme, "which offline voice a Hindi campaign gets"
