@@ -1,17 +1,17 @@
 """Start the server: `python server.py` (settings from the environment and `.env`).
 
 WORKERS processes (0 = two per core); the supervisor hands each new connection to the worker
-with the fewest (bot/workers.py); whatever one request leaves for another (a dialled call's
+with the fewest (bot/server/workers.py); whatever one request leaves for another (a dialled call's
 lead, a prepared greeting) lives in the database and DATA_DIR.
 """
 
 import sys
 
-from bot.campaigns import CampaignError
-from bot.database_check import DatabaseUnavailable
-from bot.logging_setup import setup_logging
-from bot.settings import SettingsError, load_settings
-from bot.workers import WorkerStartupFailed, run_server
+from bot.config.campaigns import CampaignError
+from bot.store.database_check import DatabaseUnavailable
+from bot.config.logging_setup import setup_logging
+from bot.config.settings import SettingsError, load_settings
+from bot.server.workers import WorkerStartupFailed, run_server
 
 if __name__ == "__main__":
     try:

@@ -7,7 +7,7 @@ The agent runs as deployed (bench/process_stack.py): `server.py` with WORKERS pr
 per core) sharing the port and the SQLite store, the campaign configs/real_estate.yaml as
 shipped (its greeting, turn-taking, fillers), the wire-level fakes of Deepgram (150 ms),
 OpenAI (300 ms to first token) and ElevenLabs (120 ms to first byte, 30 ms per character) in a
-process of their own, and N emulated Exotel callers (bot/exotel_emulator.py) in this process.
+process of their own, and N emulated Exotel callers (bot/simulator/exotel_emulator.py) in this process.
 Every call: the pre-synthesized greeting (as the dialler leaves it in the shared speech cache),
 a first caller line 0.7 s after it, then a second line started 1 s into the bot's reply (a
 barge-in), the reply to it, maybe a third line, and a hang-up after `--seconds` of script time
@@ -60,11 +60,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench.measures import barge_in, percentile, reply_latencies, speech_end_offset, speech_start_offset  # noqa: E402
 from bench.process_stack import ProcessStack, prioritise_harness, process_stack  # noqa: E402
-from bot.campaigns import load_campaign  # noqa: E402
-from bot.exotel_emulator import HangUp, Say  # noqa: E402
-from bot.logging_setup import setup_logging  # noqa: E402
-from bot.workers import worker_count  # noqa: E402
-from bot.speech_synth import speak  # noqa: E402
+from bot.config.campaigns import load_campaign  # noqa: E402
+from bot.simulator.exotel_emulator import HangUp, Say  # noqa: E402
+from bot.config.logging_setup import setup_logging  # noqa: E402
+from bot.server.workers import worker_count  # noqa: E402
+from bot.simulator.caller_speech import speak  # noqa: E402
 
 LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
          "Maybe in three months", "Weekends are better for me", "Thank you"]
@@ -366,8 +366,8 @@ def start_profilers(stack: ProcessStack, out: Path, secs: float) -> list[subproc
 
 async def prefill_greeting(stack: ProcessStack) -> None:
     """Put the greeting in the shared speech cache, as the dialler does when it places a call."""
-    from bot.call_runner import prepare_line
-    from bot.campaigns import load_campaign
+    from pipelines.voices import prepare_line
+    from bot.config.campaigns import load_campaign
     from pipelines.speech_cache import SpeechCache
 
     settings = stack.settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bot.exotel_emulator import EmulatorResult
+from bot.simulator.exotel_emulator import EmulatorResult
 
 
 def percentile(values: list[float], q: float) -> float | None:

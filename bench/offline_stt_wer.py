@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.speech_synth import speak  # noqa: E402
+from bot.simulator.caller_speech import speak  # noqa: E402
 from pipelines.providers.pocketsphinx_stt import decode_pcm, new_decoder  # noqa: E402
 from pipelines.providers.whisper_stt import transcribe_pcm  # noqa: E402
 

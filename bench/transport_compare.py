@@ -42,10 +42,10 @@ from pipecat.transports.websocket.fastapi import (  # noqa: E402
 )
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
-from bot.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp  # noqa: E402
-from bot.local_server import free_port  # noqa: E402
-from bot.media_handshake import read_handshake  # noqa: E402
-from bot.speech_synth import speak  # noqa: E402
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp  # noqa: E402
+from bot.server.local_server import free_port  # noqa: E402
+from bot.server.media_handshake import read_handshake  # noqa: E402
+from bot.simulator.caller_speech import speak  # noqa: E402
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams  # noqa: E402
 from serializers.exotel import ExotelFrameSerializer as OurSerializer  # noqa: E402
 
@@ -182,7 +182,7 @@ async def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10)
     args = parser.parse_args()
-    from bot.logging_setup import setup_logging
+    from bot.config.logging_setup import setup_logging
     setup_logging("WARNING")
     print(json.dumps(await compare(args.calls), indent=2))
 

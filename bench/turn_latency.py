@@ -6,7 +6,7 @@ Every campaign in configs/ runs untouched (the server loads the same files it sh
 greeting, turn-taking, fillers, voicemail, idle prompts), one call at a time, over real sockets
 against the wire-level fakes of Deepgram, OpenAI and ElevenLabs at fixed latencies: STT 150 ms
 (final transcript), LLM 300 ms to first token, TTS 120 ms to first byte, 570 ms in all.
-The emulated Exotel (bot/exotel_emulator.py) plays the caller: it hears the greeting out, then
+The emulated Exotel (bot/simulator/exotel_emulator.py) plays the caller: it hears the greeting out, then
 says five lines, each 0.7 s after the bot's audio has played out, except the 2nd and 4th, which
 cut in 1 s into the bot's reply (a real interruption: >= 2 words while the bot is talking).
 
@@ -50,12 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measures import barge_in, caller_time, percentile, reply_starts, speech_end_offset, speech_start_offset, turn_latency  # noqa: E402
-from bot.campaigns import CampaignBook  # noqa: E402
-from bot.exotel_emulator import HangUp, Reply  # noqa: E402
-from bot.fakes.openai_chat import Reply as LLMReply  # noqa: E402
-from bot.logging_setup import setup_logging  # noqa: E402
-from bot.speech_synth import speak  # noqa: E402
-from tests.agent_stack import agent_stack  # noqa: E402
+from bot.config.campaigns import CampaignBook  # noqa: E402
+from bot.simulator.exotel_emulator import HangUp, Reply  # noqa: E402
+from testing.fakes.openai_chat import Reply as LLMReply  # noqa: E402
+from bot.config.logging_setup import setup_logging  # noqa: E402
+from bot.simulator.caller_speech import speak  # noqa: E402
+from testing.agent_stack import agent_stack  # noqa: E402
 
 STT_MS, LLM_TTFT_MS, TTS_TTFB_MS = 150, 300, 120
 PROVIDERS_SECS = (STT_MS + LLM_TTFT_MS + TTS_TTFB_MS) / 1000

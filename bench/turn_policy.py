@@ -86,7 +86,7 @@ def _speak_cached(text: str, cache: Path) -> bytes:
     path = cache / (hashlib.sha1(text.encode()).hexdigest()[:16] + ".pcm")
     if path.exists():
         return path.read_bytes()
-    from bot.speech_synth import speak
+    from bot.simulator.caller_speech import speak
 
     pcm = speak(text, RATE)
     path.write_bytes(pcm)

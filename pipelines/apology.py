@@ -8,7 +8,7 @@ streams at, and keeps it in memory: a call has it from its first moment and play
 the broken service (pipelines/call_control.py). Shared by every call of the campaign, it is
 the campaign's apology without the lead's fields ("Sorry, we are having ..."); a call
 switches to the lead's own apology in the campaign's voice once that is ready
-(bot/call_runner.py). A campaign whose voice is local needs none: its TTS can always speak.
+(bot/server/call_runner.py). A campaign whose voice is local needs none: its TTS can always speak.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import asyncio
 
 from loguru import logger
 
-from bot.campaigns import Campaign, TTSConfig
-from bot.settings import Settings
-from pipelines.builder import LOCAL_TTS, effective_tts, offline_tts
+from bot.config.campaigns import Campaign, TTSConfig
+from bot.config.settings import Settings
+from pipelines.voices import LOCAL_TTS, effective_tts, offline_tts
 from pipelines.prepared_speech import PreparedLine
 
 EXOTEL_RATES = (8000, 16000, 24000)
@@ -68,7 +68,7 @@ async def prepare_fallback_apologies(campaigns: list[Campaign], settings: Settin
 async def _synthesize(voice: TTSConfig, text: str) -> dict[int, bytes]:
     """`text` once in the offline voice (Piper's fixed-prosody rendering: the same bytes every
     time), resampled to each Exotel rate, off the event loop."""
-    from bot.speech_synth import resample_pcm
+    from pipelines.audio import resample_pcm
     from pipelines.providers.espeak import ESPEAK_RATE, synthesize_espeak
     from pipelines.providers.piper import synthesize_pcm
 

@@ -37,7 +37,7 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_start.min_words_user_turn_start_strategy import MinWordsUserTurnStartStrategy
 
-from bot.campaigns import DEFAULT_BACKCHANNELS
+from bot.config.campaigns import DEFAULT_BACKCHANNELS
 from pipelines.turn_end import PUNCTUATION
 
 # Speech the STT turned into no words at all resumes the line this long after it stopped

@@ -45,9 +45,9 @@ from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from bot.call_session import CallSession
-from bot.campaigns import Campaign, TTSConfig, TurnTakingConfig
-from bot.settings import Settings
+from pipelines.call_session import CallSession
+from bot.config.campaigns import Campaign, TTSConfig, TurnTakingConfig
+from bot.config.settings import Settings
 from pipelines.backchannel import BackchannelStartStrategy, PausablePlayback
 from pipelines.call_control import CallControl
 from pipelines.call_tap import CallTap
@@ -60,9 +60,9 @@ from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
 from pipelines.providers.elevenlabs import build_elevenlabs_tts
-from pipelines.providers.espeak import HINDI_VOICE, EspeakTTSService, espeak_path, is_espeak_voice
+from pipelines.providers.espeak import EspeakTTSService
 from pipelines.providers.openai import build_openai_llm
-from pipelines.providers.piper import BUNDLED_VOICES, DEFAULT_VOICE, SharedPiperTTSService
+from pipelines.providers.piper import SharedPiperTTSService
 from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
@@ -71,9 +71,9 @@ from pipelines.speech_gate import SpeechGate
 from pipelines.tools import AgentTools, tools_schema
 from pipelines.turn_end import TranscriptAwareUserTurnStopStrategy
 from pipelines.turn_metrics import TurnMetrics
+from pipelines.voices import effective_tts
 from pipelines.voicemail import VoicemailDetector
 
-OFFLINE_VOICE = DEFAULT_VOICE
 
 
 @dataclass
@@ -88,30 +88,6 @@ class CallPipeline:
     watch: CallWatch
     recorder: CallRecorder | None = None
     stt_gate: SpeechGate | None = None  # what of the caller's audio the STT heard
-
-
-LOCAL_TTS = ("piper", "espeak")  # voices made on this machine: they cannot fail like a provider
-
-
-def offline_tts(campaign: Campaign) -> TTSConfig:
-    """The offline voice for the campaign's language: espeak-ng's Hindi voice for Hindi and
-    Hinglish (where espeak-ng is installed), Piper's bundled English voice for the rest."""
-    if campaign.language.lower().split("-")[0] == "hi" and espeak_path():
-        return TTSConfig(provider="espeak", voice=HINDI_VOICE)
-    return TTSConfig(provider="piper", voice=OFFLINE_VOICE)
-
-
-def effective_tts(campaign: Campaign, settings: Settings) -> TTSConfig:
-    """The campaign's TTS, or its language's offline voice when its provider has no key (or
-    its offline voice is not on this machine)."""
-    tts = campaign.tts
-    if tts.provider == "elevenlabs" and not settings.elevenlabs_api_key:
-        return offline_tts(campaign)
-    if tts.provider == "piper" and tts.voice not in BUNDLED_VOICES and not tts.voice.endswith(".onnx"):
-        return offline_tts(campaign)
-    if tts.provider == "espeak" and (not espeak_path() or not is_espeak_voice(tts.voice)):
-        return offline_tts(campaign)
-    return tts
 
 
 def build_tts(tts: TTSConfig, settings: Settings, sample_rate: int) -> FrameProcessor:

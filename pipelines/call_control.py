@@ -13,8 +13,8 @@ from loguru import logger
 from pipecat.frames.frames import EndFrame, TTSSpeakFrame
 from pipecat.pipeline.worker import PipelineWorker
 
-from bot.call_session import CallSession
-from bot.campaigns import Campaign
+from pipelines.call_session import CallSession
+from bot.config.campaigns import Campaign
 from pipelines.prepared_speech import PreparedLine
 
 

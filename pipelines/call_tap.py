@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from pipecat.frames.frames import Frame
 
-from bot.call_session import CallSession
+from pipelines.call_session import CallSession
 from pipelines.dtmf_actions import DTMFActions
 from pipelines.recorder import CallRecorder
 

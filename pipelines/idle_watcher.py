@@ -20,7 +20,7 @@ from pipecat.frames.frames import (
     UserStoppedSpeakingFrame,
 )
 
-from bot.campaigns import IdleConfig
+from bot.config.campaigns import IdleConfig
 from pipelines.call_control import CallControl
 
 

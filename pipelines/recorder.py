@@ -25,7 +25,7 @@ from loguru import logger
 
 from pipecat.audio.utils import create_stream_resampler
 
-from bot.private_files import open_private, private_folder
+from bot.config.private_files import open_private, private_folder
 from serializers.exotel_events import is_call_sid
 
 FLUSH_EVERY_SECS = 5

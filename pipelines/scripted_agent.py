@@ -16,7 +16,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.campaigns import Campaign
+from bot.config.campaigns import Campaign
 from pipelines.call_control import CallControl
 from pipelines.extraction import extract, intent, yes_or_no
 from pipelines.tools import merge_lead_details

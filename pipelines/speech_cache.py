@@ -14,8 +14,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from bot.campaigns import TTSConfig
-from bot.private_files import private_folder, write_private
+from bot.config.campaigns import TTSConfig
+from bot.config.private_files import private_folder, write_private
 
 
 def speech_key(tts: TTSConfig, text: str, sample_rate: int) -> str:

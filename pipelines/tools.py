@@ -17,7 +17,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import FunctionCallResultProperties
 from pipecat.services.llm_service import FunctionCallParams
 
-from bot.campaigns import Campaign, LeadField
+from bot.config.campaigns import Campaign, LeadField
 from pipelines.call_control import CallControl
 
 JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}

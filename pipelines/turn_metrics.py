@@ -25,7 +25,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.metrics.metrics import TTFBMetricsData
 
-from bot.call_session import CallSession
+from pipelines.call_session import CallSession
 
 
 def _provider_kind(processor_name: str) -> str | None:

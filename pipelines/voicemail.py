@@ -9,7 +9,7 @@ from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.campaigns import VoicemailConfig
+from bot.config.campaigns import VoicemailConfig
 from pipelines.call_control import CallControl
 
 

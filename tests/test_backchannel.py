@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.campaigns import DEFAULT_BACKCHANNELS, TurnTakingConfig
+from bot.config.campaigns import DEFAULT_BACKCHANNELS, TurnTakingConfig
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,

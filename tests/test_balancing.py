@@ -17,11 +17,11 @@ import httpx
 from fastapi import FastAPI, WebSocket
 from websockets.asyncio.client import connect
 
-from bot.connection_handoff import READY, ConnectionBalancer, HandoffServer
-from bot.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
-from bot.app_server import server_config
-from bot.settings import load_settings
-from tests.server_process import server_process
+from bot.server.connection_handoff import READY, ConnectionBalancer, HandoffServer
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
+from bot.server.app_server import server_config
+from bot.config.settings import load_settings
+from testing.server_process import server_process
 
 
 def _tiny_app() -> FastAPI:

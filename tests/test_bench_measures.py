@@ -13,7 +13,7 @@ from bench.measures import (
     speech_start_offset,
     turn_latency,
 )
-from bot.exotel_emulator import EmulatorConfig, EmulatorResult, PlayedSegment
+from bot.simulator.exotel_emulator import EmulatorConfig, EmulatorResult, PlayedSegment
 
 
 def line(quiet_before: float, voiced: float, quiet_after: float, rate: int = 8000) -> bytes:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.exotel_emulator import EmulatorResult, HangUp, Reply, Say
-from bot.fakes.openai_chat import Reply as LLMReply
-from bot.local_server import free_port, serve_locally
-from bot.settings import load_settings
-from bot.speech_synth import speak
+from bot.simulator.exotel_emulator import EmulatorResult, HangUp, Reply, Say
+from testing.fakes.openai_chat import Reply as LLMReply
+from bot.server.local_server import free_port, serve_locally
+from bot.config.settings import load_settings
+from bot.simulator.caller_speech import speak
 from pipecat.frames.frames import (
     AggregatedTextFrame,
     TTSAudioRawFrame,
@@ -24,8 +24,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.utils.text.base_text_aggregator import TextType
 from pipelines.bot_lines import BotLines
-from tests.agent_stack import agent_stack, write_campaigns
-from tests.waiting import wait_finished
+from testing.agent_stack import agent_stack, write_campaigns
+from testing.waiting import wait_finished
 
 QUESTION = "Great. What is your budget for the apartment?"  # the scripted agent's first question
 
@@ -62,7 +62,7 @@ async def test_offline_barge_in_keeps_the_heard_part_of_the_line(tmp_path: Path)
     settings = load_settings(_env_file=None, host="127.0.0.1", port=free_port(),
                              campaigns_dir=write_campaigns(tmp_path / "configs"), data_dir=tmp_path / "data")
     async with serve_locally(settings) as server:
-        from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
+        from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
 
         emu = ExotelEmulator(EmulatorConfig(url=server.ws_url,
                                             custom_parameters={"name": "Rahul", "campaign": "real_estate"}))

@@ -14,10 +14,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
 from bot.store import CallStore, ServerWorker
 from bot.store.models import utcnow
-from tests.server_process import server_process
+from testing.server_process import server_process
 from tests.test_store import Backend, backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 
 LOST_AFTER = 30.0

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.cli_runs import run_campaign, run_one_lead
-from bot.exotel_emulator import HangUp, Say
-from bot.speech_synth import speak
+from bot.cli.runs import run_campaign, run_one_lead
+from bot.simulator.exotel_emulator import HangUp, Say
+from bot.simulator.caller_speech import speak
 from tests.test_campaign_run import dialling_server, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ async def test_bot_run_leads_runs_a_campaign_with_a_summary(tmp_path, capsys):
 def test_bot_calls_list_show_export(tmp_path):
     import asyncio
 
-    from bot.settings import load_settings
+    from bot.config.settings import load_settings
     from bot.store import CallStore
 
     async def seed():

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.campaign_runner import read_leads
-from bot.campaigns import PhoneRules
-from bot.phone import InvalidPhoneNumber, normalize_indian_phone
+from bot.dialing.campaign_runner import read_leads
+from bot.config.campaigns import PhoneRules
+from bot.config.phone import InvalidPhoneNumber, normalize_indian_phone
 
 runner = CliRunner()
 
@@ -141,12 +141,12 @@ def test_missing_input_files_are_one_line_exit_2(cli_env, args, line):
     ],
 )
 def test_bad_campaign_options_are_refused_before_any_dial(cli_env, args, line, monkeypatch):
-    import bot.cli_runs
+    import bot.cli.runs
 
     def no_services(*_, **__):
         raise AssertionError("services (and the dialer) were started for a bad option")
 
-    monkeypatch.setattr(bot.cli_runs, "cli_services", no_services)
+    monkeypatch.setattr(bot.cli.runs, "cli_services", no_services)
     (cli_env / "leads.csv").write_text("phone\n9876543210\n")
     result = runner.invoke(app, ["run", "--leads", "leads.csv", *args])
     assert result.exit_code == 2
@@ -154,7 +154,7 @@ def test_bad_campaign_options_are_refused_before_any_dial(cli_env, args, line, m
 
 
 def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
-    from bot.campaign_runner import read_leads
+    from bot.dialing.campaign_runner import read_leads
 
     csv_path = tmp_path / "leads.csv"
     csv_path.write_text("id,phone,timezone\nA,9876500001,Asia/Kolkata\nB,9876500002,Mars/Olympus\n"
@@ -168,7 +168,7 @@ def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
 
 
 async def test_a_campaign_where_every_call_failed_exits_1_and_says_so(tmp_path, capsys):
-    from bot.cli_runs import run_campaign
+    from bot.cli.runs import run_campaign
     from tests.test_campaign_run import dialling_server, write_csv
 
     csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,", "B,Bad,12,"])
@@ -183,7 +183,7 @@ async def test_a_campaign_where_every_call_failed_exits_1_and_says_so(tmp_path, 
 
 
 def test_nothing_succeeded_only_when_nothing_did():
-    from bot.cli_runs import nothing_succeeded
+    from bot.cli.runs import nothing_succeeded
 
     assert nothing_succeeded({"done": 1, "failed": 5}, 2) is None
     assert nothing_succeeded({}, 0) is None, "every lead on the do-not-call list: nothing to do is no failure"
@@ -229,12 +229,12 @@ def test_run_help_shows_simulate_without_a_value_and_options_with_their_type():
 
 
 def test_serve_host_port_workers_override_the_settings(cli_env, monkeypatch):
-    import bot.workers
+    import bot.server.workers
 
     started = []
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("WORKERS", "3")
-    monkeypatch.setattr(bot.workers, "run_server", started.append)
+    monkeypatch.setattr(bot.server.workers, "run_server", started.append)
     result = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", "9123", "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert (started[0].host, started[0].port, started[0].workers) == ("127.0.0.1", 9123, 2)
@@ -243,9 +243,9 @@ def test_serve_host_port_workers_override_the_settings(cli_env, monkeypatch):
 
 
 def test_serve_with_a_bad_port_is_one_line_naming_it(cli_env, monkeypatch):
-    import bot.workers
+    import bot.server.workers
 
-    monkeypatch.setattr(bot.workers, "run_server", lambda settings: pytest.fail("started"))
+    monkeypatch.setattr(bot.server.workers, "run_server", lambda settings: pytest.fail("started"))
     result = runner.invoke(app, ["serve", "--port", "70000"])
     assert result.exit_code == 2
     assert one_error_line(result).startswith("error: invalid setting: PORT:")

@@ -9,19 +9,19 @@ from typing import Any
 import pytest
 
 from bench.measures import speech_start_offset
-from bot.exotel_emulator import Dtmf, HangUp, Say
-from bot.fakes.elevenlabs import synthesize
-from bot.fakes.openai_chat import Fail, Hang, Reply, ToolCall
-from bot.speech_synth import speak
-from tests.agent_stack import agent_stack
-from tests.waiting import wait_finished
+from bot.simulator.exotel_emulator import Dtmf, HangUp, Say
+from testing.fakes.elevenlabs import synthesize
+from testing.fakes.openai_chat import Fail, Hang, Reply, ToolCall
+from bot.simulator.caller_speech import speak
+from testing.agent_stack import agent_stack
+from testing.waiting import wait_finished
 
 SHORT_GREETING = {"real_estate": {"greeting": "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"}}
 EL_FAST = {"ms_per_char": 30}
 
 
 def applet_sig(stack) -> str:
-    from bot.routers.exotel_connect import applet_url
+    from bot.server.routers.exotel_connect import applet_url
 
     return applet_url(stack.server.settings, stack.server.app.state.signing_key).split("sig=")[1]
 
@@ -376,7 +376,7 @@ async def test_presynthesized_greeting_leaves_within_tens_of_ms(tmp_path):
 
 
 def test_greeting_head_is_whole_payloads_and_leaves_the_pipeline_the_rest():
-    from bot.call_runner import GREETING_HEAD_SECS, greeting_head
+    from bot.server.call_runner import GREETING_HEAD_SECS, greeting_head
 
     for seconds in (0.1, 0.25, 0.4, 0.41, 1.0, 1.3, 3.7):
         pcm = bytes(int(seconds * 8000) * 2)

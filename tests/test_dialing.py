@@ -9,12 +9,12 @@ import asyncio
 import httpx
 import pytest
 
-from bot.call_status import call_is_over
-from bot.exotel_emulator import HangUp, Say
-from bot.fakes.exotel_rest import FakeExotelREST
-from bot.routers.exotel_connect import applet_url
-from bot.speech_synth import speak
-from tests.agent_stack import agent_stack
+from bot.exotel.call_status import call_is_over
+from bot.simulator.exotel_emulator import HangUp, Say
+from bot.simulator.exotel_rest import FakeExotelREST
+from bot.server.routers.exotel_connect import applet_url
+from bot.simulator.caller_speech import speak
+from testing.agent_stack import agent_stack
 from tests.test_conversation import EL_FAST, SHORT_GREETING, qualifying_agent
 
 EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",

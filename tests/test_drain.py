@@ -14,11 +14,11 @@ import time
 
 import httpx
 
-from bot.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Reply
-from bot.local_server import free_port, serve_locally
-from bot.settings import load_settings
-from bot.speech_synth import resample_pcm, speak
-from tests.server_process import ServerProcess, server_process
+from bot.simulator.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Reply
+from bot.server.local_server import free_port, serve_locally
+from bot.config.settings import load_settings
+from bot.simulator.caller_speech import resample_pcm, speak
+from testing.server_process import ServerProcess, server_process
 
 
 def _record(database, call_sid: str) -> tuple | None:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from bot.exotel_client import (
+from bot.exotel.client import (
     AUTH_ERROR_MESSAGE,
     ExotelAuthError,
     ExotelClient,
@@ -30,9 +30,9 @@ from bot.exotel_client import (
     normalize_status,
     parse_status_callback,
 )
-from bot.exotel_emulator import HangUp
-from bot.fakes.exotel_rest import FakeExotelREST
-from bot.phone import InvalidPhoneNumber, normalize_indian_phone
+from bot.simulator.exotel_emulator import HangUp
+from bot.simulator.exotel_rest import FakeExotelREST
+from bot.config.phone import InvalidPhoneNumber, normalize_indian_phone
 
 CUSTOMER = "+919876543210"
 EXOPHONE = "08047181234"

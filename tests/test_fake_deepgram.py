@@ -34,8 +34,8 @@ from pipecat.workers.runner import WorkerRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from bot.fakes.deepgram import FakeDeepgram
-from bot.speech_synth import speak
+from testing.fakes.deepgram import FakeDeepgram
+from bot.simulator.caller_speech import speak
 
 RATE = 8000
 CHUNK = RATE * 2 // 50  # 20 ms of 16-bit mono

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from bot.fakes.elevenlabs import FakeElevenLabs
+from testing.fakes.elevenlabs import FakeElevenLabs
 from pipecat.frames.frames import (
     ErrorFrame,
     LLMFullResponseEndFrame,

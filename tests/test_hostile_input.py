@@ -22,17 +22,17 @@ import pytest
 import websockets
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from bot.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
-from bot.fakes.exotel_rest import FakeExotelREST
-from bot.lead_limits import MAX_DEPTH, LeadError, check_lead
-from bot.local_server import LocalServer, free_port, serve_locally
-from bot.media_handshake import MAX_OPENING_BYTES
-from bot.routers.calls import calls_csv
-from bot.settings import SettingsError, load_settings
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
+from bot.simulator.exotel_rest import FakeExotelREST
+from bot.config.lead_limits import MAX_DEPTH, LeadError, check_lead
+from bot.server.local_server import LocalServer, free_port, serve_locally
+from bot.server.media_handshake import MAX_OPENING_BYTES
+from bot.server.routers.calls import calls_csv
+from bot.config.settings import SettingsError, load_settings
 from bot.store import CallStore
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid
-from tests.waiting import wait_finished
+from testing.waiting import wait_finished
 
 ROOT = Path(__file__).resolve().parent.parent
 EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",
@@ -136,7 +136,7 @@ async def test_post_calls_refuses_unbounded_leads_before_exotel_is_asked_to_dial
 
 
 def test_a_csv_row_with_an_unbounded_lead_is_a_bad_row(tmp_path):
-    from bot.campaign_runner import read_leads
+    from bot.dialing.campaign_runner import read_leads
 
     path = tmp_path / "leads.csv"
     path.write_text(f"id,name,phone\nA,Asha,9876500001\nB,{'x' * 500},9876500002\n")
@@ -212,7 +212,7 @@ async def test_a_socket_that_floods_before_start_is_dropped(tmp_path):
 
 
 async def test_a_signed_callback_address_cannot_touch_another_call_or_create_one(tmp_path, monkeypatch):
-    monkeypatch.setattr("bot.routers.webhooks.RECORD_WAIT_SECS", 0.5)
+    monkeypatch.setattr("bot.server.routers.webhooks.RECORD_WAIT_SECS", 0.5)
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token",
                               outcomes=["busy", "no-answer"]) as exotel:
         async with served(tmp_path, exotel_api_base_url=exotel.base_url, **EXOTEL) as server:
@@ -319,7 +319,7 @@ async def test_two_live_sessions_for_one_call_are_not_both_served(tmp_path):
 
 
 async def test_the_store_keeps_the_first_completion_of_a_call():
-    from bot.call_session import CallSession
+    from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 
     store = await CallStore.open("sqlite+aiosqlite:///:memory:", migrate=True)
@@ -377,7 +377,7 @@ async def test_data_files_and_folders_are_private(tmp_path):
 
 async def test_a_callback_that_arrives_before_the_dialled_record_is_applied(tmp_path):
     """Exotel may call back (a call that fails at once) before the dialler has stored the Sid."""
-    from bot.callback_refs import custom_field
+    from bot.exotel.callback_refs import custom_field
 
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token") as exotel:
         async with served(tmp_path, exotel_api_base_url=exotel.base_url, **EXOTEL) as server:
@@ -398,7 +398,7 @@ async def test_a_callback_that_arrives_before_the_dialled_record_is_applied(tmp_
 
 
 def test_the_dial_ref_survives_any_lead_id():
-    from bot.callback_refs import CUSTOM_FIELD_CHARS, custom_field, dial_ref
+    from bot.exotel.callback_refs import CUSTOM_FIELD_CHARS, custom_field, dial_ref
 
     campaign = "c" * 100
     for lead_id in ["L-1", "é" * 40, '"' * 40, "x" * 500]:

@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from bot.exotel_emulator import Dtmf, EmulatorConfig, ExotelEmulator, HangUp, Say, SendRaw
-from bot.speech_synth import speak
-from tests.waiting import wait_finished
+from bot.simulator.exotel_emulator import Dtmf, EmulatorConfig, ExotelEmulator, HangUp, Say, SendRaw
+from bot.simulator.caller_speech import speak
+from testing.waiting import wait_finished
 
 SPEED = 2.0  # the emulated line runs twice as fast as real time; pacing scales with it
 
@@ -47,7 +47,7 @@ async def test_greeting_is_intelligible_speech_naming_the_product(live_server):
     """Recognise what the caller heard: the right words, not noise or silence."""
     from pocketsphinx import Decoder
 
-    from bot.speech_synth import resample_pcm
+    from bot.simulator.caller_speech import resample_pcm
 
     result = await emulator(live_server).run([HangUp(at=9)])
     heard = resample_pcm(result.played_speech_pcm(), 8000, 16000)
@@ -285,7 +285,7 @@ async def test_health(live_server):
 
 @pytest.mark.settings(public_base_url="https://bot.example.in", media_auth_user="ex", media_auth_password="p@ss")
 async def test_dynamic_url_endpoint_for_the_applet(live_server):
-    from bot.routers.exotel_connect import applet_url
+    from bot.server.routers.exotel_connect import applet_url
 
     url = applet_url(live_server.settings, live_server.app.state.signing_key)
     assert url.startswith("https://bot.example.in/exotel/connect?sig=")

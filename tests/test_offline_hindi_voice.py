@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.campaigns import load_campaign
-from bot.settings import Settings
-from pipelines.builder import effective_tts
+from bot.config.campaigns import load_campaign
+from bot.config.settings import Settings
+from pipelines.voices import effective_tts
 from pipelines.hindi_script import to_devanagari
 from pipelines.providers.espeak import ESPEAK_RATE, EspeakError, espeak_path, synthesize_espeak
 

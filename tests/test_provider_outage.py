@@ -12,12 +12,12 @@ from contextlib import contextmanager
 
 import pytest
 
-from bot.exotel_emulator import EmulatorResult, HangUp, Say
-from bot.fakes.elevenlabs import synthesize as fake_speech
-from bot.fakes.openai_chat import Reply
-from bot.speech_synth import speak
-from tests.agent_stack import agent_stack
-from tests.waiting import wait_finished
+from bot.simulator.exotel_emulator import EmulatorResult, HangUp, Say
+from testing.fakes.elevenlabs import synthesize as fake_speech
+from testing.fakes.openai_chat import Reply
+from bot.simulator.caller_speech import speak
+from testing.agent_stack import agent_stack
+from testing.waiting import wait_finished
 
 GREETING = "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"
 APOLOGY = "Sorry {lead.name}, we are having a technical problem. We will call you back shortly. Goodbye!"

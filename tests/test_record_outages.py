@@ -19,13 +19,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from bot.callback_refs import custom_field
-from bot.exotel_emulator import HangUp
-from bot.fakes.exotel_rest import FakeExotelREST
-from bot.routers.exotel_connect import applet_url
-from bot.signing import sign
-from tests.agent_stack import agent_stack
-from tests.tcp_proxy import TcpProxy
+from bot.exotel.callback_refs import custom_field
+from bot.simulator.exotel_emulator import HangUp
+from bot.simulator.exotel_rest import FakeExotelREST
+from bot.server.routers.exotel_connect import applet_url
+from bot.exotel.signing import sign
+from testing.agent_stack import agent_stack
+from testing.tcp_proxy import TcpProxy
 from tests.test_conversation import EL_FAST, SHORT_GREETING, qualifying_agent
 from tests.test_dialing import EXOTEL
 from tests.test_store import PG_URL, _pg_dsn, _postgres_unreachable
@@ -353,9 +353,9 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
     from collections import Counter
     from datetime import time as clock_time
 
-    from bot.campaign_runner import CampaignRunner, RunnerOptions
-    from bot.local_server import free_port, serve_locally
-    from bot.settings import load_settings
+    from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions
+    from bot.server.local_server import free_port, serve_locally
+    from bot.config.settings import load_settings
 
     csv_path = tmp_path / "leads.csv"
     csv_path.write_text("id,name,phone\n" + "\n".join(f"L{i},Lead {i},98765200{i:02d}" for i in range(4)) + "\n")
@@ -432,7 +432,7 @@ async def test_a_hung_postgres_costs_a_starting_call_only_the_lookup_timeout(tmp
 async def test_bot_run_follows_its_call_through_a_postgres_outage(tmp_path, pg_database):
     """`bot run --lead` prints the call as it lands in the store: an outage meanwhile pauses
     it (the record is journalled) instead of ending it with a traceback."""
-    from bot.cli_runs import follow_call
+    from bot.cli.runs import follow_call
     from bot.store import CallStore
 
     proxy, via_proxy = await proxied_postgres(pg_database)

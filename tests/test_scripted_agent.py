@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.campaigns import load_campaign
+from bot.config.campaigns import load_campaign
 from pipelines.extraction import budget, extract, words_to_numbers
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -35,7 +35,7 @@ def test_the_closing_line_is_the_campaigns_own():
 
 
 async def test_no_thanks_to_a_later_question_is_summed_up_as_that():
-    from bot.call_session import CallSession
+    from pipelines.call_session import CallSession
     from pipelines.call_control import CallControl
     from pipelines.scripted_agent import ScriptedAgent
     from serializers.exotel_events import StreamStart

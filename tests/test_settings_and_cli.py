@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.campaigns import CampaignBook, CampaignError, load_campaign
-from bot.local_server import free_port
-from bot.settings import Settings, SettingsError, load_settings
+from bot.config.campaigns import CampaignBook, CampaignError, load_campaign
+from bot.server.local_server import free_port
+from bot.config.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,7 +133,7 @@ def test_shipped_campaign_renders_the_lead():
     ("Is this {lead.name}? Great.", {}, "Is this? Great."),
 ])
 def test_a_template_over_a_missing_lead_field_reads_cleanly(template, lead, said):
-    from bot.campaigns import render_template
+    from bot.config.campaigns import render_template
 
     assert render_template(template, lead) == said
 
@@ -175,7 +175,7 @@ def test_sigterm_finishes_live_calls_records(tmp_path):
     import signal
     import sqlite3
 
-    from bot.exotel_emulator import EmulatorConfig, ExotelEmulator
+    from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
 
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "DATA_DIR": str(tmp_path),
@@ -215,7 +215,7 @@ def test_readme_says_what_the_code_does():
     from typer.main import get_command
 
     from bot.cli import app
-    from bot.settings import Settings
+    from bot.config.settings import Settings
 
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text()

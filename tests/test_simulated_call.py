@@ -44,7 +44,7 @@ def test_bot_run_lead_offline_completes_a_call_with_record_and_recording(tmp_pat
 
 
 def test_a_campaign_given_as_a_path_has_its_scenario_beside_it(tmp_path):
-    from bot.scenario import scenario_for
+    from bot.simulator.scenario import scenario_for
 
     assert scenario_for(ROOT / "configs", str(tmp_path / "solar.yaml")) == tmp_path / "solar.scenario.yaml"
     assert scenario_for(ROOT / "configs", "real_estate") == ROOT / "configs" / "real_estate.scenario.yaml"

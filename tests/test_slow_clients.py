@@ -10,9 +10,9 @@ import asyncio
 import httpx
 import pytest
 
-from bot.local_server import free_port, serve_locally
-from bot.settings import load_settings
-from tests.server_process import server_process
+from bot.server.local_server import free_port, serve_locally
+from bot.config.settings import load_settings
+from testing.server_process import server_process
 
 TIMEOUTS = {"http_header_timeout_secs": 1.0, "http_idle_timeout_secs": 1.0}
 GIVE_UP_SECS = 30.0  # the failure bound; the server closes them about a second in

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.speech_synth import speak
+from bot.simulator.caller_speech import speak
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.speech_gate import HANGOVER_SECS, PREROLL_SECS, SpeechGate
@@ -81,8 +81,8 @@ def test_a_loud_noisy_line_is_streamed_whole():
 
 
 def test_the_campaign_can_stream_silence_too():
-    from bot.campaigns import STTConfig
-    from bot.settings import load_settings
+    from bot.config.campaigns import STTConfig
+    from bot.config.settings import load_settings
     from pipelines.providers.deepgram import build_deepgram_stt
 
     settings = load_settings(_env_file=None, deepgram_api_key="test", deepgram_base_url="http://127.0.0.1:9")

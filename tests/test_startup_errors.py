@@ -13,8 +13,8 @@ import sys
 import pytest
 import yaml
 
-from bot.local_server import free_port
-from tests.server_process import OFFLINE, ROOT
+from bot.server.local_server import free_port
+from testing.server_process import OFFLINE, ROOT
 
 PASSWORD = "hunter2-secret"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.turn_policy import load_turn_set
-from bot.campaigns import load_campaign
+from bot.config.campaigns import load_campaign
 from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager

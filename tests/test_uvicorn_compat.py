@@ -1,4 +1,4 @@
-"""bot/uvicorn_compat.py subclasses uvicorn's protocol classes and calls some of their
+"""bot/server/uvicorn_compat.py subclasses uvicorn's protocol classes and calls some of their
 internals: this fails when a name or signature it relies on changes in uvicorn."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from bot.uvicorn_compat import ServerConfig, TimedHttpProtocol
+from bot.server.uvicorn_compat import ServerConfig, TimedHttpProtocol
 
 
 def _params(function) -> list[str]:
@@ -55,7 +55,7 @@ def test_upgrade_still_swaps_the_protocol_to_the_configured_websocket_class():
     transport to `config.ws_protocol_class`; if that changes, closes would go uncounted."""
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-    from bot.uvicorn_compat import ClosingWebSocketProtocol
+    from bot.server.uvicorn_compat import ClosingWebSocketProtocol
 
     upgrade = inspect.getsource(HttpToolsProtocol.handle_websocket_upgrade)
     assert "self.ws_protocol_class(" in upgrade and "self.transport.set_protocol(protocol)" in upgrade

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from bot.speech_synth import speak
+from bot.simulator.caller_speech import speak
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from bench.measures import speech_start_offset
@@ -144,7 +144,7 @@ async def test_analysis_runs_inline_without_a_thread_per_call():
 
 async def test_smart_turn_model_is_shared_and_runs_off_the_loop():
     """Every call's smart-turn analyzer uses the process's one ONNX session and one thread."""
-    from bot.campaigns import TurnTakingConfig
+    from bot.config.campaigns import TurnTakingConfig
     from pipecat.audio.turn.smart_turn.base_smart_turn import EndOfTurnState
     from pipelines.builder import turn_strategies
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from bot.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
-from bot.local_server import free_port
-from bot.settings import load_settings
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
+from bot.server.local_server import free_port
+from bot.config.settings import load_settings
 from bot.store import CallStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ def test_connections_go_to_the_least_loaded_worker_and_sigterm_stops_every_worke
 def test_a_worker_that_cannot_take_a_connection_is_passed_over():
     """The least-loaded worker cannot take a connection (it is stuck: its channel is full):
     the connection goes to the next worker instead of being dropped."""
-    from bot.connection_handoff import CLOSED, READY, ConnectionBalancer
+    from bot.server.connection_handoff import CLOSED, READY, ConnectionBalancer
 
     listener = socket.create_server(("127.0.0.1", 0))
     balancer = ConnectionBalancer(listener)

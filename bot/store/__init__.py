@@ -7,7 +7,7 @@
 See `bot.store.repository` for the rules (status ordering, lead claiming, resume).
 """
 
-from bot.call_status import CALL_STATUSES, TERMINAL_CALL_STATUSES
+from bot.exotel.call_status import CALL_STATUSES, TERMINAL_CALL_STATUSES
 from bot.store.models import (
     LEAD_STATES,
     Base,

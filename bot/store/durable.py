@@ -43,7 +43,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.store.journal import Journal, JournalEntry
 from bot.store.repository import CallbackNotForThisCall, CallStore, KnownCall, StatusUpdate, _jsonable
-from bot.utc import as_utc
+from bot.config.utc import as_utc
 
 T = TypeVar("T")
 STATUS_WAIT_SECS = 5.0  # Exotel waits 15 s for the answer to a status callback

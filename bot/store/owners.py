@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
 
-from bot.call_status import TERMINAL_CALL_STATUSES
+from bot.exotel.call_status import TERMINAL_CALL_STATUSES
 from bot.store.models import CallRecord, ServerWorker, utcnow
 
 LOST_END_REASON = "worker_lost"

@@ -55,10 +55,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.callback_refs import ref_matches
-from bot.private_files import private_file, private_folder
-from bot.utc import as_utc
-from bot.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
+from bot.exotel.callback_refs import ref_matches
+from bot.config.private_files import private_file, private_folder
+from bot.config.utc import as_utc
+from bot.exotel.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
 from bot.store.owners import CallOwnershipQueries
 from bot.store.models import (
     ACTIVE_LEAD_STATES,
@@ -540,7 +540,7 @@ class CallStore(CallOwnershipQueries):
         updated_at). An unknown Sid gets a row (e.g. a call that started elsewhere); unknown
         status words are ignored but the other fields are still merged.
 
-        `expected_ref`: apply only to a call we dialled with that ref (bot/callback_refs.py),
+        `expected_ref`: apply only to a call we dialled with that ref (bot/exotel/callback_refs.py),
         checked in the same transaction; otherwise CallbackNotForThisCall and nothing changes.
         """
         upd = update_ if isinstance(update_, StatusUpdate) else StatusUpdate.from_exotel(update_)

@@ -15,8 +15,8 @@ import pipecat.services.deepgram.stt as pipecat_deepgram_stt
 from pipecat.frames.frames import Frame
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
-from bot.campaigns import STTConfig
-from bot.settings import Settings
+from bot.config.campaigns import STTConfig
+from bot.config.settings import Settings
 from pipelines.providers.background_connect import ConnectInBackground
 from pipelines.speech_gate import SpeechGate
 

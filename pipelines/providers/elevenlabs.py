@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator
 from pipecat.frames.frames import Frame
 from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 
-from bot.campaigns import TTSConfig
-from bot.settings import Settings
+from bot.config.campaigns import TTSConfig
+from bot.config.settings import Settings
 from pipelines.providers.background_connect import ConnectInBackground
 
 

@@ -24,8 +24,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from pipecat.services.openai.llm import OpenAILLMService
 
-from bot.campaigns import LLMConfig
-from bot.settings import Settings
+from bot.config.campaigns import LLMConfig
+from bot.config.settings import Settings
 
 _clients: dict[tuple, AsyncOpenAI] = {}
 

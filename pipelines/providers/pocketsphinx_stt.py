@@ -15,7 +15,7 @@ MODEL_RATE = 16000
 
 def decode_pcm(decoder: Any, pcm: bytes, sample_rate: int) -> str:
     """Blocking: the text pocketsphinx hears in 16-bit mono `pcm`."""
-    from bot.speech_synth import resample_pcm
+    from pipelines.audio import resample_pcm
 
     audio = resample_pcm(pcm, sample_rate, MODEL_RATE)
     decoder.start_utt()

@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from bot.campaigns import TTSConfig
-from bot.settings import Settings
+from bot.config.campaigns import TTSConfig
+from bot.config.settings import Settings
 from pipelines.providers.espeak import ESPEAK_RATE, synthesize_espeak
 from pipelines.providers.piper import DEFAULT_VOICE, synthesize_pcm
 
@@ -25,7 +25,7 @@ async def synthesize_line(
     if tts.provider == "elevenlabs" and settings.elevenlabs_api_key:
         return await _elevenlabs(tts, text, sample_rate, settings)
     if tts.provider == "espeak":
-        from bot.speech_synth import resample_pcm
+        from pipelines.audio import resample_pcm
 
         pcm = await synthesize_espeak(tts.voice, text)
         return await asyncio.to_thread(resample_pcm, pcm, ESPEAK_RATE, sample_rate)
@@ -35,7 +35,7 @@ async def synthesize_line(
 
 async def synthesize_with_piper(voice: str, text: str, sample_rate: int) -> bytes:
     """Piper, offline: the line any call can fall back on when its TTS provider can't speak."""
-    from bot.speech_synth import resample_pcm
+    from pipelines.audio import resample_pcm
 
     pcm, rate = await asyncio.to_thread(synthesize_pcm, voice, text)
     return await asyncio.to_thread(resample_pcm, pcm, rate, sample_rate)

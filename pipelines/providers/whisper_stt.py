@@ -40,7 +40,7 @@ def shared_whisper_model() -> Any:
 
 def transcribe_pcm(pcm: bytes, sample_rate: int, language: str = "en") -> str:
     """Blocking: what Whisper hears in 16-bit mono `pcm`."""
-    from bot.speech_synth import resample_pcm
+    from pipelines.audio import resample_pcm
 
     audio = np.frombuffer(resample_pcm(pcm, sample_rate, MODEL_RATE), dtype=np.int16).astype(np.float32) / 32768
     segments, _ = shared_whisper_model().transcribe(

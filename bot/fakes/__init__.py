@@ -1,1 +1,0 @@
-"""Wire-level fakes of provider APIs, for tests and benchmarks."""

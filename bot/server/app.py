@@ -1,0 +1,172 @@
+"""The FastAPI application, built by a factory so tests can build their own."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from loguru import logger
+
+from bot import __version__
+from bot.server.call_sink import CallSink
+from bot.server.drain import Drain, DrainMiddleware
+from bot.server.loop_monitor import LoopLagMonitor
+from bot.config.private_files import private_folder
+from bot.config.campaigns import CampaignBook
+from bot.server.routers import calls, exotel_connect, health, media, webhooks
+from bot.config.settings import Settings
+from bot.exotel.signing import signing_key
+from pipelines.speech_cache import SpeechCache
+
+
+def _warn_without_espeak(campaigns: list) -> None:
+    """A Hindi campaign speaks offline with espeak-ng's Hindi voice; without the program it
+    falls back to Piper's English voice, which a user should hear about once, not discover."""
+    from pipelines.providers.espeak import espeak_path
+
+    hindi = [c.name for c in campaigns if c.language.lower().split("-")[0] == "hi"]
+    if hindi and espeak_path() is None:
+        logger.warning(f"espeak-ng is not installed: campaigns {', '.join(hindi)} speak offline in Piper's "
+                       "English voice (apt-get install espeak-ng gives them its Hindi voice)")
+
+
+def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
+    """Build (not run) one call pipeline per campaign, so the first real call doesn't pay for
+    first-use imports and model sessions (about 100 ms of its greeting otherwise)."""
+    from loguru import logger
+
+    from bot.server.call_runner import build_transport
+    from pipelines.call_session import CallSession
+    from pipelines.builder import build_call_pipeline
+    from pipelines.providers.silero import shared_silero_session
+    from serializers.exotel_events import StreamStart
+
+    for rate in (8000, 16000):  # Silero's two rates: specialising a graph takes ~0.1 s
+        shared_silero_session(rate)
+    if not (settings.deepgram_api_key and settings.openai_api_key):
+        from pipelines.providers.whisper_stt import shared_whisper_model
+
+        shared_whisper_model()  # the offline STT stand-in: load its model before the first call
+    for campaign in campaigns.all():
+        try:
+            session = CallSession.from_handshake(StreamStart(stream_sid="warm-up", call_sid="warm-up"), {})
+            transport = build_transport(object(), session, settings, [])  # type: ignore[arg-type]
+            build_call_pipeline(session, campaign, transport, settings)
+        except Exception as error:  # warming up is an optimisation, never a reason not to start
+            logger.warning(f"warm-up of campaign {campaign.name} failed: {error}")
+
+
+async def _open_services(app: FastAPI, settings: Settings) -> None:
+    """The call-record store (migrated to the latest schema), this process's heartbeat and
+    sweep for dead processes' calls (bot/server/call_ownership.py) and, with credentials, the dialler."""
+    from bot.server.call_ownership import CallOwnership
+    from bot.store.database_check import open_store
+    from bot.dialing.dialer import Dialer, exotel_client_for
+    from bot.store.durable import DurableRecords
+
+    state = app.state
+    state.store = await open_store(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
+    state.records = DurableRecords.for_settings(state.store, settings)
+    state.records.start()  # replays the journal (record writes an outage left) now and while it holds any
+    state.ownership = CallOwnership(state.store, settings)
+    await state.ownership.start()
+    state.call_sink = CallSink(state.records, state.campaigns)
+    state.exotel = None
+    state.dialer = None
+    state.dialer_unavailable = "dialling needs EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN, " \
+        "EXOTEL_CALLER_ID and EXOTEL_APP_ID"
+    if settings.exotel_configured:
+        state.exotel = exotel_client_for(settings)
+        state.dialer = Dialer(settings, state.records, state.exotel, state.speech_cache,
+                              state.signing_key, state.background)
+
+
+async def _close_services(app: FastAPI) -> None:
+    """Graceful shutdown: let live calls finish writing their records before the store closes."""
+    state = app.state
+    for _ in range(150):  # up to 15 s: after the drain, uvicorn has closed any socket left
+        if not state.live_calls:
+            break
+        await asyncio.sleep(0.1)
+    await state.call_sink.drain()
+    await state.ownership.stop()
+    if state.exotel is not None:
+        await state.exotel.aclose()
+    await state.records.stop()
+    await state.store.close()
+
+
+def create_app_from_env() -> FastAPI:
+    """The app for one worker process of a multi-process server (settings read in the worker)."""
+    from bot.config.logging_setup import setup_logging
+    from bot.config.settings import load_settings
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Load campaigns (failing fast on a bad file) and wire the routers."""
+    campaigns = CampaignBook(settings.campaigns_dir)
+    campaigns.require(settings.default_campaign, "DEFAULT_CAMPAIGN")
+    private_folder(settings.data_dir)  # records, recordings, secrets: the server's user only
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Load each campaign's voice once per process before the first call needs it.
+        from pipelines.providers.piper import load_voice
+
+        from pipelines.voices import effective_tts
+
+        voices = {effective_tts(c, settings).voice for c in campaigns.all()
+                  if effective_tts(c, settings).provider == "piper"}
+        _warn_without_espeak(campaigns.all())
+        for voice in voices:
+            await asyncio.to_thread(load_voice, voice)
+        # The apology a call plays when its remote voice fails: ready before the first call.
+        from pipelines.apology import prepare_fallback_apologies
+
+        await prepare_fallback_apologies(campaigns.all(), settings)
+        _warm_up(settings, campaigns)
+        await _open_services(app, settings)
+        # What start-up built (modules, models, campaigns: ~200k objects) lives as long as the
+        # process. Left to the collector, every full collection walks it: ~90 ms with every
+        # call's audio on hold. Frozen, it is skipped; only calls' own objects are scanned.
+        gc.collect()
+        gc.freeze()
+        app.state.loop_monitor.start()
+        try:
+            yield
+        finally:
+            await app.state.loop_monitor.stop()
+            await _close_services(app)
+            # Collect what the calls left in cycles (their resamplers among it) while the
+            # extension modules can still free it: left to interpreter exit, nanobind reports
+            # each native object still alive then as a leak.
+            gc.unfreeze()
+            gc.collect()
+
+    app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.campaigns = campaigns
+    app.state.live_calls = {}  # this process's live sessions: /health, and the drain ends them
+    app.state.drain = Drain(app.state.live_calls, settings.shutdown_grace_secs)
+    app.state.loop_monitor = LoopLagMonitor()
+    app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
+    app.state.store = None
+    app.state.records = None
+    app.state.ownership = None  # this process's heartbeat and its calls' owner id (started with the store)
+    app.state.dialer = None
+    app.state.signing_key = signing_key(settings)
+    app.state.speech_cache = SpeechCache(settings.speech_cache_dir)
+    app.state.background = set()  # strong refs to fire-and-forget tasks (greeting preparation)
+    app.include_router(health.router)
+    app.include_router(media.router)
+    app.include_router(exotel_connect.router)
+    app.include_router(calls.router)
+    app.include_router(webhooks.router)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
+    return app

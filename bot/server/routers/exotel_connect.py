@@ -1,0 +1,81 @@
+"""The dynamic URL for the Voicebot applet: Exotel GETs it and connects to the `url` it returns.
+
+Configure the applet with the signed address `bot applet-url` prints
+(`https://HOST/exotel/connect?sig=...`); requests without the signature are refused.
+Exotel passes the CallSid; the dialled call's campaign and lead are looked up by it, and the
+personalised greeting starts synthesizing now, so it's ready when the stream starts. Up to 3
+query parameters (256 characters in all) on the stream URL reach the bot as
+`start.custom_parameters`; campaign and lead ride there as the fallback to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from loguru import logger
+
+from bot.exotel.signing import sign, verify
+
+router = APIRouter(tags=["exotel"])
+CONNECT_PURPOSE = ("connect", "applet")
+
+
+def applet_url(settings: Any, key: bytes) -> str:
+    """The signed dynamic URL to paste into the Voicebot applet."""
+    return f"{settings.public_base_url}/exotel/connect?sig={sign(key, *CONNECT_PURPOSE)}"
+
+
+def media_url(settings: Any, params: dict[str, str]) -> str:
+    base = urlsplit(settings.public_base_url)
+    scheme = "wss" if base.scheme == "https" else "ws"
+    auth = ""
+    if settings.media_auth_enabled:
+        auth = f"{quote(settings.media_auth_user, safe='')}:{quote(settings.media_auth_password, safe='')}@"
+    if settings.exotel_sample_rate:
+        params = {"sample-rate": str(settings.exotel_sample_rate), **params}
+    query = urlencode(dict(list(params.items())[:3]))[:256]
+    return f"{scheme}://{auth}{base.netloc}{base.path}/media" + (f"?{query}" if query else "")
+
+
+@router.api_route("/exotel/connect", methods=["GET", "POST"])
+@router.api_route("/api/v1/exotel/voice/connect", methods=["GET", "POST"], include_in_schema=False)
+async def exotel_connect(request: Request) -> dict[str, str]:
+    """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet."""
+    state = request.app.state
+    query = request.query_params
+    if not verify(state.signing_key, *CONNECT_PURPOSE, query.get("sig")):
+        logger.warning("dynamic URL request refused: missing or wrong signature")
+        raise HTTPException(status_code=403, detail="bad signature")
+    call_sid = query.get("CallSid") or query.get("call_sid")
+    campaign_name, lead = query.get("campaign"), {}
+    if query.get("name"):
+        lead["name"] = query["name"]
+    if call_sid and state.records is not None:
+        found = await state.records.find_lead(call_sid)  # bounded: the query's values are the fallback
+        if found:
+            campaign_name, lead = found[0] or campaign_name, dict(found[1] or {})
+    params = {k: v for k, v in (("campaign", campaign_name), ("lead", str(lead.get("id") or "")),
+                                ("name", str(lead.get("name") or ""))) if v}
+    _prepare_greeting(request, campaign_name, lead)
+    return {"url": media_url(state.settings, params)}
+
+
+def _prepare_greeting(request: Request, campaign_name: str | None, lead: dict[str, Any]) -> None:
+    from pipelines.voices import prepare_line
+    from bot.config.campaigns import CampaignError
+
+    state = request.app.state
+    settings = state.settings
+    try:
+        campaign = state.campaigns.get(campaign_name, settings.default_campaign)
+    except CampaignError:
+        return
+    rate = settings.exotel_sample_rate or 8000
+    task = asyncio.create_task(
+        prepare_line(state.speech_cache, campaign, settings, campaign.render_greeting(lead), rate)
+    )
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
