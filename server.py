@@ -8,10 +8,10 @@ lead, a prepared greeting) lives in the database and DATA_DIR.
 import sys
 
 from bot.config.campaigns import CampaignError
-from bot.store.database_check import DatabaseUnavailable
 from bot.config.logging_setup import setup_logging
 from bot.config.settings import SettingsError, load_settings
 from bot.server.workers import WorkerStartupFailed, run_server
+from bot.store.database_check import DatabaseUnavailable
 
 if __name__ == "__main__":
     try:

@@ -61,10 +61,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench.measures import barge_in, percentile, reply_latencies, speech_end_offset, speech_start_offset  # noqa: E402
 from bench.process_stack import ProcessStack, prioritise_harness, process_stack  # noqa: E402
 from bot.config.campaigns import load_campaign  # noqa: E402
-from bot.simulator.exotel_emulator import HangUp, Say  # noqa: E402
 from bot.config.logging_setup import setup_logging  # noqa: E402
 from bot.server.workers import worker_count  # noqa: E402
 from bot.simulator.caller_speech import speak  # noqa: E402
+from bot.simulator.exotel_emulator import HangUp, Say  # noqa: E402
 
 LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat",
          "Maybe in three months", "Weekends are better for me", "Thank you"]
@@ -258,13 +258,13 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
     v2v = [t["voice_to_voice"] for t in turns if t.get("voice_to_voice") is not None]
     stages = added_by_stage(turns)
     added = [v - FLOOR for v in v2v]
-    caller_v2v = [latency for result, ends in zip(results, ends_by_call)
+    caller_v2v = [latency for result, ends in zip(results, ends_by_call, strict=False)
                   for latency in reply_latencies(result, ends, TURN_GAP_SECS)]
     caller_added = [v - PROVIDERS for v in caller_v2v]
     greet = [r.first_media_after_start for r in results if r.first_media_after_start is not None]
     barge, stale, missed = [], 0, 0
     barge_by_worker: dict[str, list[float]] = {}
-    for result, barge_ins, record in zip(results, barges_by_call, records):
+    for result, barge_ins, record in zip(results, barges_by_call, records, strict=False):
         latencies, stale_here, missed_here = barge_in_figures(result, barge_ins)
         pid = str((record or {}).get("metrics", {}).get("worker_pid"))
         barge_by_worker.setdefault(pid, []).extend(round(x, 3) for x in latencies)
@@ -293,7 +293,7 @@ async def run_level(stack: ProcessStack, n: int, seconds: float, pcms: list[byte
         "gaps_at_call_secs": sorted(round(at, 2) for r in results for at, _ in r.gaps)[:20],
         "gaps_into_utterance_secs": sorted(round(at, 2) for r in results for at in r.gaps_into_utterance)[:20],
         "longest_gaps": sorted(([r.config.call_sid, round(at, 3), round(into, 3), round(g, 4)]
-                                for r in results for (at, g), into in zip(r.gaps, r.gaps_into_utterance)),
+                                for r in results for (at, g), into in zip(r.gaps, r.gaps_into_utterance, strict=False)),
                                key=lambda row: -row[3])[:5],
         "turns_expected": sum(len(e) for e in ends_by_call),
         "turns_measured": len(v2v),
@@ -366,9 +366,9 @@ def start_profilers(stack: ProcessStack, out: Path, secs: float) -> list[subproc
 
 async def prefill_greeting(stack: ProcessStack) -> None:
     """Put the greeting in the shared speech cache, as the dialler does when it places a call."""
-    from pipelines.voices import prepare_line
     from bot.config.campaigns import load_campaign
     from pipelines.speech_cache import SpeechCache
+    from pipelines.voices import prepare_line
 
     settings = stack.settings
     campaign = load_campaign(settings.campaigns_dir / "real_estate.yaml")

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.config.logging_setup import setup_logging  # noqa: E402
+from bot.server.loop_monitor import LoopLagMonitor  # noqa: E402
 from testing.fakes.deepgram import FakeDeepgram  # noqa: E402
 from testing.fakes.elevenlabs import FakeElevenLabs  # noqa: E402
 from testing.fakes.openai_chat import FakeOpenAI, Reply  # noqa: E402
-from bot.config.logging_setup import setup_logging  # noqa: E402
-from bot.server.loop_monitor import LoopLagMonitor  # noqa: E402
 
 
 async def serve(config: dict) -> None:

@@ -37,11 +37,11 @@ def serve(tree: Path, urls: dict[str, str], tweaks: dict) -> None:
     until stdin closes."""
     sys.path[:0] = [str(tree), str(tree / "bench")]
     import uvloop
+    from capacity import prefill_greeting
 
-    from bot.server.local_server import free_port, serve_locally
     from bot.config.logging_setup import setup_logging
     from bot.config.settings import load_settings
-    from capacity import prefill_greeting
+    from bot.server.local_server import free_port, serve_locally
     from testing.agent_stack import write_campaigns
 
     async def main() -> None:
@@ -65,8 +65,8 @@ async def call_round(urls: list[str], calls: int, seconds: float, ramp_secs: flo
     """`calls` emulated callers against each URL at once; per URL: gaps and media received."""
     from capacity import EMULATOR_OPTIONS, LINES, call_script
 
-    from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
     from bot.simulator.caller_speech import speak
+    from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
 
     pcms = [speak(line) for line in LINES]
 

@@ -31,9 +31,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator  # noqa: E402
-from bot.server.local_server import free_port  # noqa: E402
 from bot.config.settings import Settings, load_settings  # noqa: E402
+from bot.server.local_server import free_port  # noqa: E402
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator  # noqa: E402
 from testing.agent_stack import write_campaigns  # noqa: E402
 
 

@@ -42,10 +42,10 @@ from pipecat.transports.websocket.fastapi import (  # noqa: E402
 )
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
-from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp  # noqa: E402
 from bot.server.local_server import free_port  # noqa: E402
 from bot.server.media_handshake import read_handshake  # noqa: E402
 from bot.simulator.caller_speech import speak  # noqa: E402
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp  # noqa: E402
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams  # noqa: E402
 from serializers.exotel import ExotelFrameSerializer as OurSerializer  # noqa: E402
 

@@ -49,13 +49,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measures import barge_in, caller_time, percentile, reply_starts, speech_end_offset, speech_start_offset, turn_latency  # noqa: E402
+from bench.measures import (  # noqa: E402
+    barge_in,
+    caller_time,
+    percentile,
+    reply_starts,
+    speech_end_offset,
+    speech_start_offset,
+    turn_latency,
+)
 from bot.config.campaigns import CampaignBook  # noqa: E402
-from bot.simulator.exotel_emulator import HangUp, Reply  # noqa: E402
-from testing.fakes.openai_chat import Reply as LLMReply  # noqa: E402
 from bot.config.logging_setup import setup_logging  # noqa: E402
 from bot.simulator.caller_speech import speak  # noqa: E402
+from bot.simulator.exotel_emulator import HangUp, Reply  # noqa: E402
 from testing.agent_stack import agent_stack  # noqa: E402
+from testing.fakes.openai_chat import Reply as LLMReply  # noqa: E402
 
 STT_MS, LLM_TTFT_MS, TTS_TTFB_MS = 150, 300, 120
 PROVIDERS_SECS = (STT_MS + LLM_TTFT_MS + TTS_TTFB_MS) / 1000
@@ -172,12 +180,12 @@ async def run_campaign(campaign, calls: int, verbose: bool) -> dict:
                 emu = stack.emulator(custom_parameters={"name": "Rahul", "campaign": campaign.name},
                                      max_secs=call_secs + 10)
                 script = [Reply(pcm=pcm, after=ANSWER_AFTER, barge_in_after=BARGE_IN_AFTER if interrupts else None,
-                                text=text) for pcm, (text, interrupts) in zip(pcms, lines)]
+                                text=text) for pcm, (text, interrupts) in zip(pcms, lines, strict=False)]
                 requests_before = len(stack.openai.requests)
                 result = await emu.run([*script, HangUp(at=call_secs)])
                 starts = reply_starts(result)
                 call = {"turns": [], "barge_ins": []}
-                for start, pcm, (text, interrupts) in zip(starts, pcms, lines):
+                for start, pcm, (_text, interrupts) in zip(starts, pcms, lines, strict=False):
                     end = start + speech_end_offset(pcm)
                     if interrupts == BACKCHANNEL:
                         continue  # measured below: not a turn

@@ -188,6 +188,7 @@ class Harness:
     def smart_turn(self, stop_secs: float):
         """The project's shared smart-turn analyzer, its inference run inline (see InlineExecutor)."""
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+
         from pipelines.providers.smart_turn import SharedSmartTurnAnalyzer
 
         executor = InlineExecutor(self.loop, self.smart_turn_costs)
@@ -254,10 +255,14 @@ async def play(utt: Utterance, rendered: Rendered, policy: Policy, harness: Harn
     """Play one utterance into a fresh strategy; the times (s from audio start) its turns ended."""
     from pipecat.audio.vad.vad_analyzer import VADParams, VADState
     from pipecat.frames.frames import (
-        InputAudioRawFrame, TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame,
+        InputAudioRawFrame,
+        TranscriptionFrame,
+        VADUserStartedSpeakingFrame,
+        VADUserStoppedSpeakingFrame,
     )
     from pipecat.processors.frame_processor import FrameProcessorSetup
     from pipecat.utils.asyncio.task_manager import TaskManager
+
     from pipelines.providers.silero import SharedSileroVADAnalyzer
 
     loop = harness.loop
@@ -422,7 +427,7 @@ def main() -> None:
     rows = run(chosen, items, args.chunk_ms, cache, args.fragment_comma)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()},
         "setup": {"utterances": len(items), "chunk_ms": args.chunk_ms, "fragment_comma": args.fragment_comma, "stt_latency_ms": STT_LATENCY_SECS * 1000,

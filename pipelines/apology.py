@@ -19,8 +19,8 @@ from loguru import logger
 
 from bot.config.campaigns import Campaign, TTSConfig
 from bot.config.settings import Settings
-from pipelines.voices import LOCAL_TTS, effective_tts, offline_tts
 from pipelines.prepared_speech import PreparedLine
+from pipelines.voices import LOCAL_TTS, effective_tts, offline_tts
 
 EXOTEL_RATES = (8000, 16000, 24000)
 

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from loguru import logger
-
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,

@@ -76,7 +76,7 @@ class _Line:
         points = list(self.spoken)
         if self.complete and points[-1][1] < len(self.text):
             points.append((max(self.audio_secs, points[-1][0]), len(self.text)))
-        for (a0, c0), (a1, c1) in zip(points, points[1:]):
+        for (a0, c0), (a1, c1) in zip(points, points[1:], strict=False):
             if secs < a1:
                 return c0 + round((c1 - c0) * max(0.0, secs - a0) / (a1 - a0)) if a1 > a0 else c0
         a_last, c_last = points[-1]

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 
 from loguru import logger
-
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -45,11 +44,11 @@ from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from pipelines.call_session import CallSession
 from bot.config.campaigns import Campaign, TTSConfig, TurnTakingConfig
 from bot.config.settings import Settings
 from pipelines.backchannel import BackchannelStartStrategy, PausablePlayback
 from pipelines.call_control import CallControl
+from pipelines.call_session import CallSession
 from pipelines.call_tap import CallTap
 from pipelines.call_watch import CallWatch
 from pipelines.caller_audio_stop import CallerAudioStop
@@ -63,17 +62,16 @@ from pipelines.providers.elevenlabs import build_elevenlabs_tts
 from pipelines.providers.espeak import EspeakTTSService
 from pipelines.providers.openai import build_openai_llm
 from pipelines.providers.piper import SharedPiperTTSService
-from pipelines.providers.whisper_stt import WhisperSTTService
-from pipelines.scripted_agent import ScriptedAgent
 from pipelines.providers.silero import SharedSileroVADAnalyzer
+from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.recorder import CallRecorder, recording_path
+from pipelines.scripted_agent import ScriptedAgent
 from pipelines.speech_gate import SpeechGate
 from pipelines.tools import AgentTools, tools_schema
 from pipelines.turn_end import TranscriptAwareUserTurnStopStrategy
 from pipelines.turn_metrics import TurnMetrics
-from pipelines.voices import effective_tts
 from pipelines.voicemail import VoicemailDetector
-
+from pipelines.voices import effective_tts
 
 
 @dataclass

@@ -9,12 +9,11 @@ counts: a tool, a DTMF key and an error racing each other end the call once.
 from __future__ import annotations
 
 from loguru import logger
-
 from pipecat.frames.frames import EndFrame, TTSSpeakFrame
 from pipecat.pipeline.worker import PipelineWorker
 
-from pipelines.call_session import CallSession
 from bot.config.campaigns import Campaign
+from pipelines.call_session import CallSession
 from pipelines.prepared_speech import PreparedLine
 
 

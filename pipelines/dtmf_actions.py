@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from loguru import logger
-
 from pipecat.frames.frames import Frame, TTSSpeakFrame
 
 from pipelines.call_control import CallControl

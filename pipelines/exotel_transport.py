@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Iterable
 
 from fastapi import WebSocket
 from loguru import logger
-
 from pipecat.frames.frames import (
     BotSpeakingFrame,
     BotStartedSpeakingFrame,
@@ -49,6 +48,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
 )
+
 from pipelines.bot_lines import BotLines
 from pipelines.call_tap import CallTap
 from pipelines.recorder import CallRecorder

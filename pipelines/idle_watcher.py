@@ -11,7 +11,6 @@ import asyncio
 import time
 
 from loguru import logger
-
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,

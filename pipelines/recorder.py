@@ -22,7 +22,6 @@ from typing import BinaryIO
 
 import numpy as np
 from loguru import logger
-
 from pipecat.audio.utils import create_stream_resampler
 
 from bot.config.private_files import open_private, private_folder

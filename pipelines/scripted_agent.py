@@ -6,7 +6,6 @@ LLM text frames, so the rest of the pipeline (TTS, context, transcript) is uncha
 from __future__ import annotations
 
 from loguru import logger
-
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
+
 from pipelines.providers.silero import faint_energy
 
 PREROLL_SECS = 0.5

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from loguru import logger
-
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import FunctionCallResultProperties

@@ -14,8 +14,8 @@ bench/turn_policy.py measures it against speech-timeout, smart-turn and endpoint
 from __future__ import annotations
 
 import asyncio
-from loguru import logger
 
+from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, EndOfTurnState
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,

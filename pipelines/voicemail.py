@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from loguru import logger
-
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 

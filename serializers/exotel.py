@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
-from pydantic import field_validator
-
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import (
@@ -41,6 +39,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.serializers.base_serializer import FrameSerializer
+from pydantic import field_validator
+
 from serializers.exotel_events import (
     SUPPORTED_RATES,
     StreamStart,

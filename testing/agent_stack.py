@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
+from bot.config.settings import PROJECT_ROOT, load_settings
+from bot.server.local_server import LocalServer, free_port, serve_locally
 from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
 from testing.fakes.deepgram import FakeDeepgram
 from testing.fakes.elevenlabs import FakeElevenLabs
 from testing.fakes.openai_chat import FakeOpenAI
-from bot.server.local_server import LocalServer, free_port, serve_locally
-from bot.config.settings import PROJECT_ROOT, load_settings
 
 
 @dataclass

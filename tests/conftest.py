@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.server.local_server import LocalServer, free_port, serve_locally
 from bot.config.logging_setup import setup_logging
 from bot.config.settings import load_settings
+from bot.server.local_server import LocalServer, free_port, serve_locally
 
 setup_logging("INFO")
 

@@ -6,8 +6,6 @@ to end in tests/test_conversation.py.)"""
 from __future__ import annotations
 
 import pytest
-
-from bot.config.campaigns import DEFAULT_BACKCHANNELS, TurnTakingConfig
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -16,6 +14,8 @@ from pipecat.frames.frames import (
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
+
+from bot.config.campaigns import DEFAULT_BACKCHANNELS, TurnTakingConfig
 from pipelines.backchannel import BackchannelStartStrategy, words_of
 
 

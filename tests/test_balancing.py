@@ -17,10 +17,10 @@ import httpx
 from fastapi import FastAPI, WebSocket
 from websockets.asyncio.client import connect
 
-from bot.server.connection_handoff import READY, ConnectionBalancer, HandoffServer
-from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
-from bot.server.app_server import server_config
 from bot.config.settings import load_settings
+from bot.server.app_server import server_config
+from bot.server.connection_handoff import ConnectionBalancer, HandoffServer
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
 from testing.server_process import server_process
 
 

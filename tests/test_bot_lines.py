@@ -10,11 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.simulator.exotel_emulator import EmulatorResult, HangUp, Reply, Say
-from testing.fakes.openai_chat import Reply as LLMReply
-from bot.server.local_server import free_port, serve_locally
-from bot.config.settings import load_settings
-from bot.simulator.caller_speech import speak
 from pipecat.frames.frames import (
     AggregatedTextFrame,
     TTSAudioRawFrame,
@@ -23,8 +18,14 @@ from pipecat.frames.frames import (
     TTSTextFrame,
 )
 from pipecat.utils.text.base_text_aggregator import TextType
+
+from bot.config.settings import load_settings
+from bot.server.local_server import free_port, serve_locally
+from bot.simulator.caller_speech import speak
+from bot.simulator.exotel_emulator import EmulatorResult, HangUp, Reply, Say
 from pipelines.bot_lines import BotLines
 from testing.agent_stack import agent_stack, write_campaigns
+from testing.fakes.openai_chat import Reply as LLMReply
 from testing.waiting import wait_finished
 
 QUESTION = "Great. What is your budget for the apartment?"  # the scripted agent's first question
@@ -88,8 +89,9 @@ LONG_REPLY = ("We have two and three bedroom apartments in Whitefield, close to 
 
 async def test_online_barge_in_keeps_the_heard_part_of_the_line(tmp_path: Path):
     lines = ["Tell me about the project", "Wait wait I have a question"]
-    agent = lambda body: LLMReply(text=LONG_REPLY if sum(m["role"] == "user" for m in body["messages"]) == 1
-                                  else "Sure, tell me.")
+    def agent(body):
+        return LLMReply(text=LONG_REPLY if sum(m["role"] == "user" for m in body["messages"]) == 1
+                                      else "Sure, tell me.")
     async with agent_stack(tmp_path, stt_script=lines, llm=agent, elevenlabs_kwargs={"ms_per_char": 30},
                            campaign_tweaks={"real_estate": {"greeting": "Hello {lead.name}, got a minute?"}}) as stack:
         emu = stack.emulator()

@@ -5,13 +5,12 @@ whose worker is SIGKILLed mid-call closes that call's record."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import os
+import signal
 import sqlite3
 import time
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select, update
 
 from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator

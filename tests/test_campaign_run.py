@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.config.settings import load_settings
 from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, next_window_start, read_dnc, read_leads
-from bot.simulator.exotel_emulator import HangUp
-from bot.simulator.exotel_rest import FakeExotelREST
 from bot.server.local_server import free_port, serve_locally
 from bot.server.routers.exotel_connect import applet_url
-from bot.config.settings import load_settings
+from bot.simulator.exotel_emulator import HangUp
+from bot.simulator.exotel_rest import FakeExotelREST
 
 EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",
           "exotel_caller_id": "08047112233", "exotel_app_id": "4242"}

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.dialing.campaign_runner import read_leads
 from bot.config.campaigns import PhoneRules
 from bot.config.phone import InvalidPhoneNumber, normalize_indian_phone
+from bot.dialing.campaign_runner import read_leads
 
 runner = CliRunner()
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from bench.measures import speech_start_offset
-from bot.simulator.exotel_emulator import Dtmf, HangUp, Say
+from bot.simulator.caller_speech import speak
+from bot.simulator.exotel_emulator import HangUp, Say
+from testing.agent_stack import agent_stack
 from testing.fakes.elevenlabs import synthesize
 from testing.fakes.openai_chat import Fail, Hang, Reply, ToolCall
-from bot.simulator.caller_speech import speak
-from testing.agent_stack import agent_stack
 from testing.waiting import wait_finished
 
 SHORT_GREETING = {"real_estate": {"greeting": "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"}}
@@ -401,7 +401,7 @@ async def test_a_sentence_is_not_held_back_waiting_for_the_next_one(tmp_path):
         emu = stack.emulator()
         result = await emu.run([Say(at=4.0, pcm=speak(lines[0])), HangUp(at=9.0)])
     first_sentence = len("Okay, noted.") * 0.030
-    early = [(into, gap) for into, gap in zip(result.gaps_into_utterance, [g for _, g in result.gaps])
+    early = [(into, gap) for into, gap in zip(result.gaps_into_utterance, [g for _, g in result.gaps], strict=False)
              if into < first_sentence - 0.02]
     assert early == [], f"gaps inside a sentence (secs into the utterance, length): {early}"
     assert result.violations == []

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from bot.exotel.call_status import call_is_over
-from bot.simulator.exotel_emulator import HangUp, Say
-from bot.simulator.exotel_rest import FakeExotelREST
 from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.caller_speech import speak
+from bot.simulator.exotel_emulator import HangUp, Say
+from bot.simulator.exotel_rest import FakeExotelREST
 from testing.agent_stack import agent_stack
 from tests.test_conversation import EL_FAST, SHORT_GREETING, qualifying_agent
 

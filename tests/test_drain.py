@@ -14,10 +14,10 @@ import time
 
 import httpx
 
-from bot.simulator.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Reply
-from bot.server.local_server import free_port, serve_locally
 from bot.config.settings import load_settings
+from bot.server.local_server import free_port, serve_locally
 from bot.simulator.caller_speech import resample_pcm, speak
+from bot.simulator.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Reply
 from testing.server_process import ServerProcess, server_process
 
 

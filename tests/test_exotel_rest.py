@@ -17,6 +17,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from bot.config.phone import InvalidPhoneNumber, normalize_indian_phone
 from bot.exotel.client import (
     AUTH_ERROR_MESSAGE,
     ExotelAuthError,
@@ -32,7 +33,6 @@ from bot.exotel.client import (
 )
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
-from bot.config.phone import InvalidPhoneNumber, normalize_indian_phone
 
 CUSTOMER = "+919876543210"
 EXOPHONE = "08047181234"
@@ -312,7 +312,7 @@ async def test_429_twice_then_success_respects_retry_after():
         assert [c.http_status for c in fake.calls] == [429, 429, 200]
         assert call.sid == fake.calls[-1].sid
         assert 0.2 <= elapsed < 3.0
-        gaps = [b.at - a.at for a, b in zip(fake.calls, fake.calls[1:])]
+        gaps = [b.at - a.at for a, b in zip(fake.calls, fake.calls[1:], strict=False)]
         assert all(gap >= 0.09 for gap in gaps)
         await fake.drain()
 
@@ -426,10 +426,10 @@ def test_parse_json_callback_with_legs():
 
 def test_parse_form_callback_with_bracketed_legs():
     body = (
-        "CallSid=abc123&Status=no-answer&RecordingUrl=&DateUpdated=2025-01-02+10%3A00%3A30"
-        "&EventType=terminal&ConversationDuration=0&CustomField=lead%3D42"
-        "&Legs%5B0%5D%5BStatus%5D=no-answer&Legs%5B0%5D%5BOnCallDuration%5D=0&Legs%5B0%5D%5BAnsweredBy%5D="
-    ).encode()
+        b"CallSid=abc123&Status=no-answer&RecordingUrl=&DateUpdated=2025-01-02+10%3A00%3A30"
+        b"&EventType=terminal&ConversationDuration=0&CustomField=lead%3D42"
+        b"&Legs%5B0%5D%5BStatus%5D=no-answer&Legs%5B0%5D%5BOnCallDuration%5D=0&Legs%5B0%5D%5BAnsweredBy%5D="
+    )
     update = parse_status_callback("application/x-www-form-urlencoded", body)
     assert update.status == "no-answer" and update.recording_url is None
     assert update.duration == 0 and update.answered_by is None

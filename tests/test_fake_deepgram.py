@@ -27,15 +27,15 @@ from pipecat.frames.frames import (
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.tests.utils import QueuedFrameProcessor
-from pipecat.processors.frame_processor import FrameDirection
 from pipecat.workers.runner import WorkerRunner
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from testing.fakes.deepgram import FakeDeepgram
 from bot.simulator.caller_speech import speak
+from testing.fakes.deepgram import FakeDeepgram
 
 RATE = 8000
 CHUNK = RATE * 2 // 50  # 20 ms of 16-bit mono

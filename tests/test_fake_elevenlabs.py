@@ -10,10 +10,6 @@ import time
 import aiohttp
 import numpy as np
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
-
-from testing.fakes.elevenlabs import FakeElevenLabs
 from pipecat.frames.frames import (
     ErrorFrame,
     LLMFullResponseEndFrame,
@@ -27,6 +23,10 @@ from pipecat.frames.frames import (
 )
 from pipecat.services.elevenlabs.tts import ElevenLabsHttpTTSService, ElevenLabsTTSService
 from pipecat.tests.utils import SleepFrame, run_test
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from testing.fakes.elevenlabs import FakeElevenLabs
 
 TEXT = "Hello there, how are you?"
 MS = 60  # the fake's default ms_per_char

@@ -34,7 +34,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.tests.utils import run_test
 from pipecat.workers.runner import WorkerRunner
 
-from testing.fakes.openai_chat import FakeOpenAI, Fail, Hang, Reply, Text, ToolCall
+from testing.fakes.openai_chat import Fail, FakeOpenAI, Hang, Reply, Text, ToolCall
 
 MODEL = "gpt-4.1-mini"
 USER = [{"role": "user", "content": "Hi, I'm Asha from Pune."}]

@@ -20,15 +20,17 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
-from bot.simulator.exotel_rest import FakeExotelREST
 from bot.config.lead_limits import MAX_DEPTH, LeadError, check_lead
+from bot.config.settings import SettingsError, load_settings
 from bot.server.local_server import LocalServer, free_port, serve_locally
 from bot.server.media_handshake import MAX_OPENING_BYTES
 from bot.server.routers.calls import calls_csv
-from bot.config.settings import SettingsError, load_settings
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
+from bot.simulator.exotel_rest import FakeExotelREST
 from bot.store import CallStore
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid

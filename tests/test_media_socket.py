@@ -10,8 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
-from bot.simulator.exotel_emulator import Dtmf, EmulatorConfig, ExotelEmulator, HangUp, Say, SendRaw
 from bot.simulator.caller_speech import speak
+from bot.simulator.exotel_emulator import Dtmf, EmulatorConfig, ExotelEmulator, HangUp, Say, SendRaw
 from testing.waiting import wait_finished
 
 SPEED = 2.0  # the emulated line runs twice as fast as real time; pacing scales with it
@@ -230,7 +230,7 @@ async def test_concurrent_calls_do_not_interfere(live_server):
     scripts = [[HangUp(at=9)] for _ in calls]
     scripts[0] = [SendRaw(at=0.2, data="garbage"), HangUp(at=1.0)]  # one bad, early call
     scripts[1] = [Say(at=2.5, pcm=speak("Hello? Who is calling?")), HangUp(at=5)]  # one barge-in
-    results = await asyncio.gather(*(c.run(s) for c, s in zip(calls, scripts)))
+    results = await asyncio.gather(*(c.run(s) for c, s in zip(calls, scripts, strict=False)))
 
     for result in results:
         assert result.connect_error is None

@@ -15,9 +15,9 @@ import pytest
 
 from bot.config.campaigns import load_campaign
 from bot.config.settings import Settings
-from pipelines.voices import effective_tts
 from pipelines.hindi_script import to_devanagari
 from pipelines.providers.espeak import ESPEAK_RATE, EspeakError, espeak_path, synthesize_espeak
+from pipelines.voices import effective_tts
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_espeak = pytest.mark.skipif(espeak_path() is None, reason="espeak-ng is not installed (make setup installs it as root)")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from openai._utils._transform import async_maybe_transform
 from openai.types.chat.completion_create_params import CompletionCreateParamsStreaming
+from pipecat.processors.aggregators.llm_context import LLMContext
 
 from bot.config.campaigns import load_campaign
 from bot.config.settings import PROJECT_ROOT, load_settings
-from pipecat.processors.aggregators.llm_context import LLMContext
 from pipelines.providers.openai import LeanCompletions, build_openai_llm, lean_body
 from pipelines.tools import tools_schema
 

@@ -5,18 +5,17 @@ listening), one at a time and all together; the live ones are the wire-level fak
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import EmulatorResult, HangUp, Say
+from testing.agent_stack import agent_stack
 from testing.fakes.elevenlabs import synthesize as fake_speech
 from testing.fakes.openai_chat import Reply
-from bot.simulator.caller_speech import speak
-from testing.agent_stack import agent_stack
 from testing.waiting import wait_finished
 
 GREETING = "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"

@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bot.exotel.callback_refs import custom_field
+from bot.exotel.signing import sign
+from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
-from bot.server.routers.exotel_connect import applet_url
-from bot.exotel.signing import sign
 from testing.agent_stack import agent_stack
 from testing.tcp_proxy import TcpProxy
 from tests.test_conversation import EL_FAST, SHORT_GREETING, qualifying_agent
@@ -140,7 +140,7 @@ async def test_sqlite_locked_calls_are_journalled_and_replayed_after_a_restart(t
     assert late_session.transcript and late_session.lead.get("name") == "Late", "the late call ran normally"
     assert [row[0][1] for sid, row in during.items() if sid != late.config.call_sid] == ["in-progress"] * 3
     assert during[late.config.call_sid] == [], "the call that started during the lock had no row yet"
-    for sid, record in records.items():
+    for record in records.values():
         assert record["status"] == "completed" and record["end_reason"] == "caller_hangup", record
         assert record["outcome"] == "no_outcome" and record["campaign"] == "real_estate"
         assert record["transcript"][0]["role"] == "assistant" and record["transcript"][0]["text"].startswith("Hello")
@@ -290,7 +290,7 @@ async def test_postgres_cut_off_mid_call_loses_nothing(tmp_path, pg_database):
     assert callback.status_code == 200, callback.text
     assert first_result.violations == [] and second_result.violations == []
     assert sessions[1].lead.get("name") == "Meera" and sessions[1].transcript[0]["text"].startswith("Hello Meera")
-    for s, record in records.items():
+    for _s, record in records.items():
         assert record["status"] == "completed" and record["end_reason"] == "caller_hangup", record
         assert record["outcome"] == "no_outcome" and record["transcript"][0]["role"] == "assistant"
     assert records[sid]["duration_secs"] == 42.0
@@ -353,9 +353,9 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
     from collections import Counter
     from datetime import time as clock_time
 
+    from bot.config.settings import load_settings
     from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions
     from bot.server.local_server import free_port, serve_locally
-    from bot.config.settings import load_settings
 
     csv_path = tmp_path / "leads.csv"
     csv_path.write_text("id,name,phone\n" + "\n".join(f"L{i},Lead {i},98765200{i:02d}" for i in range(4)) + "\n")

@@ -35,8 +35,8 @@ def test_the_closing_line_is_the_campaigns_own():
 
 
 async def test_no_thanks_to_a_later_question_is_summed_up_as_that():
-    from pipelines.call_session import CallSession
     from pipelines.call_control import CallControl
+    from pipelines.call_session import CallSession
     from pipelines.scripted_agent import ScriptedAgent
     from serializers.exotel_events import StreamStart
 

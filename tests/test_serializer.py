@@ -12,8 +12,6 @@ import json
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
-
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import (
@@ -26,6 +24,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
+from pydantic import ValidationError
+
 from serializers.exotel import (
     MAX_PAYLOAD,
     MIN_PAYLOAD,

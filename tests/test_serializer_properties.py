@@ -13,9 +13,10 @@ import copy
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pipecat.frames.frames import Frame, OutputAudioRawFrame
+
 from serializers.exotel import MIN_PAYLOAD, PAYLOAD_UNIT, ExotelFrameSerializer
 
 SID = "S-prop"

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from bot.config.campaigns import CampaignBook, CampaignError, load_campaign
-from bot.server.local_server import free_port
 from bot.config.settings import Settings, SettingsError, load_settings
+from bot.server.local_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ import asyncio
 import httpx
 import pytest
 
-from bot.server.local_server import free_port, serve_locally
 from bot.config.settings import load_settings
+from bot.server.local_server import free_port, serve_locally
 from testing.server_process import server_process
 
 TIMEOUTS = {"http_header_timeout_secs": 1.0, "http_idle_timeout_secs": 1.0}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from bot.simulator.caller_speech import speak
-from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 from pipelines.speech_gate import HANGOVER_SECS, PREROLL_SECS, SpeechGate
 

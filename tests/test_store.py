@@ -26,9 +26,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from pipelines.call_session import CallSession
 from bot.store import Base, CallStore, LeadInput, StatusUpdate, normalize_database_url, normalize_status
 from bot.store.repository import alembic_config
+from pipelines.call_session import CallSession
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -514,8 +514,8 @@ async def test_resume_reports_dialling_leads_instead_of_redialling(backend: Back
 async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_path):
     """A transcript line that lands during a progress write is saved by a write after it,
     without waiting for another line (it used to wait for the next change or hang-up)."""
-    from pipelines.call_session import CallSession
     from bot.server.routers.media import ProgressSaver
+    from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 
     store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", migrate=True)
@@ -546,8 +546,8 @@ async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_pa
 async def test_live_progress_is_saved_at_most_every_interval_latest_state_wins(tmp_path):
     """A hundred calls on one SQLite file must not queue on its lock: a live call's transcript
     is written at most once per interval (the newest lines win), and not after hang-up."""
-    from pipelines.call_session import CallSession
     from bot.server.routers.media import ProgressSaver
+    from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 
     store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}", migrate=True)

@@ -8,12 +8,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
-from bench.turn_policy import load_turn_set
-from bot.config.campaigns import load_campaign
 from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
+
+from bench.turn_policy import load_turn_set
+from bot.config.campaigns import load_campaign
 from pipelines.builder import turn_strategies
 from pipelines.turn_end import TranscriptAwareUserTurnStopStrategy, ends_unfinished
 

@@ -7,11 +7,11 @@ import threading
 
 import numpy as np
 import pytest
-
-from bot.simulator.caller_speech import speak
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+
 from bench.measures import speech_start_offset
+from bot.simulator.caller_speech import speak
 from pipelines.providers.silero import SharedSileroVADAnalyzer
 
 LINES = ["Yes I can talk now", "My budget is about eighty lakhs", "I want a two bedroom flat"]
@@ -49,7 +49,7 @@ def test_same_speech_decisions_as_pipecats_analyzer(noise_dbfs):
     ours = transitions(SharedSileroVADAnalyzer(params=PARAMS), audio)
     assert [s for _, s in ours] == [s for _, s in theirs]
     assert len([s for _, s in ours if s == VADState.SPEAKING]) == len(LINES)
-    for (t_ours, state), (t_theirs, _) in zip(ours, theirs):
+    for (t_ours, state), (t_theirs, _) in zip(ours, theirs, strict=False):
         if state == VADState.SPEAKING:  # never later than Pipecat's (beyond one chunk), often earlier
             assert t_ours <= t_theirs + 0.1 + 1e-9, (ours, theirs)
         else:  # where speech ends is unchanged
@@ -144,8 +144,9 @@ async def test_analysis_runs_inline_without_a_thread_per_call():
 
 async def test_smart_turn_model_is_shared_and_runs_off_the_loop():
     """Every call's smart-turn analyzer uses the process's one ONNX session and one thread."""
-    from bot.config.campaigns import TurnTakingConfig
     from pipecat.audio.turn.smart_turn.base_smart_turn import EndOfTurnState
+
+    from bot.config.campaigns import TurnTakingConfig
     from pipelines.builder import turn_strategies
 
     analyzers = []
@@ -170,8 +171,8 @@ def test_specialised_graph_scores_speech_as_pipecats_model(rate):
     """The rate-specialised graph (no `If`, no `sr` input, fixed shapes) gives Pipecat's
     model's confidence on every window of a spoken line, state carried across windows."""
     import onnx
-
     from pipecat.audio.vad.silero import SileroOnnxModel
+
     from pipelines.providers import silero_graph
     from pipelines.providers.silero import SileroStream
 

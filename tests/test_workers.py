@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
-from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
-from bot.server.local_server import free_port
 from bot.config.settings import load_settings
+from bot.server.local_server import free_port
+from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
 from bot.store import CallStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,11 +9,11 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
-from bot.simulator.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Say
-from bot.server.local_server import serve_locally
 from bot.config.private_files import open_private, private_folder
 from bot.config.settings import Settings
+from bot.server.local_server import serve_locally
 from bot.simulator.caller_speech import speak
+from bot.simulator.exotel_emulator import EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp, Say
 
 
 async def run_demo(settings: Settings, lead_name: str, recordings: Path) -> tuple[EmulatorResult, Path]:

@@ -72,8 +72,8 @@ def serve(
     workers: int | None = typer.Option(None, help="Server processes; 0 = two per CPU core (overrides WORKERS)."),
 ) -> None:
     """Run the server (same as `python server.py`; WORKERS processes)."""
-    from bot.store.database_check import DatabaseUnavailable
     from bot.server.workers import WorkerStartupFailed, run_server
+    from bot.store.database_check import DatabaseUnavailable
 
     given = {"host": host, "port": port, "workers": workers}
     settings = _settings(**{name: value for name, value in given.items() if value is not None})
@@ -185,8 +185,8 @@ def run(
     settings = _settings()
     _quiet_logging()
     from bot.cli.runs import run_campaign, run_one_lead
-    from bot.store.database_check import DatabaseUnavailable
     from bot.config.phone import InvalidPhoneNumber
+    from bot.store.database_check import DatabaseUnavailable
 
     try:
         if lead is not None:
@@ -239,8 +239,8 @@ def calls_export(csv_out: bool = typer.Option(True, "--csv/--json"), campaign: s
 @app.command("applet-url")
 def applet_url_command() -> None:
     """The signed dynamic URL to paste into Exotel's Voicebot applet."""
-    from bot.server.routers.exotel_connect import applet_url
     from bot.exotel.signing import signing_key
+    from bot.server.routers.exotel_connect import applet_url
 
     settings = _settings()
     if _on_this_machine(settings.public_base_url):

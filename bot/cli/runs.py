@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.exotel.call_status import call_is_over
-from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.cli.services import cli_services
 from bot.config.phone import mask_phone
 from bot.config.settings import Settings
-from bot.store.repository import mask_url
+from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
+from bot.exotel.call_status import call_is_over
 from bot.store.durable import is_outage
+from bot.store.repository import mask_url
 
 console = Console()
 
@@ -86,9 +86,9 @@ async def simulation(settings: Settings, campaign_name: str | None, what: str, o
     calls play the campaign's scenario (beside the YAML when the campaign is given as a path);
     waits for the simulator's last callbacks on the way out."""
     from bot.config.campaigns import CampaignBook
-    from bot.store.database_check import check_database
     from bot.simulator.scenario import load_scenario, scenario_for
     from bot.simulator.simulated_exotel import describe_stand_ins, simulated_exotel
+    from bot.store.database_check import check_database
 
     book = CampaignBook(settings.campaigns_dir)
     campaign = _campaign(_Services(book, settings), campaign_name)

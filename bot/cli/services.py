@@ -11,9 +11,9 @@ from typing import Any
 from bot.config.campaigns import CampaignBook
 from bot.config.private_files import private_folder
 from bot.config.settings import Settings
-from bot.store.database_check import open_store
 from bot.exotel.signing import signing_key
 from bot.store import CallStore
+from bot.store.database_check import open_store
 from bot.store.durable import DurableRecords
 from pipelines.speech_cache import SpeechCache
 

@@ -26,11 +26,11 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from loguru import logger
 
-from bot.exotel.call_status import call_is_over
 from bot.config.campaigns import Campaign, PhoneRules
-from bot.exotel.client import ExotelError
 from bot.config.lead_limits import LeadError, check_lead
 from bot.config.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
+from bot.exotel.call_status import call_is_over
+from bot.exotel.client import ExotelError
 from bot.store import CallStore, LeadInput
 from bot.store.durable import is_outage, retry_while_unavailable
 
@@ -222,8 +222,9 @@ class CampaignRunner:
             await self._dial_and_follow(lead)
         except Exception as error:  # one bad lead never stops the run
             logger.exception(f"lead on line {lead.line_number} failed: {error}")
+            reason = str(error)[:300]
             await retry_while_unavailable(
-                lambda: self._store.finish_lead(lead.id, "failed", error=str(error)[:300]), "settle a failed lead")
+                lambda: self._store.finish_lead(lead.id, "failed", error=reason), "settle a failed lead")
         finally:
             self._slots.release()
 
@@ -239,9 +240,10 @@ class CampaignRunner:
             await asyncio.sleep(0.2)
         try:
             result = await self._dialer.dial(lead.phone, self._campaign, dict(lead.payload), attempt=lead.attempts)
-        except InvalidPhoneNumber as error:
+        except InvalidPhoneNumber as error:  # e.g. a resumed run whose campaign's phone rules changed
+            reason = error.for_user
             await retry_while_unavailable(lambda: self._store.finish_lead(
-                lead.id, "failed", status="dial-failed", error=str(error)), "settle a lead")
+                lead.id, "failed", status="dial-failed", error=reason), "settle a lead")
             return
         except ExotelError as error:
             self._emit("dial_error", {"line": lead.line_number, "error": str(error)})

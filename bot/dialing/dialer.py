@@ -16,12 +16,12 @@ from typing import Any
 
 from loguru import logger
 
-from bot.exotel.callback_refs import custom_field
 from bot.config.campaigns import Campaign
-from bot.exotel.client import ExotelClient
 from bot.config.lead_limits import check_lead
 from bot.config.phone import mask_phone
 from bot.config.settings import Settings
+from bot.exotel.callback_refs import custom_field
+from bot.exotel.client import ExotelClient
 from bot.exotel.signing import sign
 from bot.store.durable import DurableRecords, RecordNotSaved
 from pipelines.speech_cache import SpeechCache

@@ -52,9 +52,9 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from bot.config.phone import mask_phone, normalize_indian_phone
 from bot.exotel.call_status import TERMINAL_CALL_STATUSES
 from bot.exotel.call_status import exotel_status as normalize_status  # Exotel's words only
-from bot.config.phone import mask_phone, normalize_indian_phone
 
 SINGAPORE_BASE_URL = "https://api.exotel.com"
 MUMBAI_BASE_URL = "https://api.in.exotel.com"

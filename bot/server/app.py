@@ -10,14 +10,14 @@ from fastapi import FastAPI
 from loguru import logger
 
 from bot import __version__
+from bot.config.campaigns import CampaignBook
+from bot.config.private_files import private_folder
+from bot.config.settings import Settings
+from bot.exotel.signing import signing_key
 from bot.server.call_sink import CallSink
 from bot.server.drain import Drain, DrainMiddleware
 from bot.server.loop_monitor import LoopLagMonitor
-from bot.config.private_files import private_folder
-from bot.config.campaigns import CampaignBook
 from bot.server.routers import calls, exotel_connect, health, media, webhooks
-from bot.config.settings import Settings
-from bot.exotel.signing import signing_key
 from pipelines.speech_cache import SpeechCache
 
 
@@ -38,8 +38,8 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
     from loguru import logger
 
     from bot.server.call_runner import build_transport
-    from pipelines.call_session import CallSession
     from pipelines.builder import build_call_pipeline
+    from pipelines.call_session import CallSession
     from pipelines.providers.silero import shared_silero_session
     from serializers.exotel_events import StreamStart
 
@@ -61,9 +61,9 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
 async def _open_services(app: FastAPI, settings: Settings) -> None:
     """The call-record store (migrated to the latest schema), this process's heartbeat and
     sweep for dead processes' calls (bot/server/call_ownership.py) and, with credentials, the dialler."""
+    from bot.dialing.dialer import Dialer, exotel_client_for
     from bot.server.call_ownership import CallOwnership
     from bot.store.database_check import open_store
-    from bot.dialing.dialer import Dialer, exotel_client_for
     from bot.store.durable import DurableRecords
 
     state = app.state
@@ -118,7 +118,6 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Load each campaign's voice once per process before the first call needs it.
         from pipelines.providers.piper import load_voice
-
         from pipelines.voices import effective_tts
 
         voices = {effective_tts(c, settings).voice for c in campaigns.all()

@@ -12,8 +12,8 @@ from typing import Any
 import uvicorn
 from loguru import logger
 
-from bot.server.drain import Drain
 from bot.config.settings import Settings
+from bot.server.drain import Drain
 from bot.server.uvicorn_compat import ServerConfig
 
 # Media is PCM: don't deflate. Exotel's messages are a few KB (100 ms of audio); one larger than

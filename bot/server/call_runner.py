@@ -12,11 +12,9 @@ import time
 
 from fastapi import WebSocket
 from loguru import logger
-
 from pipecat.frames.frames import EndFrame, ErrorFrame
 from pipecat.workers.runner import WorkerRunner
 
-from pipelines.call_session import CallSession
 from bot.config.campaigns import Campaign
 from bot.config.settings import Settings
 from pipelines.apology import fallback_apology
@@ -26,6 +24,7 @@ from pipelines.builder import (
     build_call_recorder,
     greeting_frames,
 )
+from pipelines.call_session import CallSession
 from pipelines.exotel_transport import ExotelTransport, ExotelTransportParams
 from pipelines.prepared_speech import PreparedLine, new_context_id
 from pipelines.speech_cache import SpeechCache, speech_key

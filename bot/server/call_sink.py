@@ -12,9 +12,9 @@ import httpx
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from pipelines.call_session import CallSession
 from bot.store.durable import DurableRecords, RecordNotSaved
 from bot.store.repository import call_to_dict
+from pipelines.call_session import CallSession
 
 
 class CallSink:

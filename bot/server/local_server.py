@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from bot.config.settings import Settings
 from bot.server.app import create_app
 from bot.server.app_server import AppServer, server_config
-from bot.config.settings import Settings
 
 
 @dataclass

@@ -34,9 +34,9 @@ from multiprocessing.process import BaseProcess
 
 from loguru import logger
 
+from bot.config.settings import Settings
 from bot.server.app_server import AppServer, server_config
 from bot.server.connection_handoff import ConnectionBalancer, HandoffServer
-from bot.config.settings import Settings
 
 RESTART_BACKOFF_SECS = 1.0
 

@@ -68,7 +68,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -76,8 +76,8 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from bot.simulator.exotel_emulator import CallerEvent, EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp
 from bot.config.phone import mask_phone
+from bot.simulator.exotel_emulator import CallerEvent, EmulatorConfig, EmulatorResult, ExotelEmulator, HangUp
 from bot.simulator.serving import cancel_all, serve_app
 
 OUTCOMES = ("answered", "busy", "no-answer", "failed")
@@ -364,7 +364,7 @@ class FakeExotelREST:
             record.http_status = answer.status
             return answer
         outcome = self._outcome_for(form["From"])
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         call = _Call(sid=uuid.uuid4().hex, form=form, outcome=outcome, created=now, updated=now)
         self.state[call.sid] = call
         record.sid, record.outcome, record.http_status = call.sid, outcome, 200
@@ -484,7 +484,7 @@ class FakeExotelREST:
             await self._callback(call, "terminal")
             return
         answered = time.monotonic()
-        call.start_time = call.updated = datetime.now(timezone.utc)
+        call.start_time = call.updated = datetime.now(UTC)
         call.answered_by = self.answered_by
         if "answered" in call.events:
             await self._callback(call, "answered")
@@ -499,7 +499,7 @@ class FakeExotelREST:
     def _finish(self, call: _Call, status: str, duration: int) -> None:
         call.status = status
         call.duration = duration
-        call.end_time = call.updated = datetime.now(timezone.utc)
+        call.end_time = call.updated = datetime.now(UTC)
         if status == "completed" and call.form.get("Record") == "true" and self.recording_urls:
             call.recording_url = f"https://recordings.exotel.com/exotelrecordings/{self.account_sid}/{call.sid}.mp3"
         logger.info(f"fake Exotel: call {call.sid} {status} ({duration}s)")

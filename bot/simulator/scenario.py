@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.simulator.exotel_emulator import CallerEvent, Dtmf, HangUp, Reply
 from bot.config.yaml_files import load_yaml_model
+from bot.simulator.exotel_emulator import CallerEvent, Dtmf, HangUp, Reply
 
 
 class ScenarioError(ValueError):

@@ -16,10 +16,10 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot.config.campaigns import Campaign
-from bot.simulator.exotel_rest import FakeExotelREST
+from bot.config.settings import Settings
 from bot.server.local_server import LocalServer, free_port, serve_locally
 from bot.server.routers.exotel_connect import applet_url
-from bot.config.settings import Settings
+from bot.simulator.exotel_rest import FakeExotelREST
 
 SIM = {"exotel_account_sid": "simulated", "exotel_api_key": "simulated", "exotel_api_token": "simulated",
        "exotel_caller_id": "08000000000", "exotel_app_id": "1"}

@@ -41,9 +41,9 @@ from loguru import logger
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from bot.config.utc import as_utc
 from bot.store.journal import Journal, JournalEntry
 from bot.store.repository import CallbackNotForThisCall, CallStore, KnownCall, StatusUpdate, _jsonable
-from bot.config.utc import as_utc
 
 T = TypeVar("T")
 STATUS_WAIT_SECS = 5.0  # Exotel waits 15 s for the answer to a status callback

@@ -42,8 +42,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from bot.exotel.call_status import CALL_STATUSES
 from bot.config.utc import as_utc
+from bot.exotel.call_status import CALL_STATUSES
 
 # --- vocabularies ---------------------------------------------------------------------------
 

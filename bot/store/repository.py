@@ -55,11 +55,10 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from bot.exotel.callback_refs import ref_matches
 from bot.config.private_files import private_file, private_folder
 from bot.config.utc import as_utc
 from bot.exotel.call_status import CALL_STATUSES, STATUS_RANK, TERMINAL_CALL_STATUSES, normalize_status
-from bot.store.owners import CallOwnershipQueries
+from bot.exotel.callback_refs import ref_matches
 from bot.store.models import (
     ACTIVE_LEAD_STATES,
     FINAL_LEAD_STATES,
@@ -69,6 +68,7 @@ from bot.store.models import (
     CampaignRun,
     utcnow,
 )
+from bot.store.owners import CallOwnershipQueries
 
 DEFAULT_DB_FILENAME = "calls.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

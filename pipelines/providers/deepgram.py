@@ -9,9 +9,8 @@ from collections.abc import AsyncGenerator
 import deepgram.listen.v1.client as deepgram_listen_client
 import deepgram.listen.v1.raw_client as deepgram_listen_raw_client
 import httpx
-from deepgram import AsyncDeepgramClient
-
 import pipecat.services.deepgram.stt as pipecat_deepgram_stt
+from deepgram import AsyncDeepgramClient
 from pipecat.frames.frames import Frame
 from pipecat.services.deepgram.stt import DeepgramSTTService
 

@@ -21,7 +21,6 @@ from openai._utils import is_given
 from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-
 from pipecat.services.openai.llm import OpenAILLMService
 
 from bot.config.campaigns import LLMConfig

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-
 from pipecat.frames.frames import ErrorFrame, Frame
-from pipecat.services.tts_service import TTSService
 from pipecat.services.settings import TTSSettings
+from pipecat.services.tts_service import TTSService
 
 from pipelines.speech_text import speech_pieces
 

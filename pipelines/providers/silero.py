@@ -27,11 +27,11 @@ from collections import deque
 
 import numpy as np
 import onnxruntime
-
 from pipecat.audio.utils import exp_smoothing
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.audio.volume import VOLUME_WINDOW_SECS
+
 from pipelines.providers import silero_graph
 
 # Windows of lead-in the model is fed when it wakes up (8 x 32 ms at 8 kHz = 256 ms).

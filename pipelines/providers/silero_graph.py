@@ -74,7 +74,7 @@ def specialised_model_bytes(sample_rate: int) -> bytes:
             graph.initializer.extend(branch.initializer)
             nodes.extend(branch.node)
             nodes.extend(helper.make_node("Identity", [inner.name], [outer])
-                         for outer, inner in zip(node.output, branch.output))
+                         for outer, inner in zip(node.output, branch.output, strict=False))
         del graph.node[:]
         graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
@@ -82,7 +82,7 @@ def specialised_model_bytes(sample_rate: int) -> bytes:
     for init in unused:  # constants only the branches not taken read
         graph.initializer.remove(init)
     for graph_input in graph.input:
-        for dim, size in zip(graph_input.type.tensor_type.shape.dim, feeds[graph_input.name].shape):
+        for dim, size in zip(graph_input.type.tensor_type.shape.dim, feeds[graph_input.name].shape, strict=False):
             dim.Clear()
             dim.dim_value = size
     del graph.value_info[:]
@@ -110,7 +110,7 @@ def _if_conditions(model, ifs, feeds: dict[str, np.ndarray]) -> dict[str, bool]:
     session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"],
                                            sess_options=session_options())
     values = session.run(None, feeds)
-    return {node.name: bool(np.asarray(value).reshape(-1)[0]) for node, value in zip(ifs, values)}
+    return {node.name: bool(np.asarray(value).reshape(-1)[0]) for node, value in zip(ifs, values, strict=False)}
 
 
 def specialised_session(sample_rate: int) -> onnxruntime.InferenceSession | None:

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import onnxruntime
-
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 

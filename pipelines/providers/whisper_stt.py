@@ -18,7 +18,6 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
-
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.services.settings import STTSettings
 from pipecat.services.stt_latency import WHISPER_TTFS_P99

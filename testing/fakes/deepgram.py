@@ -69,9 +69,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -83,7 +83,7 @@ from websockets.http11 import Request, Response
 __all__ = ["FakeDeepgram", "ConnectionRecord", "Utterance", "Script"]
 
 ScriptFn = Callable[[int, bytes], str]
-Script = Union[list[str], tuple[str, ...], ScriptFn, None]
+Script = list[str] | tuple[str, ...] | ScriptFn | None
 
 _FRAME_S = 0.02  # detector frame: 20 ms
 _MODEL_UUID = "1dbdfb4d-85b2-4659-9b3c-3b2f6c5c5b2b"
@@ -506,7 +506,7 @@ class _Session:
                 "transaction_key": "deprecated",
                 "request_id": self.rec.request_id,
                 "sha256": self.sha.hexdigest(),
-                "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                 "duration": round(self.rec.audio_seconds, 3),
                 "channels": self.rec.channels,
                 "models": [_MODEL_UUID],

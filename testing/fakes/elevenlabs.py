@@ -767,7 +767,7 @@ class FakeElevenLabs:
         def alignment(cs: list[_Chunk]) -> dict[str, list]:
             chars, starts, ends = [], [], []
             for c in cs:
-                for ch, s, d in zip(c.chars, c.starts, c.durations):
+                for ch, s, d in zip(c.chars, c.starts, c.durations, strict=False):
                     chars.append(ch)
                     starts.append(_num((c.offset_ms + s) / 1000.0))
                     ends.append(_num((c.offset_ms + s + d) / 1000.0))

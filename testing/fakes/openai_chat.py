@@ -53,7 +53,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -146,12 +146,8 @@ class Hang:
     then: Reply | Text | str | Fail | None = None
 
 
-ReplyLike = Union[Reply, Text, str, ToolCall, list, Fail, Hang]
-Responder = Union[
-    Iterable[ReplyLike],
-    Callable[[dict[str, Any]], Union[ReplyLike, Awaitable[ReplyLike]]],
-    None,
-]
+ReplyLike = Reply | Text | str | ToolCall | list | Fail | Hang
+Responder = Iterable[ReplyLike] | Callable[[dict[str, Any]], ReplyLike | Awaitable[ReplyLike]] | None
 
 
 @dataclass
@@ -551,7 +547,7 @@ class FakeOpenAI:
                     "type": "function",
                     "function": {"name": tc.name, "arguments": json.dumps(dict(tc.arguments))},
                 }
-                for tc, call_id in zip(reply.tool_calls, self._tool_call_ids(reply))
+                for tc, call_id in zip(reply.tool_calls, self._tool_call_ids(reply), strict=False)
             ]
         payload = {
             "id": f"chatcmpl-{secrets.token_hex(12)}",
@@ -611,7 +607,7 @@ class FakeOpenAI:
         text, chunk_chars = self._text_of(reply)
         for piece in _split(text, chunk_chars):
             content_chunks.append(chunk({"content": piece}))
-        for index, (tc, call_id) in enumerate(zip(reply.tool_calls, self._tool_call_ids(reply))):
+        for index, (tc, call_id) in enumerate(zip(reply.tool_calls, self._tool_call_ids(reply), strict=False)):
             content_chunks.append(
                 chunk(
                     {

@@ -64,8 +64,8 @@ async def exotel_connect(request: Request) -> dict[str, str]:
 
 
 def _prepare_greeting(request: Request, campaign_name: str | None, lead: dict[str, Any]) -> None:
-    from pipelines.voices import prepare_line
     from bot.config.campaigns import CampaignError
+    from pipelines.voices import prepare_line
 
     state = request.app.state
     settings = state.settings

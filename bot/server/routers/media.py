@@ -8,12 +8,12 @@ import time
 from fastapi import APIRouter, WebSocket
 from loguru import logger
 
-from bot.server.call_runner import run_call
-from pipelines.call_session import CallSession, InvalidStream
 from bot.config.campaigns import Campaign, CampaignError
+from bot.config.settings import Settings
+from bot.server.call_runner import run_call
 from bot.server.media_auth import media_request_authorized
 from bot.server.media_handshake import HandshakeError, read_handshake
-from bot.config.settings import Settings
+from pipelines.call_session import CallSession, InvalidStream
 
 router = APIRouter(tags=["media"])
 POLICY_VIOLATION = 1008
