@@ -59,7 +59,7 @@ class CallSession:
     recording_path: str | None = None
     on_update: Any = None  # called (no args) when the transcript grows, e.g. to save progress
     control: Any = None  # the running call's CallControl: how a draining server ends it politely
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # figures, and a few lists of them
     socket_opened_monotonic: float = field(default_factory=time.monotonic)
     start_received_monotonic: float = field(default_factory=time.monotonic)
 

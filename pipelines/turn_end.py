@@ -129,7 +129,7 @@ class TranscriptAwareUserTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         self._speculation_refused = False  # the LLM withdrew one this turn (it wants a tool)
         self._match = NormalizedMatch()
 
-    async def setup(self, setup: FrameProcessorSetup):
+    async def setup(self, setup: FrameProcessorSetup):  # type: ignore[override]  # as Pipecat's own strategies
         await super().setup(setup)
         if self._turn_analyzer:
             self._turn_analyzer.set_sample_rate(setup.audio_in_sample_rate)

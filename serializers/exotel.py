@@ -179,7 +179,7 @@ class ExotelFrameSerializer(FrameSerializer):
         """Audio buffered here, below one payload, waiting for more or for a flush."""
         return len(self._out_buffer)
 
-    async def setup(self, setup: FrameProcessorSetup):
+    async def setup(self, setup: FrameProcessorSetup):  # type: ignore[override]  # as FrameSerializer does
         """Learn the pipeline's input rate."""
         self._pipeline_in_rate = self._params.sample_rate or setup.audio_in_sample_rate
 
@@ -322,7 +322,8 @@ class ExotelFrameSerializer(FrameSerializer):
         if event == "media":
             return await self._on_media(message)
         if event == "mark":
-            return self._on_mark(message)
+            self._on_mark(message)
+            return None
         if event == "dtmf":
             return self._on_dtmf(message)
         if event == "start":
@@ -383,7 +384,7 @@ class ExotelFrameSerializer(FrameSerializer):
     def _on_dtmf(self, message: dict[str, Any]) -> Frame | None:
         digit = as_str(pick(pick(message, "dtmf"), "digit", "digits"))
         try:
-            button = KeypadEntry(digit)
+            button = KeypadEntry(digit or "")
         except ValueError:
             self.problems.warn("bad_dtmf", f"digit {digit!r} ignored", call_sid=self._call_sid)
             return None

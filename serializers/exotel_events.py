@@ -95,9 +95,9 @@ def custom_parameters_of(value: Any) -> dict[str, str]:
         return {}
     result = {}
     for key, item in value.items():
-        text = as_str(item) if not isinstance(item, (dict, list)) else json.dumps(item)
-        if isinstance(key, str) and text is not None:
-            result[key] = text
+        shown = as_str(item) if not isinstance(item, (dict, list)) else json.dumps(item)
+        if isinstance(key, str) and shown is not None:
+            result[key] = shown
     return result
 
 

@@ -244,7 +244,7 @@ class Campaign(_Strict):
     phones: PhoneRules = Field(default_factory=PhoneRules)
     webhook_url: str | None = Field(None, description="POSTed the call record after each call (retried)")
     fillers: FillerConfig = Field(default_factory=FillerConfig)
-    dtmf: dict[str, DTMFAction] = Field(default_factory=lambda: {"0": "transfer_to_human"})
+    dtmf: dict[str, DTMFAction] = Field(default_factory=lambda: dict[str, DTMFAction]({"0": "transfer_to_human"}))
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
     scripted_questions: list[ScriptedQuestion | str] = Field(
         default_factory=list,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
 
 _PHONE = re.compile(r"(?<![\w.])\+?\d{10,13}(?![\w.])")
 FORMAT = (
@@ -14,7 +18,7 @@ FORMAT = (
 )
 
 
-def _mask_numbers(record: dict) -> None:
+def _mask_numbers(record: Record) -> None:
     """Last line of defence: a phone number that slipped into a message keeps 4 digits."""
     message = record["message"]
     if any(ch.isdigit() for ch in message):

@@ -37,18 +37,18 @@ def load_yaml_model(path: Path, model: type[ModelT], error: type[Exception],
         raise error(f"{path}: {told}{more}") from None
 
 
-def _one_error(item: dict[str, Any], model: type[BaseModel], errors: list[dict[str, Any]]) -> str:
+def _one_error(item: Any, model: type[BaseModel], errors: list[Any]) -> str:
     field = ".".join(str(part) for part in item["loc"]) or "(file)"
     if item["type"] == "extra_forbidden":
         return f"{field}: unknown key{_did_you_mean(item['loc'], model, errors)}"
     return f"{field}: {item['msg'].removeprefix('Value error, ')}"
 
 
-def _did_you_mean(loc: tuple, model: type[BaseModel], errors: list[dict[str, Any]]) -> str:
+def _did_you_mean(loc: tuple, model: type[BaseModel], errors: list[Any]) -> str:
     """' (did you mean 'greeting'?)' for a key close to one the model has, else ''."""
     fields: dict[str, Any] = model.model_fields
     for part in loc[:-1]:  # walk down to the model that holds the key
-        annotation = fields.get(str(part)).annotation if str(part) in fields else None
+        annotation = fields[str(part)].annotation if str(part) in fields else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         fields = annotation.model_fields
