@@ -1,6 +1,8 @@
 """What one call knows about itself, from the socket's first message to hang-up.
 
 The session is per call and owned by the call's task: nothing here is shared between calls.
+It is the one place the call's record is built. The parts of a call's pipeline see it through
+the narrow views below (what each reads and writes), not as the whole session.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -24,6 +26,47 @@ MAX_PARAMETERS = 10
 MAX_PARAMETER_CHARS = 256
 MAX_CAMPAIGN_CHARS = 100
 _PHONE_TEXT = re.compile(r"\+?[0-9][0-9 ()-]{0,31}")
+
+
+class CallClock(Protocol):
+    """Seconds since the call's media started."""
+
+    def elapsed(self, at: float | None = None) -> float: ...
+
+
+class TranscriptLog(CallClock, Protocol):
+    """Where the lines said on the call are written."""
+
+    def add_transcript(self, role: str, text: str, t: float | None = None, **extra: Any) -> None: ...
+
+
+class EdgeNotes(TranscriptLog, Protocol):
+    """What the transport's edges note: caller audio, keys pressed, when the bot spoke."""
+
+    inbound_audio_bytes: int
+    dtmf: list[str]
+    bot_speech: list[tuple[str, float]]
+
+
+class TurnLog(CallClock, Protocol):
+    """Per-turn latency figures."""
+
+    turns: list[dict[str, Any]]
+
+
+class CallResult(TranscriptLog, Protocol):
+    """What the agent decides about the call: outcome, details, hand-off, the end."""
+
+    call_sid: str
+    lead: dict[str, Any]
+    collected: dict[str, Any]
+    escalated: bool
+    outcome: str | None
+    transcript: list[dict[str, Any]]
+
+    def set_outcome(self, outcome: str, summary: str | None = None) -> None: ...
+
+    def end(self, reason: str) -> None: ...
 
 
 class InvalidStream(ValueError):
