@@ -13,7 +13,7 @@ from pipecat.frames.frames import EndFrame, TTSSpeakFrame
 from pipecat.pipeline.worker import PipelineWorker
 
 from bot.config.campaigns import Campaign
-from pipelines.call_session import CallSession
+from pipelines.call_session import CallResult
 from pipelines.prepared_speech import PreparedLine
 
 
@@ -27,7 +27,7 @@ def unstoppable_line(text: str, append_to_context: bool = True) -> TTSSpeakFrame
 class CallControl:
     """Ends or transfers one call; knows whether it is already ending."""
 
-    def __init__(self, session: CallSession, campaign: Campaign):
+    def __init__(self, session: CallResult, campaign: Campaign):
         self.session = session
         self.campaign = campaign
         self.worker: PipelineWorker | None = None
