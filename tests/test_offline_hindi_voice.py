@@ -55,7 +55,8 @@ async def test_espeak_speech_is_audio_of_the_lines_length_and_text_never_reaches
     pcm = await synthesize_espeak("hi", "Dhanyavaad Rahul ji, aapka din shubh ho.")
     assert 1.0 < len(pcm) / 2 / ESPEAK_RATE < 6.0
     marker = tmp_path / "touched"
-    await synthesize_espeak("hi", f"$(touch {marker}); `touch {marker}`")
+    for _ in range(5):  # espeak-ng 1.51's Hindi voice crashed on "$(" about 3 times in 5
+        assert await synthesize_espeak("hi", f"$(touch {marker}); `touch {marker}`")
     assert not marker.exists()
     with pytest.raises(EspeakError, match="not an espeak-ng voice name"):
         await synthesize_espeak("hi; touch /tmp/x", "namaste")
@@ -73,8 +74,11 @@ def test_the_hinglish_campaign_offline_is_a_complete_call_in_the_hindi_voice(tmp
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "voice: espeak-ng, offline (hi" in done.stdout
     assert "Namaste Rahul ji" in done.stdout
-    transcript, recording = sqlite3.connect(tmp_path / "calls.db").execute(
-        "select transcript, recording_path from call_records").fetchone()
-    assert any(turn["role"] == "assistant" and "Dhanyavaad" in turn["text"] for turn in json.loads(transcript))
+    transcript, recording, end_reason = sqlite3.connect(tmp_path / "calls.db").execute(
+        "select transcript, recording_path, end_reason from call_records").fetchone()
+    said = [turn["text"] for turn in json.loads(transcript) if turn["role"] == "assistant"]
+    assert said[0].startswith("Namaste Rahul ji") and len(said) >= 3, said
+    if end_reason == "bot_hangup":  # (on a very busy machine the simulated caller may hang up first)
+        assert "Dhanyavaad" in said[-1], said
     with wave.open(recording) as wav:
         assert wav.getnchannels() == 2 and wav.getnframes() / wav.getframerate() > 10

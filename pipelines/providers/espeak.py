@@ -27,6 +27,10 @@ HINDI_VOICE = "hi"
 ESPEAK_RATE = 22050
 MAX_PIECE_AUDIO_BYTES = 8 * 1024 * 1024  # ~3 minutes at 22.05 kHz: far above a 200-char piece
 _VOICE_NAME = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{1,8}){0,2}$")
+# What a line needs to be spoken: letters and their marks (any script), digits, spaces and
+# sentence punctuation. Symbols go: espeak-ng 1.51's Hindi voice crashes (SIGSEGV) on "$(".
+_UNSPOKEN = re.compile(r"[^\w\s.,!?;:'\"%₹\-\u0900-\u097F]")
+CRASH_RETRIES = 1
 
 
 class EspeakError(RuntimeError):
@@ -42,9 +46,16 @@ def is_espeak_voice(name: str) -> bool:
     return bool(_VOICE_NAME.match(name))
 
 
+def spoken_text(text: str) -> str:
+    """`text` without the symbols no one says aloud (and that can crash espeak-ng)."""
+    return _UNSPOKEN.sub(" ", text)
+
+
 def text_for_voice(voice: str) -> Callable[[str], str]:
     """How a line is written for `voice`: Devanagari for Hindi, as it is for the rest."""
-    return to_devanagari if voice.split("-")[0] == "hi" else (lambda text: text)
+    if voice.split("-")[0] == "hi":
+        return lambda text: to_devanagari(spoken_text(text))
+    return spoken_text
 
 
 async def espeak_pcm(voice: str, text: str) -> bytes:
@@ -54,11 +65,14 @@ async def espeak_pcm(voice: str, text: str) -> bytes:
         raise EspeakError("espeak-ng is not installed (apt-get install espeak-ng)")
     if not is_espeak_voice(voice):
         raise EspeakError(f"not an espeak-ng voice name: {voice[:40]!r}")
-    process = await asyncio.create_subprocess_exec(
-        program, "-v", voice, "-b", "1", "--stdout",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(text.encode("utf-8"))
+    for _ in range(1 + CRASH_RETRIES):  # a crash (a signal) on one input can pass on the next try
+        process = await asyncio.create_subprocess_exec(
+            program, "-v", voice, "-b", "1", "--stdout",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate(text.encode("utf-8"))
+        if process.returncode is None or process.returncode >= 0:
+            break
     if process.returncode != 0 or not out.startswith(b"RIFF"):
         raise EspeakError(f"espeak-ng failed ({process.returncode}): {err[:200].decode('utf-8', 'replace').strip()}")
     if len(out) > MAX_PIECE_AUDIO_BYTES:
