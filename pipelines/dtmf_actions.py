@@ -5,7 +5,7 @@ which runs its action (one processor fewer for every frame of the call to cross)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from loguru import logger
 from pipecat.frames.frames import Frame, TTSSpeakFrame
@@ -16,7 +16,7 @@ from pipelines.call_control import CallControl
 class DTMFActions:
     """Runs the campaign's action for a pressed key; other keys pass on to the LLM side."""
 
-    def __init__(self, mapping: dict[str, str], control: CallControl):
+    def __init__(self, mapping: Mapping[str, str], control: CallControl):
         self._mapping = mapping
         self._control = control
 

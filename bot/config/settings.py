@@ -224,6 +224,13 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'calls.db'}"
         return self
 
+    @property
+    def store_url(self) -> str:
+        """DATABASE_URL, or the SQLite file under DATA_DIR (filled in when the settings load)."""
+        if self.database_url is None:
+            raise SettingsError("DATABASE_URL was never filled in")
+        return self.database_url
+
     @model_validator(mode="after")
     def _heartbeat_pair(self) -> "Settings":
         if self.worker_lost_after_secs < 3 * self.worker_heartbeat_secs:

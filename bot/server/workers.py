@@ -82,7 +82,7 @@ def run_server(settings: Settings) -> None:
     from bot.store.database_check import check_database
 
     CampaignBook(settings.campaigns_dir).require(settings.default_campaign, "DEFAULT_CAMPAIGN")
-    asyncio.run(check_database(settings.database_url))
+    asyncio.run(check_database(settings.store_url))
     from bot.server.app import create_app  # (imports Pipecat, which greets on the log)
 
     app = create_app(settings)
