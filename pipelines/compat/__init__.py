@@ -6,6 +6,7 @@ one module that holds every such use and lists the names it relies on as `Need`s
 
 - pipelines/compat/pipecat.py (pipecat-ai)
 - pipelines/compat/deepgram_sdk.py (deepgram-sdk)
+- pipelines/compat/openai_sdk.py (openai)
 
 `check(needs)` says which of them the installed version no longer has. A need with a
 `fallback` only degrades something (the module then works without it, and start-up logs it);
@@ -222,9 +223,9 @@ def report(module: ModuleType) -> Report:
 
 
 def _compat_modules() -> list[ModuleType]:
-    from pipelines.compat import deepgram_sdk, pipecat
+    from pipelines.compat import deepgram_sdk, openai_sdk, pipecat
 
-    return [pipecat, deepgram_sdk]
+    return [pipecat, deepgram_sdk, openai_sdk]
 
 
 @functools.cache
