@@ -7,12 +7,13 @@ one module that holds every such use and lists the names it relies on as `Need`s
 - pipelines/compat/pipecat.py (pipecat-ai)
 - pipelines/compat/deepgram_sdk.py (deepgram-sdk)
 - pipelines/compat/openai_sdk.py (openai)
+- bot/server/uvicorn_compat.py (uvicorn)
 
 `check(needs)` says which of them the installed version no longer has. A need with a
 `fallback` only degrades something (the module then works without it, and start-up logs it);
 one without would break calls (a lost hang-up, a lost end of a line), so the server refuses
 to start, with one line naming the dependency, its version and the missing names
-(`require_supported`).
+(`require_supported`, called by bot/server/app.py's create_app).
 """
 
 from __future__ import annotations
