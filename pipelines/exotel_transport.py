@@ -51,6 +51,14 @@ from pipecat.transports.websocket.fastapi import (
 
 from pipelines.bot_lines import BotLines
 from pipelines.call_tap import CallTap
+from pipelines.compat.pipecat import (
+    AudioTaskHook,
+    ReceiveLoopHook,
+    call_event,
+    held_audio_flush,
+    input_paused,
+    register_events,
+)
 from pipelines.recorder import CallRecorder
 from serializers.exotel import ExotelFrameSerializer, ExotelStopFrame
 
@@ -68,6 +76,10 @@ class ExotelTransportParams(FastAPIWebsocketParams):
     audio_out_end_silence_secs: int = 0
 
 
+# Pipecat's transports that hold the socket open (each disconnect() lets go of one); see hang_up.
+SOCKET_HOLDERS_MAX = 8
+
+
 class ExotelWebsocketClient(FastAPIWebsocketClient):
     """FastAPI client that first replays messages read during the handshake."""
 
@@ -80,6 +92,8 @@ class ExotelWebsocketClient(FastAPIWebsocketClient):
     ):
         super().__init__(websocket, callbacks, ws_close_timeout=ws_close_timeout)
         self._prefetched = list(prefetched)
+        self._socket = websocket
+        self._close_timeout = ws_close_timeout
 
     async def _replay_then_receive(self) -> AsyncIterator[str | bytes]:
         while self._prefetched:
@@ -91,26 +105,40 @@ class ExotelWebsocketClient(FastAPIWebsocketClient):
         return self._replay_then_receive()
 
     async def hang_up(self) -> None:
-        """Close the socket now, whoever else still holds it (Exotel then runs the next applet)."""
-        self._leave_counter = 1
-        await self.disconnect()
+        """Close the socket now, whoever else still holds it (Exotel then runs the next applet).
+
+        Pipecat closes it when the last of its holders (the input and the output transport)
+        lets go, and each disconnect() lets go once: let go for every holder. Should the socket
+        still be open after that, it is closed here directly."""
+        for _ in range(SOCKET_HOLDERS_MAX):
+            await self.disconnect()
+            if self.is_closing or not self.is_connected:
+                return
+        logger.error("the media socket stayed open after every holder let go; closing it directly")
+        try:
+            await asyncio.wait_for(self._socket.close(), timeout=self._close_timeout)
+        except Exception as error:
+            logger.warning(f"closing the media socket failed: {type(error).__name__} ({error})")
 
 
-class ExotelInputTransport(FastAPIWebsocketInputTransport):
+class ExotelInputTransport(ReceiveLoopHook, AudioTaskHook, FastAPIWebsocketInputTransport):
     """Reads Exotel's socket; keeps reading after EndFrame so mark echoes still arrive."""
 
     _client: ExotelWebsocketClient
+    _params: ExotelTransportParams
     _transport: "ExotelTransport"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, transport: "ExotelTransport", client: ExotelWebsocketClient,
+                 params: ExotelTransportParams, **kwargs):
+        super().__init__(transport, client, params, **kwargs)
+        # Ours to read, whatever Pipecat names its own copies.
+        self._transport, self._client, self._params = transport, client, params
         self._stopping = False
 
-    def _create_audio_task(self):
+    def wants_audio_task(self) -> bool:
         # Caller audio goes straight downstream from the read loop (push_audio_frame), so the
         # task that drains Pipecat's audio queue is only needed for an audio filter.
-        if self._params.audio_in_filter is not None:
-            super()._create_audio_task()
+        return self._params.audio_in_filter is not None
 
     async def push_audio_frame(self, frame: InputAudioRawFrame):
         """Push caller audio downstream from the socket's read loop.
@@ -123,7 +151,7 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
             tap.caller_audio(frame.audio)
         if self._params.audio_in_filter is not None:
             await super().push_audio_frame(frame)
-        elif self._params.audio_in_enabled and self._params.audio_in_passthrough and not self._paused:
+        elif self._params.audio_in_enabled and self._params.audio_in_passthrough and not input_paused(self):
             await self.push_frame(frame)
 
     async def stop(self, frame: EndFrame):
@@ -132,7 +160,9 @@ class ExotelInputTransport(FastAPIWebsocketInputTransport):
         self._stopping = True
         await BaseInputTransport.stop(self, frame)
 
-    async def _receive_messages(self):
+    async def receive_loop(self) -> None:
+        """The socket's read loop (Pipecat's receive task runs it): Exotel's `stop` ends the
+        call; after EndFrame only `stop` and the marks (the serializer's) are still heard."""
         serializer = self._params.serializer
         try:
             async for message in self._client.receive():
@@ -179,8 +209,11 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
     _params: ExotelTransportParams
     _transport: "ExotelTransport"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, transport: "ExotelTransport", client: ExotelWebsocketClient,
+                 params: ExotelTransportParams, **kwargs):
+        super().__init__(transport, client, params, **kwargs)
+        # Ours to read, whatever Pipecat names its own copies.
+        self._transport, self._client, self._params = transport, client, params
         self._played_until = 0.0  # monotonic time when audio sent so far ends at the caller
         self._marks_trusted = True
         self.first_audio_sent_at: float | None = None
@@ -301,10 +334,11 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
 
     def _tail_flush_due(self) -> None:
         self._tail_timer = None
-        sender = self._media_senders.get(None)
-        if (sender is not None and sender._audio_runs and self._cleared_early_at is None
-                and self._paused_at is None):
-            self.create_task(sender._enqueue_flushed_audio_buffer(), name=f"{self}::tail_flush")
+        if self._cleared_early_at is not None or self._paused_at is not None:
+            return
+        flush = held_audio_flush(self)
+        if flush is not None:
+            self.create_task(flush, name=f"{self}::tail_flush")
 
     def _audio_possibly_queued(self) -> bool:
         serializer = self.serializer
@@ -555,15 +589,9 @@ class ExotelTransport(BaseTransport):
         self._client = ExotelWebsocketClient(
             websocket, callbacks, prefetched, ws_close_timeout=params.ws_close_timeout
         )
-        self._input = ExotelInputTransport(self, self._client, params, name=self._input_name)
-        self._output = ExotelOutputTransport(self, self._client, params, name=self._output_name)
-        for event in (
-            "on_client_connected",
-            "on_client_disconnected",
-            "on_session_timeout",
-            "on_exotel_stop",
-        ):
-            self._register_event_handler(event)
+        self._input = ExotelInputTransport(self, self._client, params)
+        self._output = ExotelOutputTransport(self, self._client, params)
+        register_events(self, "on_client_connected", "on_client_disconnected", "on_session_timeout", "on_exotel_stop")
 
     def input(self) -> ExotelInputTransport:
         return self._input
@@ -576,13 +604,13 @@ class ExotelTransport(BaseTransport):
         return self._params.serializer  # type: ignore[return-value]
 
     async def exotel_stopped(self, frame: ExotelStopFrame) -> None:
-        await self._call_event_handler("on_exotel_stop", frame.reason)
+        await call_event(self, "on_exotel_stop", frame.reason)
 
     async def _on_client_connected(self, websocket):
-        await self._call_event_handler("on_client_connected", websocket)
+        await call_event(self, "on_client_connected", websocket)
 
     async def _on_client_disconnected(self, websocket):
-        await self._call_event_handler("on_client_disconnected", websocket)
+        await call_event(self, "on_client_disconnected", websocket)
 
     async def _on_session_timeout(self, websocket):
-        await self._call_event_handler("on_session_timeout", websocket)
+        await call_event(self, "on_session_timeout", websocket)

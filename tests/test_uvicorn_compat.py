@@ -3,8 +3,10 @@ internals: this fails when a name or signature it relies on changes in uvicorn."
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
+import pytest
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -73,3 +75,44 @@ def test_the_drain_hook_runs_before_uvicorn_closes_connections():
     serve = inspect.getsource(uvicorn.Server._serve)
     assert serve.index("await self.main_loop()") < serve.index("await self.shutdown(")
     assert "force_exit" in inspect.getsource(uvicorn.Server.handle_exit)
+
+
+def test_the_uvicorn_names_the_server_relies_on_are_there():
+    """uvicorn_compat.NEEDS (checked at start-up: the server refuses to start without them)."""
+    from bot.server import uvicorn_compat
+
+    assert uvicorn_compat.check() == []
+
+
+class _Empty:
+    """A stand-in for a uvicorn class that has none of the names."""
+
+
+def _needs():
+    from bot.server import uvicorn_compat
+
+    return uvicorn_compat.NEEDS
+
+
+@pytest.mark.parametrize("need", _needs(), ids=lambda need: need.label)
+def test_every_uvicorn_need_is_reported_on_a_stand_in_without_it(need):
+    from pipelines.compat import check
+
+    missing = check((dataclasses.replace(need, owner=_Empty),))
+    assert len(missing) == 1 and need.name in str(missing[0])
+
+
+class _ProtocolOfAnotherRelease:
+    """HttpToolsProtocol as a release that no longer takes the loop would be."""
+
+    def __init__(self, config, server_state, app_state) -> None:
+        self.config = config
+
+
+def test_a_protocol_that_no_longer_takes_the_loop_is_reported():
+    from pipelines.compat import check
+
+    need = next(n for n in _needs() if n.name == "__init__")
+    [missing] = check((dataclasses.replace(need, owner=_ProtocolOfAnotherRelease),))
+    assert str(missing) == ("_ProtocolOfAnotherRelease.__init__ (takes (self, config, server_state, app_state), "
+                            "not (self, config, server_state, app_state, _loop))")

@@ -14,10 +14,12 @@ from bot.config.campaigns import CampaignBook
 from bot.config.private_files import private_folder
 from bot.config.settings import Settings
 from bot.exotel.signing import signing_key
+from bot.server import uvicorn_compat
 from bot.server.call_sink import CallSink
 from bot.server.drain import Drain, DrainMiddleware
 from bot.server.loop_monitor import LoopLagMonitor
 from bot.server.routers import calls, exotel_connect, health, media, webhooks
+from pipelines.compat import require_supported
 from pipelines.speech_cache import SpeechCache
 
 
@@ -109,7 +111,9 @@ def create_app_from_env() -> FastAPI:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Load campaigns (failing fast on a bad file) and wire the routers."""
+    """Load campaigns (failing fast on a bad file) and wire the routers. Refuses to start, with
+    one line, if an installed dependency lacks a name calls need (pipelines/compat)."""
+    require_supported(uvicorn_compat)
     campaigns = CampaignBook(settings.campaigns_dir)
     campaigns.require(settings.default_campaign, "DEFAULT_CAMPAIGN")
     private_folder(settings.data_dir)  # records, recordings, secrets: the server's user only

@@ -1,5 +1,6 @@
-"""The one place that reaches into uvicorn's protocol classes (tests/test_uvicorn_compat.py
-fails when a name used here changes).
+"""The one place that reaches into uvicorn's protocol classes and server internals; NEEDS lists
+the names relied on, checked at start-up (pipelines/compat: the server refuses to start
+without them) and by tests/test_uvicorn_compat.py.
 
 uvicorn's own timeouts start only once a response has gone out (`timeout_keep_alive`): a
 client that opens a connection and never finishes its request's headers, or sends them one
@@ -21,6 +22,45 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from pipelines.compat import Missing, Need
+from pipelines.compat import check as check_needs
+
+DISTRIBUTION = "uvicorn"
+
+_HTTP = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
+_WS = "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol"
+_SERVER = "uvicorn.server:Server"
+
+NEEDS: tuple[Need, ...] = (
+    # TimedHttpProtocol: request-head deadline, body idle limit, closes reported once.
+    Need(_HTTP, "__init__", params=("self", "config", "server_state", "app_state", "_loop")),
+    Need(_HTTP, "connection_made", params=("self", "transport")),
+    Need(_HTTP, "connection_lost", params=("self", "exc")),
+    Need(_HTTP, "handle_websocket_upgrade", params=("self",), used_by="data_received"),
+    *(Need(_HTTP, name, params=("self",)) for name in ("on_message_begin", "on_headers_complete",
+                                                       "on_message_complete")),
+    Need(_HTTP, "on_body", params=("self", "body")),
+    *(Need(_HTTP, name, assigned=True) for name in ("cycle", "flow", "loop", "transport", "config")),
+    Need("uvicorn.protocols.http.flow_control:FlowControl", "read_paused", assigned=True),
+    Need(_WS, "connection_lost", params=("self", "exc")),
+    Need("uvicorn.config:Config", "http_protocol_class", assigned=True),
+    Need("uvicorn.config:Config", "ws_protocol_class", assigned=True),
+    # protocol_factory: protocols for handed-over connections, as Server.startup makes them.
+    Need(_SERVER, "server_state", assigned=True, used_by="startup"),
+    Need(_SERVER, "lifespan", assigned=True, used_by="startup"),
+    Need("uvicorn.lifespan.on:LifespanOn", "state", assigned=True),
+    Need(_SERVER, "startup", params=("self", "sockets")),
+    # AppServer: the drain runs in on_tick before uvicorn closes connections.
+    Need(_SERVER, "on_tick", params=("self", "counter"), used_by="main_loop"),
+    Need(_SERVER, "should_exit", assigned=True),
+    Need(_SERVER, "force_exit", assigned=True),
+)
+
+
+def check(needs: tuple[Need, ...] = NEEDS) -> list[Missing]:
+    """What the installed uvicorn no longer has of `needs`."""
+    return check_needs(needs)
 
 
 class ServerConfig(uvicorn.Config):

@@ -6,16 +6,15 @@ import functools
 from collections import deque
 from collections.abc import AsyncGenerator
 
-import deepgram.listen.v1.client as deepgram_listen_client
-import deepgram.listen.v1.raw_client as deepgram_listen_raw_client
 import httpx
-import pipecat.services.deepgram.stt as pipecat_deepgram_stt
 from deepgram import AsyncDeepgramClient
 from pipecat.frames.frames import Frame
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
 from bot.config.campaigns import STTConfig
 from bot.config.settings import Settings
+from pipelines.compat import deepgram_sdk
+from pipelines.compat import pipecat as pipecat_compat
 from pipelines.providers.background_connect import ConnectInBackground
 from pipelines.speech_gate import SpeechGate
 
@@ -29,51 +28,19 @@ def shared_httpx_client() -> httpx.AsyncClient:
 
 
 class PooledAsyncDeepgramClient(AsyncDeepgramClient):
-    """AsyncDeepgramClient on the process's shared HTTP client; each call still gets its own
+    """AsyncDeepgramClient on the process's shared HTTP client, sending the SDK's own headers as
+    built once per process (pipelines/compat/deepgram_sdk.py); each call still gets its own
     client object (and Deepgram session id)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("httpx_client", shared_httpx_client())
         super().__init__(*args, **kwargs)
-        wrapper = self._client_wrapper
-        fixed = sdk_fixed_headers(wrapper)
-
-        def headers() -> dict[str, str]:
-            return {**fixed, **(wrapper.get_custom_headers() or {}), "Authorization": f"Token {wrapper.api_key}"}
-
-        wrapper.get_headers = headers  # type: ignore[method-assign]
+        deepgram_sdk.reuse_fixed_headers(self)
 
 
-_fixed_headers: dict[str, str] = {}
-
-
-def sdk_fixed_headers(wrapper) -> dict[str, str]:
-    """The SDK's own headers (user agent, SDK and Python versions), the same for every call.
-    The SDK rebuilds them on every connect, looking its version up in the installed package's
-    metadata: a directory scan and a file parse (~1 ms) on the event loop, per call."""
-    if not _fixed_headers:
-        everything = wrapper.get_headers()
-        custom = wrapper.get_custom_headers() or {}
-        _fixed_headers.update({k: v for k, v in everything.items() if k != "Authorization" and k not in custom})
-    return _fixed_headers
-
-
-# Pipecat's DeepgramSTTService builds its client from this module-level name and offers no
-# way to pass one in; point the name at the pooled client.
-pipecat_deepgram_stt.AsyncDeepgramClient = PooledAsyncDeepgramClient
-
-_sdk_connect = deepgram_listen_client.websockets_client_connect
-
-
-def connect_without_compression(url: str, extra_headers=None, **kwargs):
-    """The SDK's websocket connect, minus per-message deflate: the stream is raw PCM, which
-    barely compresses, and deflating every 100 ms chunk costs CPU and a zlib window per call.
-    (The SDK's own transport hook, deepgram.transport.install_transport, swaps this same name.)"""
-    return _sdk_connect(url, extra_headers=extra_headers, compression=None, **kwargs)
-
-
-for _module in (deepgram_listen_client, deepgram_listen_raw_client):
-    _module.websockets_client_connect = connect_without_compression
+# The live STT's websocket offers no per-message deflate: the stream is raw PCM, which barely
+# compresses, and deflating every 100 ms chunk costs CPU and a zlib window per call.
+deepgram_sdk.connect_without_compression()
 
 
 # Caller audio kept while the first connect is under way (100 ms chunks: 30 s).
@@ -92,7 +59,9 @@ class BackgroundConnectDeepgramSTTService(ConnectInBackground, DeepgramSTTServic
 
     def __init__(self, *, gate: SpeechGate | None = None, **kwargs):
         kwargs.setdefault("enable_direct_mode", True)
-        super().__init__(**kwargs)
+        # Pipecat builds its Deepgram client itself and takes none: this service's is pooled.
+        with pipecat_compat.deepgram_client_class(PooledAsyncDeepgramClient):
+            super().__init__(**kwargs)
         self.gate = gate
         self._held: deque[bytes] = deque(maxlen=HELD_CHUNKS)
 

@@ -21,6 +21,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
 from pipelines.hindi_script import to_devanagari
+from pipelines.providers.tts_frames import PcmFrames
 from pipelines.speech_text import speech_pieces
 
 HINDI_VOICE = "hi"
@@ -102,6 +103,7 @@ class EspeakTTSService(TTSService):
         )
         self._voice = voice
         self._write = text_for_voice(voice)
+        self._pcm = PcmFrames()  # its audio as frames at the pipeline's rate
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -113,8 +115,8 @@ class EspeakTTSService(TTSService):
 
         try:
             await self.start_tts_usage_metrics(text)
-            async for frame in self._stream_audio_frames_from_iterator(
-                audio(), in_sample_rate=ESPEAK_RATE, context_id=context_id
+            async for frame in self._pcm.frames(
+                audio(), in_sample_rate=ESPEAK_RATE, sample_rate=self.sample_rate, context_id=context_id
             ):
                 await self.stop_ttfb_metrics()
                 yield frame

