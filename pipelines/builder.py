@@ -30,6 +30,7 @@ from pipecat.frames.frames import (
     UserStoppedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
+from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -158,11 +159,12 @@ def build_call_recorder(session: CallSession, campaign: Campaign, settings: Sett
 
 def build_call_pipeline(
     session: CallSession, campaign: Campaign, transport: ExotelTransport, settings: Settings,
-    recorder: CallRecorder | None = None,
+    recorder: CallRecorder | None = None, observers: list[BaseObserver] | None = None,
 ) -> CallPipeline:
     """One pipeline per call, from the campaign and the keys that are set. `recorder` (see
     build_call_recorder) is fed from the transport's edges: the caller's audio here, the bot's
-    by the output transport."""
+    by the output transport. `observers` are Pipecat observers of the call's pipeline (the
+    worker's `observers`; `worker.add_observer` works too)."""
     rate = session.sample_rate
     control = CallControl(session, campaign)
     tts_config = effective_tts(campaign, settings)
@@ -229,6 +231,7 @@ def build_call_pipeline(
         idle_timeout_secs=None,  # the call's own limits (idle watcher, max duration) decide
         enable_rtvi=False,
         conversation_id=session.call_sid,
+        observers=list(observers or []),
     )
     control.attach(worker, injector)
     if campaign.turn_taking.interruptions:
