@@ -227,8 +227,19 @@ def build_call_pipeline(
             audio_in_sample_rate=session.pipeline_in_rate, audio_out_sample_rate=rate,
             enable_metrics=True,
         ),
-        enable_turn_tracking=False,  # nothing here reads Pipecat's turn tracker; it is one more observer
-        idle_timeout_secs=None,  # the call's own limits (idle watcher, max duration) decide
+        # Off, each measured against this pipeline as it is (paired A/B, 2 x 12 calls, 4 rounds,
+        # ms CPU per call-second; bench/results/*_paired_ab.json), each an observer queueing
+        # every frame pushed and processed:
+        # - Pipecat's turn tracking (worker.turn_tracking_observer is None): 17.14 -> 18.13
+        #   (+4.9%, turn_tracking). Nothing here reads it; pass a TurnTrackingObserver in
+        #   `observers` to get its on_turn_started/on_turn_ended (tests/test_pipecat_contract.py).
+        enable_turn_tracking=False,
+        # - Pipecat's pipeline idle timeout (300 s without speech frames cancels the pipeline):
+        #   16.82 -> 18.42 (+9.6%, pipeline_idle_timeout). The call's own limits decide: the idle
+        #   watcher re-prompts and hangs up politely, max_call_secs caps every call.
+        idle_timeout_secs=None,
+        # - RTVI: 17.17 -> 21.04 (+22%, rtvi). A phone line has no RTVI client: the Exotel
+        #   serializer drops RTVI messages (Pipecat's ignore_rtvi_messages).
         enable_rtvi=False,
         conversation_id=session.call_sid,
         observers=list(observers or []),

@@ -16,6 +16,7 @@ from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMTextFrame,
     MetricsFrame,
@@ -37,6 +38,7 @@ from pipecat.processors.frame_processor import FrameDirection
 import bot.server.call_runner as call_runner
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
+from pipelines.caller_audio_stop import CallerAudioStop
 from pipelines.exotel_transport import ExotelInputTransport, ExotelOutputTransport
 from testing.agent_stack import agent_stack
 from testing.fakes.openai_chat import Reply
@@ -169,6 +171,11 @@ async def test_frames_travel_the_whole_pipeline_as_pipecat_sends_them(observed_c
     sent = log.pushed_by(ExotelOutputTransport, OutputAudioRawFrame)
     assert sent and sum(len(f.audio) for f in sent) >= 8000 * 2 * 2  # seconds of the bot's speech
     assert log.pushed_by(ExotelOutputTransport, InterruptionFrame)
+    # Caller audio: seen from the input transport on; it stops after the user aggregator (the
+    # one drop left, see pipelines/caller_audio_stop.py).
+    assert len(log.pushed_by(ExotelInputTransport, InputAudioRawFrame)) >= 50  # 100 ms each
+    assert log.pushed_into(CallerAudioStop, InputAudioRawFrame)
+    assert not log.pushed_by(CallerAudioStop, InputAudioRawFrame)
 
 
 async def test_pipecat_turn_tracking_and_latency_observers_work_on_a_call(observed_call):
