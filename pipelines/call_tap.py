@@ -3,7 +3,11 @@
 Not a pipeline stage: the Exotel transport hands it what it receives and sends. As a processor
 right after the input transport it cost every caller audio frame (ten a second per call) one
 more push and process in Pipecat's frame machinery, ~5% of a worker's CPU per call, to count
-bytes and pass the frame on.
+bytes and pass the frame on. Nor an observer: caller audio reaches the recorder as it arrives
+(the recording's timeline is the caller's stream; bot audio lands at its length when sent), not
+later through an observer's queue; a DTMF key acts (its answer is pushed from the input
+transport); a heard line is no frame. Only the bot speech times read frames, and as part of an
+observer they cost more (pipelines/call_watch.py). Nothing here stops a frame.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """The call's frame watchers (turn metrics, idle handling), fed by the processors that push
 the frames they need.
 
-A Pipecat observer would see every frame, but Pipecat hands observers each frame through a
-queue and a task of their own, for every push and every processed frame: with ~12 processors
-and a caller audio chunk every 100 ms that was ~17% of a worker's CPU per call, to deliver
-the dozen frames per turn the watchers use. Instead each source processor gets an
-`on_before_push_frame` handler (Pipecat calls these inline, before the frame moves on) that
-passes on only the frame types that processor originates, each frame once.
+Each source processor gets an `on_before_push_frame` handler (Pipecat calls these inline,
+before the frame moves on) that passes on only the frame types that processor originates, each
+frame once. The handlers only read: every frame still travels, and any Pipecat observer of the
+call (build_call_pipeline's `observers`) sees it. Not an observer itself: Pipecat hands an
+observer every frame pushed and processed through a queue and a task of its own; the same
+watchers as one BaseObserver (first pushes only) measured 16.36 -> 16.73 ms CPU per
+call-second (+1.7%, paired A/B, 2 x 12 calls, 4 rounds, every round higher:
+bench/results/call_watchers_as_observer_paired_ab.json).
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Iterable
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.frames.frames import (
-    BotSpeakingFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     CancelFrame,
@@ -257,12 +256,13 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             return False
         if self._paused_at is not None:
             await self._unpaused.wait()  # the caller spoke over the bot: resume, or interruption
+        # Audio dropped here was not sent: False, so Pipecat does not pass it on as sent.
         if self._interrupting:
-            return True  # from before the interruption whose handling is under way
+            return False  # from before the interruption whose handling is under way
         if self._cleared_early_at is not None:
             if time.monotonic() - self._cleared_early_at < EARLY_CLEAR_HOLD_SECS:
                 self._transport.audio_dropped_in_hold_bytes += len(frame.audio)
-                return True  # interrupted: the InterruptionFrame that flushes this is on its way
+                return False  # interrupted: the InterruptionFrame that flushes this is on its way
             self._cleared_early_at = None
             self._transport.early_clear_holds_expired += 1
             logger.bind(call_sid=self._transport.call_sid).warning(
@@ -471,21 +471,8 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
             return
         await super().process_frame(frame, direction)
 
-    async def broadcast_frame(self, frame_cls: type[Frame], **kwargs):
-        # The media sender broadcasts a BotSpeakingFrame every 200 ms of bot speech, through
-        # every processor upstream; only Pipecat's pipeline idle timeout and RTVI read it, and
-        # both are off here (BotStarted/StoppedSpeaking still go out).
-        if frame_cls is BotSpeakingFrame:
-            return
-        await super().broadcast_frame(frame_cls, **kwargs)
-
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
         if direction == FrameDirection.DOWNSTREAM:
-            if isinstance(frame, OutputAudioRawFrame):
-                # Pipecat passes the audio it has sent on downstream "in case anyone else needs
-                # it": here only the assistant aggregator, which ignores audio (a queue hop per
-                # 200 ms of bot speech for nothing).
-                return
             if isinstance(frame, BotStoppedSpeakingFrame):
                 # The media sender announces it (downstream first, then upstream) when its
                 # queue is empty; hold it until the caller has heard the utterance.

@@ -3,13 +3,8 @@
 Sits just before the output transport. When the caller's turn ends it starts a timer; if no
 reply audio has come by `after_ms`, it plays one pre-synthesized filler (plain output audio:
 it never enters the LLM context, and barge-in drops it like any bot audio). At most one
-filler per turn.
-
-Being the first processor after the TTS, it also stops the frames nothing past it reads:
-MetricsFrames (the call's turn metrics take them where they are pushed, see
-pipelines/call_watch.py) and the TTS's AggregatedTextProgressFrames (for Pipecat's RTVI,
-which is off), instead of letting them queue through the output transport's clock and the
-assistant aggregator.
+filler per turn. Every frame it is given goes on (MetricsFrames and the TTS's progress
+frames included: observers and processors past it may read them).
 """
 
 from __future__ import annotations
@@ -18,12 +13,10 @@ import asyncio
 import itertools
 
 from pipecat.frames.frames import (
-    AggregatedTextProgressFrame,
     BotStartedSpeakingFrame,
     EndFrame,
     Frame,
     InterruptionFrame,
-    MetricsFrame,
     OutputAudioRawFrame,
     TTSAudioRawFrame,
     TTSStartedFrame,
@@ -61,8 +54,6 @@ class FillerInjector(FrameProcessor):
              BotStartedSpeakingFrame, EndFrame),
         ):
             await self._disarm()
-        elif isinstance(frame, (MetricsFrame, AggregatedTextProgressFrame)):
-            return
         await self.push_frame(frame, direction)
 
     def _arm(self) -> None:

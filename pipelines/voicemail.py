@@ -37,5 +37,5 @@ class VoicemailDetector(FrameProcessor):
             logger.info("voicemail detected; leaving the campaign's message")
             self._control.session.add_transcript("user", frame.text, voicemail=True)
             await self._control.leave_voicemail()
-            return
+            return  # by design, not for speed: a machine's greeting is no caller turn for the LLM
         await self.push_frame(frame, direction)
