@@ -40,6 +40,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.turns.user_start.vad_user_turn_start_strategy import VADUserTurnStartStrategy
+from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnStopStrategy
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
 )
@@ -49,7 +50,7 @@ from bot.config.campaigns import Campaign, TTSConfig, TurnTakingConfig
 from bot.config.settings import Settings
 from pipelines.backchannel import BackchannelStartStrategy, PausablePlayback
 from pipelines.call_control import CallControl
-from pipelines.call_session import CallSession
+from pipelines.call_session import CallSession, TranscriptLog
 from pipelines.call_tap import CallTap
 from pipelines.call_watch import CallWatch
 from pipelines.caller_audio_stop import CallerAudioStop
@@ -133,7 +134,7 @@ def turn_strategies(
         from pipelines.providers.smart_turn import SharedSmartTurnAnalyzer
 
         analyzer = SharedSmartTurnAnalyzer(params=SmartTurnParams(stop_secs=turn_taking.smart_turn_stop_secs))
-        stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=has_stt)]
+        stop: list[BaseUserTurnStopStrategy] = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=has_stt)]
     elif turn_taking.stop_strategy == "transcript_aware" and has_stt:
         stop = [TranscriptAwareUserTurnStopStrategy(
             user_speech_timeout=turn_taking.user_speech_timeout_secs,
@@ -262,7 +263,7 @@ def _clear_at_turn_start(aggregators: LLMContextAggregatorPair, transport: Exote
         await output.clear_now()
 
 
-def _record_transcript(aggregators: LLMContextAggregatorPair, session: CallSession) -> None:
+def _record_transcript(aggregators: LLMContextAggregatorPair, session: TranscriptLog) -> None:
     """The caller's turns, as the LLM context gets them, go into the call's transcript, with
     when the turn started. (The bot's lines are recorded by the output transport, as the
     caller heard them: pipelines/bot_lines.py.)"""

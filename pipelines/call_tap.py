@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from pipecat.frames.frames import Frame
 
-from pipelines.call_session import CallSession
+from pipelines.call_session import EdgeNotes
 from pipelines.dtmf_actions import DTMFActions
 from pipelines.recorder import CallRecorder
 
@@ -28,7 +28,7 @@ class CallTap:
     caller has heard the utterance, as the transport holds it for the mark) and the bot's
     lines as the caller heard them (pipelines/bot_lines.py)."""
 
-    def __init__(self, session: CallSession, recorder: CallRecorder | None = None, dtmf: DTMFActions | None = None):
+    def __init__(self, session: EdgeNotes, recorder: CallRecorder | None = None, dtmf: DTMFActions | None = None):
         self._session = session
         self._recorder = recorder
         self._dtmf = dtmf

@@ -25,7 +25,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.metrics.metrics import TTFBMetricsData
 
-from pipelines.call_session import CallSession
+from pipelines.call_session import TurnLog
 
 
 def _provider_kind(processor_name: str) -> str | None:
@@ -39,7 +39,7 @@ def _provider_kind(processor_name: str) -> str | None:
 class TurnMetrics:
     """Fills `session.turns` with one dict per answered caller turn."""
 
-    def __init__(self, session: CallSession, vad_stop_secs: float):
+    def __init__(self, session: TurnLog, vad_stop_secs: float):
         self._session = session
         self._vad_stop_secs = vad_stop_secs
         self._turn: dict[str, Any] | None = None
@@ -71,7 +71,9 @@ class TurnMetrics:
             self._turn.setdefault("tts_first_audio_after", self._since_end(now))
         elif isinstance(frame, MetricsFrame):
             for item in frame.data:
-                kind = _provider_kind(item.processor) if isinstance(item, TTFBMetricsData) else None
+                if not isinstance(item, TTFBMetricsData):
+                    continue
+                kind = _provider_kind(item.processor)
                 if kind and item.value > 0:
                     self._turn.setdefault(f"{kind}_ttfb", round(item.value, 4))
         elif isinstance(frame, BotStartedSpeakingFrame):
