@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, field_validator
 from bot.config.campaigns import CampaignError
 from bot.config.lead_limits import check_lead
 from bot.config.phone import InvalidPhoneNumber
-from bot.exotel.client import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.exotel.errors import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
 
 router = APIRouter(tags=["calls"])
 MAX_CALL_REQUEST_BYTES = 64 * 1024  # a lead is at most 16 KB (bot/config/lead_limits.py)

@@ -19,14 +19,14 @@ from fastapi import APIRouter, HTTPException, Request
 from loguru import logger
 
 from bot.exotel.callback_refs import ref_matches
-from bot.exotel.client import InvalidStatusCallback, parse_status_callback
+from bot.exotel.callbacks import InvalidStatusCallback, is_form, parse_status_callback, status_update
 from bot.exotel.signing import verify
 from bot.store import CallbackNotForThisCall, StatusUpdate
 from bot.store.durable import RecordNotSaved, RecordsUnavailable
 from bot.store.models import utcnow
 
 router = APIRouter(tags=["webhooks"])
-MAX_CALLBACK_BYTES = 64 * 1024  # Exotel's callbacks are a few hundred bytes
+MAX_CALLBACK_BYTES = 64 * 1024  # Exotel's callbacks are a few hundred bytes: larger is 413
 # The dialler stores a call right after Exotel's REST answer gives it the Sid; a call that fails
 # at once can have its callback here first. It is held this long for the record to land.
 RECORD_WAIT_SECS = 5.0
@@ -39,9 +39,12 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
     if not verify(state.signing_key, "status", ref, sig):
         logger.warning("status callback refused: missing or wrong signature")
         raise HTTPException(status_code=403, detail="bad signature")
-    body = await request.body()
+    content_type = request.headers.get("content-type")
     try:
-        update = parse_status_callback(request.headers.get("content-type"), body)
+        if is_form(content_type):  # url-encoded or multipart: Starlette parses it
+            update = status_update((await request.form()).multi_items())
+        else:  # JSON, or a body whose content type says neither
+            update = parse_status_callback(content_type, await request.body())
     except InvalidStatusCallback as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     try:
@@ -54,7 +57,7 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
     status = StatusUpdate(
         call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
         answered_by=update.answered_by,
-        duration_secs=float(update.duration) if update.duration is not None else None,
+        duration_secs=update.duration_secs,
         at=utcnow(),  # when it happened, also if it is written later from the journal
     )
     try:
