@@ -31,7 +31,7 @@ from bot.server.media_handshake import MAX_OPENING_BYTES
 from bot.server.routers.calls import calls_csv
 from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
-from bot.store import CallStore
+from bot.store import CallStore, call_to_dict
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid
 from testing.waiting import wait_finished
@@ -301,10 +301,10 @@ async def test_a_second_media_session_for_a_finished_call_is_refused(tmp_path):
         await ExotelEmulator(EmulatorConfig(**config)).run([HangUp(at=3.0)])
         await wait_finished(server, "CA-reused")
         store = server.app.state.store
-        first = store.to_dict(await store.find_call("CA-reused"))
+        first = call_to_dict(await store.find_call("CA-reused"))
         again = await ExotelEmulator(EmulatorConfig(**config)).run([HangUp(at=3.0)])
         await asyncio.sleep(0.5)
-        after = store.to_dict(await store.find_call("CA-reused"))
+        after = call_to_dict(await store.find_call("CA-reused"))
     assert again.close_code == POLICY_VIOLATION and again.payload_sizes == []
     assert after == first, "transcript, end time and all stay as the first session left them"
 
@@ -334,7 +334,7 @@ async def test_the_store_keeps_the_first_completion_of_a_call():
         second.add_transcript("user", "overwritten?")
         second.finish("bot_hangup")
         await store.complete_from_session(second)
-        record = store.to_dict(await store.find_call("CA-1"))
+        record = call_to_dict(await store.find_call("CA-1"))
     finally:
         await store.close()
     assert [e["text"] for e in record["transcript"]] == ["hello"] and record["end_reason"] == "caller_hangup"

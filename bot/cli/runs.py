@@ -21,7 +21,8 @@ from bot.config.settings import Settings
 from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.exotel.call_status import call_is_over
 from bot.store.durable import is_outage
-from bot.store.repository import mask_url
+from bot.store.engine import mask_url
+from bot.store.record_json import call_to_dict
 
 console = Console()
 
@@ -130,7 +131,7 @@ async def follow_call(store, call_sid: str, timeout: float = 3600.0, poll: float
                 raise
             row = None
         if row is not None:
-            record = store.to_dict(row)
+            record = call_to_dict(row)
             if record["status"] != status:
                 status = record["status"]
                 console.print(f"  status: [yellow]{status}[/]")
@@ -285,7 +286,7 @@ async def print_run_summary(store, run_id: str, counts: dict[str, int]) -> None:
 
 async def list_calls(settings: Settings, **filters: Any) -> None:
     async with cli_services(settings, dialling=False) as services:
-        rows = [services.store.to_dict(r) for r in await services.store.list_calls(**filters)]
+        rows = [call_to_dict(r) for r in await services.store.list_calls(**filters)]
     table = Table()
     table.add_column("call_sid", no_wrap=True, min_width=32)  # whole: `bot calls show` takes any unique prefix
     for column in ("lead", "phone", "campaign", "status", "outcome", "started_at", "duration_secs"):
@@ -307,7 +308,7 @@ async def show_call(settings: Settings, call_sid: str) -> int:
                 console.print(f"[red]{why} {call_sid!r}[/]", highlight=False)
                 return 1
             row = matches[0]
-        print(json.dumps(services.store.to_dict(row), indent=2, ensure_ascii=False))
+        print(json.dumps(call_to_dict(row), indent=2, ensure_ascii=False))
     return 0
 
 
@@ -315,5 +316,5 @@ async def export_calls(settings: Settings, *, as_csv: bool, campaign: str | None
     from bot.server.routers.calls import calls_csv
 
     async with cli_services(settings, dialling=False) as services:
-        rows = [services.store.to_dict(r) for r in await services.store.list_calls(campaign=campaign, limit=limit)]
+        rows = [call_to_dict(r) for r in await services.store.list_calls(campaign=campaign, limit=limit)]
     sys.stdout.write(calls_csv(rows) if as_csv else json.dumps(rows, indent=2, ensure_ascii=False) + "\n")

@@ -32,7 +32,6 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -42,8 +41,11 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.config.utc import as_utc
+from bot.exotel.callbacks import StatusUpdate
+from bot.store.call_store import CallStore
+from bot.store.calls import CallbackNotForThisCall, KnownCall
 from bot.store.journal import Journal, JournalEntry
-from bot.store.repository import CallbackNotForThisCall, CallStore, KnownCall, StatusUpdate, _jsonable
+from bot.store.record_json import jsonable
 
 T = TypeVar("T")
 STATUS_WAIT_SECS = 5.0  # Exotel waits 15 s for the answer to a status callback
@@ -54,6 +56,8 @@ _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")  # connection, resources,
 _SESSION_FIELDS = ("call_sid", "campaign", "lead", "to_number", "from_number", "outcome", "summary",
                    "end_reason", "transcript", "collected", "metrics", "turns", "escalated",
                    "started_at", "ended_at", "recording_path")
+# What a status update's journal entry keeps: the fields the store applies (and `at`, added below).
+_STATUS_FIELDS = ("call_sid", "status", "recording_url", "answered_by", "duration_secs")
 
 
 class RecordNotSaved(Exception):
@@ -84,14 +88,14 @@ def session_args(session: Any) -> dict[str, Any]:
     """What `complete_from_session` reads of a finished call, as JSON (the end time fixed now)."""
     args = {name: getattr(session, name, None) for name in _SESSION_FIELDS}
     args["ended_at"] = as_utc(args["ended_at"]) or datetime.now(UTC)
-    return _jsonable(args)
+    return jsonable(args)
 
 
 def status_args(update: StatusUpdate, expected_ref: str | None = None) -> dict[str, Any]:
-    args = {**asdict(update), "at": as_utc(update.at) or datetime.now(UTC)}
+    args = {**{name: getattr(update, name) for name in _STATUS_FIELDS}, "at": as_utc(update.at) or datetime.now(UTC)}
     if expected_ref is not None:
         args["expected_ref"] = expected_ref
-    return _jsonable(args)
+    return jsonable(args)
 
 
 def _when(value: Any) -> datetime | None:
@@ -150,7 +154,7 @@ class DurableRecords:
                              from_number: str | None = None, status: str = "initiated",
                              error: str | None = None) -> Any:
         """A call Exotel accepted: the row, or None when it is in the journal (still being tried)."""
-        args = _jsonable({"call_sid": call_sid, "campaign": campaign, "lead": dict(lead or {}),
+        args = jsonable({"call_sid": call_sid, "campaign": campaign, "lead": dict(lead or {}),
                           "to_number": to_number, "custom_field": custom_field, "attempt": attempt,
                           "from_number": from_number, "status": status, "error": error})
         return await self._write("dialled", call_sid, args, wait_secs=DIAL_WAIT_SECS)

@@ -16,6 +16,7 @@ from bot.config.campaigns import CampaignError
 from bot.config.lead_limits import check_lead
 from bot.config.phone import InvalidPhoneNumber
 from bot.exotel.errors import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.store.record_json import call_to_dict
 
 router = APIRouter(tags=["calls"])
 MAX_CALL_REQUEST_BYTES = 64 * 1024  # a lead is at most 16 KB (bot/config/lead_limits.py)
@@ -119,7 +120,7 @@ async def list_calls(
     store = request.app.state.store
     records = await store.list_calls(campaign=campaign, status=status, outcome=outcome, since=since,
                                      until=until, limit=limit, offset=offset)
-    rows = [store.to_dict(record) for record in records]
+    rows = [call_to_dict(record) for record in records]
     if format == "csv":
         return PlainTextResponse(calls_csv(rows), media_type="text/csv")
     return {"calls": rows, "count": len(rows)}
@@ -131,7 +132,7 @@ async def get_call(call_sid: str, request: Request) -> dict[str, Any]:
     record = await store.find_call(call_sid)
     if record is None:
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
-    return store.to_dict(record)
+    return call_to_dict(record)
 
 
 CSV_COLUMNS = ["call_sid", "campaign", "status", "outcome", "summary", "started_at", "ended_at",

@@ -19,9 +19,9 @@ from fastapi import APIRouter, HTTPException, Request
 from loguru import logger
 
 from bot.exotel.callback_refs import ref_matches
-from bot.exotel.callbacks import InvalidStatusCallback, is_form, parse_status_callback, status_update
+from bot.exotel.callbacks import InvalidStatusCallback, StatusUpdate, is_form, parse_status_callback, status_update
 from bot.exotel.signing import verify
-from bot.store import CallbackNotForThisCall, StatusUpdate
+from bot.store import CallbackNotForThisCall
 from bot.store.durable import RecordNotSaved, RecordsUnavailable
 from bot.store.models import utcnow
 
@@ -40,11 +40,12 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
         logger.warning("status callback refused: missing or wrong signature")
         raise HTTPException(status_code=403, detail="bad signature")
     content_type = request.headers.get("content-type")
+    at = utcnow()  # when it happened, also if it is written later from the journal
     try:
         if is_form(content_type):  # url-encoded or multipart: Starlette parses it
-            update = status_update((await request.form()).multi_items())
+            update = status_update((await request.form()).multi_items(), at=at)
         else:  # JSON, or a body whose content type says neither
-            update = parse_status_callback(content_type, await request.body())
+            update = parse_status_callback(content_type, await request.body(), at=at)
     except InvalidStatusCallback as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     try:
@@ -54,14 +55,8 @@ async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[st
             raise HTTPException(status_code=403, detail="this callback address is not for this call")
     except RecordsUnavailable:
         pass  # the store can't say now; it checks the ref when it writes the update (journal replay)
-    status = StatusUpdate(
-        call_sid=update.call_sid, status=update.status, recording_url=update.recording_url,
-        answered_by=update.answered_by,
-        duration_secs=update.duration_secs,
-        at=utcnow(),  # when it happened, also if it is written later from the journal
-    )
     try:
-        changed = await _apply_when_dialled(state.records, status, ref)
+        changed = await _apply_when_dialled(state.records, update, ref)
     except CallbackNotForThisCall:
         logger.warning("status callback refused: its address was not issued for this call")
         raise HTTPException(status_code=403, detail="this callback address is not for this call") from None
