@@ -13,8 +13,8 @@ import pytest
 
 from bot.config.settings import load_settings
 from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, next_window_start, read_dnc, read_leads
+from bot.exotel.applet import applet_url
 from bot.server.local_server import free_port, serve_locally
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
 

@@ -21,7 +21,7 @@ EL_FAST = {"ms_per_char": 30}
 
 
 def applet_sig(stack) -> str:
-    from bot.server.routers.exotel_connect import applet_url
+    from bot.exotel.applet import applet_url
 
     return applet_url(stack.server.settings, stack.server.app.state.signing_key).split("sig=")[1]
 

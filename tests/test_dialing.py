@@ -9,8 +9,8 @@ import asyncio
 import httpx
 import pytest
 
+from bot.exotel.applet import applet_url
 from bot.exotel.call_status import call_is_over
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
 from bot.simulator.exotel_rest import FakeExotelREST

@@ -28,10 +28,10 @@ from bot.config.lead_limits import MAX_DEPTH, LeadError, check_lead
 from bot.config.settings import SettingsError, load_settings
 from bot.server.local_server import LocalServer, free_port, serve_locally
 from bot.server.media_handshake import MAX_OPENING_BYTES
-from bot.server.routers.calls import calls_csv
 from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
 from bot.store import CallStore, call_to_dict
+from bot.store.record_csv import calls_csv
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid
 from testing.waiting import wait_finished
@@ -214,7 +214,7 @@ async def test_a_socket_that_floods_before_start_is_dropped(tmp_path):
 
 
 async def test_a_signed_callback_address_cannot_touch_another_call_or_create_one(tmp_path, monkeypatch):
-    monkeypatch.setattr("bot.server.routers.webhooks.RECORD_WAIT_SECS", 0.5)
+    monkeypatch.setattr("bot.store.durable.CALLBACK_RECORD_WAIT_SECS", 0.5)
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token",
                               outcomes=["busy", "no-answer"]) as exotel:
         async with served(tmp_path, exotel_api_base_url=exotel.base_url, **EXOTEL) as server:

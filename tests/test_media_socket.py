@@ -285,7 +285,7 @@ async def test_health(live_server):
 
 @pytest.mark.settings(public_base_url="https://bot.example.in", media_auth_user="ex", media_auth_password="p@ss")
 async def test_dynamic_url_endpoint_for_the_applet(live_server):
-    from bot.server.routers.exotel_connect import applet_url
+    from bot.exotel.applet import applet_url
 
     url = applet_url(live_server.settings, live_server.app.state.signing_key)
     assert url.startswith("https://bot.example.in/exotel/connect?sig=")

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.exotel.applet import applet_url
 from bot.exotel.callback_refs import custom_field
 from bot.exotel.signing import sign
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
 from testing.agent_stack import agent_stack

@@ -516,7 +516,7 @@ async def test_resume_reports_dialling_leads_instead_of_redialling(backend: Back
 async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_path):
     """A transcript line that lands during a progress write is saved by a write after it,
     without waiting for another line (it used to wait for the next change or hang-up)."""
-    from bot.server.routers.media import ProgressSaver
+    from bot.store.progress import ProgressSaver
     from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 
@@ -548,7 +548,7 @@ async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_pa
 async def test_live_progress_is_saved_at_most_every_interval_latest_state_wins(tmp_path):
     """A hundred calls on one SQLite file must not queue on its lock: a live call's transcript
     is written at most once per interval (the newest lines win), and not after hang-up."""
-    from bot.server.routers.media import ProgressSaver
+    from bot.store.progress import ProgressSaver
     from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 

@@ -313,7 +313,7 @@ async def show_call(settings: Settings, call_sid: str) -> int:
 
 
 async def export_calls(settings: Settings, *, as_csv: bool, campaign: str | None, limit: int) -> None:
-    from bot.server.routers.calls import calls_csv
+    from bot.store.record_csv import calls_csv
 
     async with cli_services(settings, dialling=False) as services:
         rows = [call_to_dict(r) for r in await services.store.list_calls(campaign=campaign, limit=limit)]

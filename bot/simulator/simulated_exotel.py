@@ -17,8 +17,8 @@ from pydantic import SecretStr
 
 from bot.config.campaigns import Campaign
 from bot.config.settings import Settings
+from bot.exotel.applet import applet_url
 from bot.server.local_server import LocalServer, free_port, serve_locally
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.exotel_rest import FakeExotelREST
 
 SIM = {"exotel_account_sid": "simulated", "exotel_api_key": "simulated", "exotel_api_token": "simulated",

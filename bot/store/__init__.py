@@ -6,7 +6,8 @@
 
 See `bot.store.call_store` for its parts: engine.py (URLs, engine, migrations), calls.py
 (call records, status ordering), runs.py (campaign runs, lead claiming, resume), owners.py,
-record_json.py (the API's JSON shape), durable.py (writes that outlive an outage).
+record_json.py (the API's JSON shape), record_csv.py, durable.py (writes that outlive an
+outage), progress.py (a live call's transcript as it grows).
 """
 
 from bot.exotel.call_status import CALL_STATUSES, TERMINAL_CALL_STATUSES, normalize_status

@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.config.utc import as_utc
+from bot.exotel.callback_refs import ref_matches
 from bot.exotel.callbacks import StatusUpdate
 from bot.store.call_store import CallStore
 from bot.store.calls import CallbackNotForThisCall, KnownCall
@@ -50,6 +51,9 @@ from bot.store.record_json import jsonable
 T = TypeVar("T")
 STATUS_WAIT_SECS = 5.0  # Exotel waits 15 s for the answer to a status callback
 DIAL_WAIT_SECS = 5.0  # `POST /calls` answers with the Sid within this (the record is on disk)
+# The dialler stores a call right after Exotel's REST answer gives it the Sid; a call that fails
+# at once can have its status callback here first. The callback is held this long for the record.
+CALLBACK_RECORD_WAIT_SECS = 5.0
 BACKOFF_FIRST_SECS = 0.05
 BACKOFF_MAX_SECS = 2.0
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")  # connection, resources, operator, rollback
@@ -271,6 +275,37 @@ class DurableRecords:
         except OSError as error:
             logger.bind(call_sid=call_sid).warning(f"journal unreadable ({error})")
             return None
+
+    async def apply_callback(self, update: StatusUpdate, ref: str) -> bool | None:
+        """Apply a status callback that came to the address signed for dial `ref`: only to the
+        call dialled with that ref (bot/exotel/callback_refs.py), else CallbackNotForThisCall
+        and nothing changes. Returns as `apply_status` does.
+
+        The call's record must exist: one still being stored (or still in the journal) is
+        waited for, up to CALLBACK_RECORD_WAIT_SECS. While the store can't say, the update is
+        journalled and the store checks the ref when it writes it (in the write's own
+        transaction). RecordNotSaved: neither the database nor the journal took it."""
+        wait_secs = CALLBACK_RECORD_WAIT_SECS
+        try:
+            if not ref_matches(await self.dial_custom_field(update.call_sid, wait_secs), ref):
+                raise CallbackNotForThisCall(f"the callback's address was not issued for {update.call_sid}")
+        except RecordsUnavailable:
+            pass  # the store can't say now; it checks the ref when it writes the update (journal replay)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_secs
+        last_try = False
+        while True:
+            try:
+                return await self.apply_status(update, expected_ref=ref)
+            except CallbackNotForThisCall:
+                # A dial the journal still holds (the database just came back and the journal is
+                # being replayed) has no row yet, so the store can't match the ref: wait for it.
+                if last_try or loop.time() >= deadline:
+                    raise
+                if ref_matches(await self.journalled_custom_field(update.call_sid), ref):
+                    await asyncio.sleep(0.25)  # the dial is still on its way to the database
+                else:
+                    last_try = True  # gone from the journal: in the database now, or never there
 
     # -- writing -------------------------------------------------------------------------------
 
