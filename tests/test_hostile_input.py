@@ -61,7 +61,7 @@ async def test_a_call_sid_that_is_not_an_exotel_id_is_refused_and_writes_nothing
         emulator = ExotelEmulator(EmulatorConfig(url=server.ws_url, call_sid=call_sid,
                                                  custom_parameters={"campaign": "real_estate"}))
         result = await emulator.run([HangUp(at=3.0)])
-        calls = await server.app.state.store.list_calls()
+        calls = await server.app.state.services.store.list_calls()
     assert result.close_code == POLICY_VIOLATION and result.closed_by == "server", result.events[-3:]
     assert result.payload_sizes == [], "no greeting for a stream that is not Exotel's"
     assert calls == [], "no record either"
@@ -207,7 +207,7 @@ async def test_a_socket_that_floods_before_start_is_dropped(tmp_path):
                 await big.send("x" * 2 * 1024 * 1024)
                 await asyncio.wait_for(big.recv(), timeout=30)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009, "one 2 MB message: too big"
-        assert server.app.state.live_calls == {}
+        assert server.app.state.services.live_calls == {}
 
 
 # --- 5. a callback address is good for its own call only ------------------------------------
@@ -229,7 +229,7 @@ async def test_a_signed_callback_address_cannot_touch_another_call_or_create_one
                                                                "RecordingUrl": "https://evil.example/x.mp3",
                                                                "AnsweredBy": "human"})
                 unknown_call = await client.post(first_url, json={"CallSid": "CA-never-placed", "Status": "completed"})
-                dialler = server.app.state.dialer
+                dialler = server.app.state.services.dialer
                 never_issued = await client.post(dialler.status_callback_url("0123456789ab"),
                                                  json={"CallSid": "CA-never-placed-2", "Status": "completed"})
                 own_call = await client.post(first_url, json={"CallSid": first, "Status": "busy",
@@ -279,7 +279,7 @@ def test_csv_cells_that_look_like_formulas_are_escaped():
 
 async def test_csv_export_from_the_api_and_the_cli_escapes_formulas(tmp_path):
     async with served(tmp_path) as server:
-        await server.app.state.store.record_dialled('=HYPERLINK("http://evil.example","x")', "real_estate",
+        await server.app.state.services.store.record_dialled('=HYPERLINK("http://evil.example","x")', "real_estate",
                                                     {"name": "@evil"}, "+919876543210")
         async with httpx.AsyncClient(base_url=server.http_url) as client:
             api_csv = (await client.get("/calls", params={"format": "csv"})).text
@@ -300,7 +300,7 @@ async def test_a_second_media_session_for_a_finished_call_is_refused(tmp_path):
         config = dict(url=server.ws_url, call_sid="CA-reused", custom_parameters={"campaign": "real_estate"})
         await ExotelEmulator(EmulatorConfig(**config)).run([HangUp(at=3.0)])
         await wait_finished(server, "CA-reused")
-        store = server.app.state.store
+        store = server.app.state.services.store
         first = call_to_dict(await store.find_call("CA-reused"))
         again = await ExotelEmulator(EmulatorConfig(**config)).run([HangUp(at=3.0)])
         await asyncio.sleep(0.5)
@@ -383,7 +383,7 @@ async def test_a_callback_that_arrives_before_the_dialled_record_is_applied(tmp_
 
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token") as exotel:
         async with served(tmp_path, exotel_api_base_url=exotel.base_url, **EXOTEL) as server:
-            state = server.app.state
+            state = server.app.state.services
             url = state.dialer.status_callback_url("abcdef012345").replace(state.settings.public_base_url,
                                                                            server.http_url)
 

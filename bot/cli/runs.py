@@ -107,10 +107,14 @@ async def simulation(settings: Settings, campaign_name: str | None, what: str, o
 
 async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any], campaign_name: str | None) -> int:
     """The same call, placed through the built-in Exotel simulator with a simulated caller."""
+    from bot.server.services import services_of
+
     async with simulation(settings, campaign_name or lead.get("campaign"), "the call") as (server, campaign):
-        result = await server.app.state.dialer.dial(phone, campaign, lead)
+        services = services_of(server.app)
+        assert services.dialer is not None  # the simulator's credentials are set
+        result = await services.dialer.dial(phone, campaign, lead)
         console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
-        record = await follow_call(server.app.state.store, result.call_sid)
+        record = await follow_call(services.store, result.call_sid)
     print_outcome(record)
     if record and record.get("recording"):
         console.print(f"recording (caller left, bot right): {record['recording'].get('path')}")
@@ -191,9 +195,12 @@ async def simulate_campaign(settings: Settings, leads_path: Path, campaign_name:
                             options: RunnerOptions) -> int:
     """The same run through the built-in Exotel simulator: answered calls play the campaign's
     scenario; a lead's `simulate` column (busy, no-answer, failed) makes its calls end so."""
+    from bot.server.services import services_of
+
     outcomes = simulated_outcomes(leads_path)
     async with simulation(settings, campaign_name, "the campaign's calls", outcomes) as (server, campaign):
-        return await drive_run(server.app.state.store, server.app.state.dialer, campaign, options, leads_path)
+        services = services_of(server.app)
+        return await drive_run(services.store, services.dialer, campaign, options, leads_path)
 
 
 def simulated_outcomes(leads_path: Path) -> dict[str, str]:

@@ -14,6 +14,8 @@ from bot.config.campaigns import CampaignError
 from bot.config.lead_limits import check_lead
 from bot.config.phone import InvalidPhoneNumber
 from bot.exotel.errors import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.server.services import Services, services
+from bot.store.call_store import CallStore
 from bot.store.record_csv import calls_csv
 from bot.store.record_json import call_to_dict
 
@@ -21,9 +23,9 @@ router = APIRouter(tags=["calls"])
 MAX_CALL_REQUEST_BYTES = 64 * 1024  # a lead is at most 16 KB (bot/config/lead_limits.py)
 
 
-def require_token(request: Request) -> None:
+def require_token(request: Request, held: Services = Depends(services)) -> None:
     """Bearer API_TOKEN, when one is set."""
-    token = request.app.state.settings.api_token
+    token = held.settings.api_token
     if token is None:
         return
     given = request.headers.get("authorization", "")
@@ -60,12 +62,11 @@ class CallPlaced(BaseModel):
 
 @router.post("/calls", response_model=CallPlaced, dependencies=[Depends(require_token)],
              max_body_size=MAX_CALL_REQUEST_BYTES)
-async def place_call(body: CallRequest, request: Request) -> CallPlaced:
+async def place_call(body: CallRequest, state: Services = Depends(services)) -> CallPlaced:
     """Ask Exotel to dial the lead into the Voicebot flow; returns the call's Sid.
 
     The whole request is checked (number, campaign, lead bounds) before anything happens:
     a request that cannot be stored never makes a phone ring."""
-    state = request.app.state
     if body.campaign and body.campaign not in state.campaigns.names():
         raise HTTPException(status_code=404, detail=f"no campaign {body.campaign!r}; have {state.campaigns.names()}")
     try:
@@ -98,14 +99,14 @@ class SeedCallRequest(BaseModel):
 
 @router.post("/call", response_model=CallPlaced, dependencies=[Depends(require_token)],
              max_body_size=MAX_CALL_REQUEST_BYTES)
-async def place_call_seed(body: SeedCallRequest, request: Request) -> CallPlaced:
+async def place_call_seed(body: SeedCallRequest, state: Services = Depends(services)) -> CallPlaced:
     """The seed system's shape: `{"to": ...}` with the default campaign."""
-    return await place_call(CallRequest(to=body.to), request)
+    return await place_call(CallRequest(to=body.to), state)
 
 
 @router.get("/calls", dependencies=[Depends(require_token)])
 async def list_calls(
-    request: Request,
+    state: Services = Depends(services),
     campaign: str | None = None,
     status: str | None = None,
     outcome: str | None = None,
@@ -116,7 +117,7 @@ async def list_calls(
     format: str = Query("json", pattern="^(json|csv)$"),
 ) -> Any:
     """Call records, newest first; `format=csv` for a spreadsheet."""
-    store = request.app.state.store
+    store = _store(state)
     records = await store.list_calls(campaign=campaign, status=status, outcome=outcome, since=since,
                                      until=until, limit=limit, offset=offset)
     rows = [call_to_dict(record) for record in records]
@@ -126,9 +127,14 @@ async def list_calls(
 
 
 @router.get("/calls/{call_sid}", dependencies=[Depends(require_token)])
-async def get_call(call_sid: str, request: Request) -> dict[str, Any]:
-    store = request.app.state.store
-    record = await store.find_call(call_sid)
+async def get_call(call_sid: str, state: Services = Depends(services)) -> dict[str, Any]:
+    record = await _store(state).find_call(call_sid)
     if record is None:
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     return call_to_dict(record)
+
+
+def _store(state: Services) -> CallStore:
+    if state.store is None:  # only before start-up has opened it
+        raise HTTPException(status_code=503, detail="call records unavailable")
+    return state.store

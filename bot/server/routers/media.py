@@ -8,10 +8,10 @@ from fastapi import APIRouter, WebSocket
 from loguru import logger
 
 from bot.config.campaigns import Campaign, CampaignError
-from bot.config.settings import Settings
 from bot.server.call_runner import run_call
 from bot.server.media_auth import media_request_authorized
 from bot.server.media_handshake import HandshakeError, read_handshake
+from bot.server.services import Services, services
 from bot.store.progress import ProgressSaver
 from pipelines.call_session import CallSession, InvalidStream
 
@@ -23,7 +23,8 @@ POLICY_VIOLATION = 1008
 @router.websocket("/voicebot/ws")
 async def media_stream(websocket: WebSocket) -> None:
     """One Exotel call: authenticate, read `start`, run the call's pipeline until hang-up."""
-    settings: Settings = websocket.app.state.settings
+    state = services(websocket)
+    settings = state.settings
     if not media_request_authorized(websocket.headers.get("authorization"), settings):
         logger.warning(f"media socket refused: bad or missing Basic auth from {websocket.client}")
         await websocket.close(code=POLICY_VIOLATION)  # before accept: an HTTP 403
@@ -47,7 +48,7 @@ async def media_stream(websocket: WebSocket) -> None:
     session.socket_opened_monotonic = opened
     session.start_received_monotonic = time.monotonic()
     log = logger.bind(call_sid=session.call_sid)
-    live_calls: dict = websocket.app.state.live_calls
+    live_calls = state.live_calls
     if session.call_sid in live_calls:
         log.warning("media socket refused: this call already has a live media session")
         await _close_quietly(websocket, POLICY_VIOLATION)
@@ -55,21 +56,20 @@ async def media_stream(websocket: WebSocket) -> None:
     live_calls[session.call_sid] = session  # held from here: a second socket for this call is refused
     admitted = False
     try:
-        campaign = await _admit(websocket, session, settings, handshake.had_start)
+        campaign = await _admit(state, session, handshake.had_start)
         if campaign is None:
             await _close_quietly(websocket, POLICY_VIOLATION)
             return
         admitted = True
-        records = websocket.app.state.records
-        if records is not None:
-            session.on_update = ProgressSaver(records, session)
-        if websocket.app.state.ownership is not None:  # the record names this process while the call runs
-            websocket.app.state.ownership.claim_soon(session.call_sid)
+        if state.records is not None:
+            session.on_update = ProgressSaver(state.records, session)
+        if state.ownership is not None:  # the record names this process while the call runs
+            state.ownership.claim_soon(session.call_sid)
         # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
         with logger.contextualize(call_sid=session.call_sid):
             await run_call(
                 websocket, session, campaign, settings, handshake.messages,
-                websocket.app.state.speech_cache,
+                state.speech_cache,
             )
     except Exception:
         log.exception("call failed")
@@ -80,18 +80,15 @@ async def media_stream(websocket: WebSocket) -> None:
         if isinstance(session.on_update, ProgressSaver):
             session.on_update.cancel()
         if admitted:
-            await websocket.app.state.call_sink.call_finished(session)
+            await state.call_sink.call_finished(session)
 
 
-async def _admit(
-    websocket: WebSocket, session: CallSession, settings: Settings, had_start: bool
-) -> Campaign | None:
+async def _admit(state: Services, session: CallSession, had_start: bool) -> Campaign | None:
     """The call's campaign, with the dialled lead filled in from the store; None (logged) when
     the call must not be served: it already ended (its record is final), or no campaign fits."""
     log = logger.bind(call_sid=session.call_sid)
-    records = websocket.app.state.records
-    if records is not None:  # a dialled call: its campaign and lead were stored against the Sid
-        known = await records.call_for_media(session.call_sid)  # None (in time): the custom parameters
+    if state.records is not None:  # a dialled call: its campaign and lead were stored against the Sid
+        known = await state.records.call_for_media(session.call_sid)  # None (in time): the custom parameters
         if known is not None and known.ended:
             log.warning("media socket refused: this call has ended; its record stays as it is")
             return None
@@ -99,7 +96,7 @@ async def _admit(
             session.campaign = known.campaign or session.campaign
             session.lead = {**session.lead, **known.lead}
     try:
-        campaign = websocket.app.state.campaigns.get(session.campaign, settings.default_campaign)
+        campaign = state.campaigns.get(session.campaign, state.settings.default_campaign)
     except CampaignError as error:
         log.error(f"call refused: {error}")
         return None

@@ -13,11 +13,12 @@ when neither took it, so Exotel retries.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from loguru import logger
 
 from bot.exotel.callbacks import InvalidStatusCallback, is_form, parse_status_callback, status_update
 from bot.exotel.signing import verify
+from bot.server.services import Services, services
 from bot.store.calls import CallbackNotForThisCall
 from bot.store.durable import RecordNotSaved
 from bot.store.models import utcnow
@@ -27,9 +28,9 @@ MAX_CALLBACK_BYTES = 64 * 1024  # Exotel's callbacks are a few hundred bytes: la
 
 
 @router.post("/webhooks/exotel/call-status", max_body_size=MAX_CALLBACK_BYTES)
-async def call_status(request: Request, ref: str = "", sig: str = "") -> dict[str, str]:
+async def call_status(request: Request, ref: str = "", sig: str = "",
+                      state: Services = Depends(services)) -> dict[str, str]:
     """Exotel POSTs here (it retries up to twice, so repeats must change nothing)."""
-    state = request.app.state
     if not verify(state.signing_key, "status", ref, sig):
         logger.warning("status callback refused: missing or wrong signature")
         raise HTTPException(status_code=403, detail="bad signature")
