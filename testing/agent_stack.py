@@ -36,7 +36,7 @@ class AgentStack:
         return ExotelEmulator(EmulatorConfig(url=overrides.pop("url", self.server.ws_url), **overrides))
 
     def finished(self, call_sid: str):
-        return self.server.app.state.call_sink.get(call_sid)
+        return self.server.app.state.services.call_sink.get(call_sid)
 
 
 def write_campaigns(folder: Path, tweaks: dict[str, dict[str, Any]] | None = None) -> Path:

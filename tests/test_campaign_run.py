@@ -13,8 +13,8 @@ import pytest
 
 from bot.config.settings import load_settings
 from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, next_window_start, read_dnc, read_leads
+from bot.exotel.applet import applet_url
 from bot.server.local_server import free_port, serve_locally
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
 
@@ -37,7 +37,7 @@ async def dialling_server(tmp_path: Path, outcomes, **fake_kwargs):
                                  public_base_url=f"http://127.0.0.1:{port}",
                                  exotel_api_base_url=exotel.base_url, **EXOTEL)
         async with serve_locally(settings) as server:
-            exotel.dynamic_url = applet_url(settings, server.app.state.signing_key)
+            exotel.dynamic_url = applet_url(settings, server.app.state.services.signing_key)
             yield server, exotel
 
 
@@ -65,11 +65,11 @@ async def test_campaign_of_twenty_with_busy_no_answer_and_retries(tmp_path):
 
     csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},{n},Asia/Kolkata" for i, n in enumerate(numbers)])
     async with dialling_server(tmp_path, outcome) as (server, exotel):
-        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
-        runner = CampaignRunner(server.app.state.store, server.app.state.dialer, campaign, fast_options())
+        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
+        runner = CampaignRunner(server.app.state.services.store, server.app.state.services.dialer, campaign, fast_options())
         report = await runner.load(csv_path)
         counts = await asyncio.wait_for(runner.run(report.run_id), timeout=120)
-        leads = await server.app.state.store.list_leads(report.run_id)
+        leads = await server.app.state.services.store.list_leads(report.run_id)
         await exotel.drain()
     assert report.added == 20 and report.bad_rows == []
     assert counts["done"] == 16 and counts["failed"] == 4
@@ -112,15 +112,15 @@ def test_calling_window_in_the_leads_time_zone():
 async def test_outside_the_window_nobody_is_dialled_and_no_attempt_is_used(tmp_path):
     csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,Asia/Kolkata", "B,Bala,9876500002,"])
     async with dialling_server(tmp_path, "answered") as (server, exotel):
-        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
         options = fast_options(window_start=time(10, 0), window_end=time(19, 0))
         night = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)  # 22:30 IST
-        runner = CampaignRunner(server.app.state.store, server.app.state.dialer, campaign, options, clock=lambda: night)
+        runner = CampaignRunner(server.app.state.services.store, server.app.state.services.dialer, campaign, options, clock=lambda: night)
         report = await runner.load(csv_path)
         task = asyncio.create_task(runner.run(report.run_id))
         await asyncio.sleep(1.5)
         task.cancel()
-        leads = await server.app.state.store.list_leads(report.run_id)
+        leads = await server.app.state.services.store.list_leads(report.run_id)
     assert exotel.calls == []
     assert [lead.state for lead in leads] == ["pending", "pending"]
     assert all(lead.attempts == 0 for lead in leads)
@@ -130,8 +130,8 @@ async def test_outside_the_window_nobody_is_dialled_and_no_attempt_is_used(tmp_p
 async def test_rate_limit_spaces_the_dialling(tmp_path):
     csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},x,98765000{i:02d}," for i in range(6)])
     async with dialling_server(tmp_path, "busy") as (server, exotel):
-        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
-        runner = CampaignRunner(server.app.state.store, server.app.state.dialer, campaign,
+        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
+        runner = CampaignRunner(server.app.state.services.store, server.app.state.services.dialer, campaign,
                                 fast_options(calls_per_minute=3, max_attempts=1))
         report = await runner.load(csv_path)
         task = asyncio.create_task(runner.run(report.run_id))
@@ -144,8 +144,8 @@ async def test_rate_limit_spaces_the_dialling(tmp_path):
 async def test_resume_after_an_interrupted_run_never_dials_twice(tmp_path):
     csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},98765100{i:02d}," for i in range(8)])
     async with dialling_server(tmp_path, "answered") as (server, exotel):
-        store, dialer = server.app.state.store, server.app.state.dialer
-        campaign = server.app.state.campaigns.get("real_estate", "real_estate")
+        store, dialer = server.app.state.services.store, server.app.state.services.dialer
+        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
         first = CampaignRunner(store, dialer, campaign, fast_options(concurrency=2))
         report = await first.load(csv_path)
         task = asyncio.create_task(first.run(report.run_id))

@@ -280,7 +280,7 @@ def test_calls_list_shows_whole_sids_lead_and_masked_phone_and_show_takes_a_uniq
     import subprocess
     import sys
 
-    from bot.store.repository import CallStore
+    from bot.store import CallStore
 
     async def seed() -> None:
         store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'calls.db'}", migrate=True)

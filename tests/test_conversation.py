@@ -21,9 +21,9 @@ EL_FAST = {"ms_per_char": 30}
 
 
 def applet_sig(stack) -> str:
-    from bot.server.routers.exotel_connect import applet_url
+    from bot.exotel.applet import applet_url
 
-    return applet_url(stack.server.settings, stack.server.app.state.signing_key).split("sig=")[1]
+    return applet_url(stack.server.settings, stack.server.app.state.services.signing_key).split("sig=")[1]
 
 
 def user_count(body: dict[str, Any]) -> int:

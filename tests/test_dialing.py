@@ -9,8 +9,8 @@ import asyncio
 import httpx
 import pytest
 
+from bot.exotel.applet import applet_url
 from bot.exotel.call_status import call_is_over
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
 from bot.simulator.exotel_rest import FakeExotelREST
@@ -47,7 +47,7 @@ async def test_one_lead_dialled_answered_and_recorded(tmp_path):
                                elevenlabs_kwargs=EL_FAST, exotel_api_base_url=exotel.base_url,
                                api_token="s3cret", **EXOTEL) as stack:
             server = stack.server
-            exotel.dynamic_url = applet_url(server.settings, server.app.state.signing_key).replace(
+            exotel.dynamic_url = applet_url(server.settings, server.app.state.services.signing_key).replace(
                 server.settings.public_base_url, server.http_url)
             server.settings.public_base_url = server.http_url  # callbacks and media reach this server
             auth = {"Authorization": "Bearer s3cret"}

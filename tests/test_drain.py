@@ -153,12 +153,12 @@ async def test_the_in_process_server_drains_before_it_stops(tmp_path):
     async with serve_locally(settings) as server:
         caller = ExotelEmulator(EmulatorConfig(url=server.ws_url, call_sid="CA-local", max_secs=30))
         running = asyncio.create_task(caller.run([HangUp(at=6.0)]))
-        await _until(lambda: "CA-local" in server.app.state.live_calls, "the call never started")
+        await _until(lambda: "CA-local" in server.app.state.services.live_calls, "the call never started")
         stopping_at = time.monotonic()
     result = await asyncio.wait_for(running, 30)
     assert result.closed_by == "emulator" and result.violations == []
     assert result.closed_at is not None and result.started_at + result.closed_at > stopping_at
-    assert server.app.state.call_sink.get("CA-local").end_reason == "caller_hangup"
+    assert server.app.state.services.call_sink.get("CA-local").end_reason == "caller_hangup"
 
 
 def _alive(pid: int) -> bool:

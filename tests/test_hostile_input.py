@@ -28,10 +28,10 @@ from bot.config.lead_limits import MAX_DEPTH, LeadError, check_lead
 from bot.config.settings import SettingsError, load_settings
 from bot.server.local_server import LocalServer, free_port, serve_locally
 from bot.server.media_handshake import MAX_OPENING_BYTES
-from bot.server.routers.calls import calls_csv
 from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
-from bot.store import CallStore
+from bot.store import CallStore, call_to_dict
+from bot.store.record_csv import calls_csv
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid
 from testing.waiting import wait_finished
@@ -61,7 +61,7 @@ async def test_a_call_sid_that_is_not_an_exotel_id_is_refused_and_writes_nothing
         emulator = ExotelEmulator(EmulatorConfig(url=server.ws_url, call_sid=call_sid,
                                                  custom_parameters={"campaign": "real_estate"}))
         result = await emulator.run([HangUp(at=3.0)])
-        calls = await server.app.state.store.list_calls()
+        calls = await server.app.state.services.store.list_calls()
     assert result.close_code == POLICY_VIOLATION and result.closed_by == "server", result.events[-3:]
     assert result.payload_sizes == [], "no greeting for a stream that is not Exotel's"
     assert calls == [], "no record either"
@@ -207,14 +207,14 @@ async def test_a_socket_that_floods_before_start_is_dropped(tmp_path):
                 await big.send("x" * 2 * 1024 * 1024)
                 await asyncio.wait_for(big.recv(), timeout=30)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009, "one 2 MB message: too big"
-        assert server.app.state.live_calls == {}
+        assert server.app.state.services.live_calls == {}
 
 
 # --- 5. a callback address is good for its own call only ------------------------------------
 
 
 async def test_a_signed_callback_address_cannot_touch_another_call_or_create_one(tmp_path, monkeypatch):
-    monkeypatch.setattr("bot.server.routers.webhooks.RECORD_WAIT_SECS", 0.5)
+    monkeypatch.setattr("bot.store.durable.CALLBACK_RECORD_WAIT_SECS", 0.5)
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token",
                               outcomes=["busy", "no-answer"]) as exotel:
         async with served(tmp_path, exotel_api_base_url=exotel.base_url, **EXOTEL) as server:
@@ -229,7 +229,7 @@ async def test_a_signed_callback_address_cannot_touch_another_call_or_create_one
                                                                "RecordingUrl": "https://evil.example/x.mp3",
                                                                "AnsweredBy": "human"})
                 unknown_call = await client.post(first_url, json={"CallSid": "CA-never-placed", "Status": "completed"})
-                dialler = server.app.state.dialer
+                dialler = server.app.state.services.dialer
                 never_issued = await client.post(dialler.status_callback_url("0123456789ab"),
                                                  json={"CallSid": "CA-never-placed-2", "Status": "completed"})
                 own_call = await client.post(first_url, json={"CallSid": first, "Status": "busy",
@@ -279,7 +279,7 @@ def test_csv_cells_that_look_like_formulas_are_escaped():
 
 async def test_csv_export_from_the_api_and_the_cli_escapes_formulas(tmp_path):
     async with served(tmp_path) as server:
-        await server.app.state.store.record_dialled('=HYPERLINK("http://evil.example","x")', "real_estate",
+        await server.app.state.services.store.record_dialled('=HYPERLINK("http://evil.example","x")', "real_estate",
                                                     {"name": "@evil"}, "+919876543210")
         async with httpx.AsyncClient(base_url=server.http_url) as client:
             api_csv = (await client.get("/calls", params={"format": "csv"})).text
@@ -300,11 +300,11 @@ async def test_a_second_media_session_for_a_finished_call_is_refused(tmp_path):
         config = dict(url=server.ws_url, call_sid="CA-reused", custom_parameters={"campaign": "real_estate"})
         await ExotelEmulator(EmulatorConfig(**config)).run([HangUp(at=3.0)])
         await wait_finished(server, "CA-reused")
-        store = server.app.state.store
-        first = store.to_dict(await store.find_call("CA-reused"))
+        store = server.app.state.services.store
+        first = call_to_dict(await store.find_call("CA-reused"))
         again = await ExotelEmulator(EmulatorConfig(**config)).run([HangUp(at=3.0)])
         await asyncio.sleep(0.5)
-        after = store.to_dict(await store.find_call("CA-reused"))
+        after = call_to_dict(await store.find_call("CA-reused"))
     assert again.close_code == POLICY_VIOLATION and again.payload_sizes == []
     assert after == first, "transcript, end time and all stay as the first session left them"
 
@@ -334,7 +334,7 @@ async def test_the_store_keeps_the_first_completion_of_a_call():
         second.add_transcript("user", "overwritten?")
         second.finish("bot_hangup")
         await store.complete_from_session(second)
-        record = store.to_dict(await store.find_call("CA-1"))
+        record = call_to_dict(await store.find_call("CA-1"))
     finally:
         await store.close()
     assert [e["text"] for e in record["transcript"]] == ["hello"] and record["end_reason"] == "caller_hangup"
@@ -383,7 +383,7 @@ async def test_a_callback_that_arrives_before_the_dialled_record_is_applied(tmp_
 
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token") as exotel:
         async with served(tmp_path, exotel_api_base_url=exotel.base_url, **EXOTEL) as server:
-            state = server.app.state
+            state = server.app.state.services
             url = state.dialer.status_callback_url("abcdef012345").replace(state.settings.public_base_url,
                                                                            server.http_url)
 

@@ -184,7 +184,7 @@ async def test_exotel_stop_ends_the_pipeline_promptly(live_server):
         session = await wait_finished(live_server, emu.config.call_sid)
         assert session.end_reason == expected
         assert (session.ended_at - session.started_at).total_seconds() < 2.5
-    assert live_server.app.state.live_calls == {}
+    assert live_server.app.state.services.live_calls == {}
 
 
 async def test_dtmf_digits_reach_the_session(live_server):
@@ -241,7 +241,7 @@ async def test_concurrent_calls_do_not_interfere(live_server):
     sessions = [await wait_finished(live_server, c.config.call_sid) for c in calls]
     assert len({s.call_sid for s in sessions}) == 4
     assert [s.end_reason for s in sessions] == ["caller_hangup"] * 4
-    assert live_server.app.state.live_calls == {}
+    assert live_server.app.state.services.live_calls == {}
 
 
 @pytest.mark.settings(media_auth_user="exotel", media_auth_password="s3cret")
@@ -285,9 +285,9 @@ async def test_health(live_server):
 
 @pytest.mark.settings(public_base_url="https://bot.example.in", media_auth_user="ex", media_auth_password="p@ss")
 async def test_dynamic_url_endpoint_for_the_applet(live_server):
-    from bot.server.routers.exotel_connect import applet_url
+    from bot.exotel.applet import applet_url
 
-    url = applet_url(live_server.settings, live_server.app.state.signing_key)
+    url = applet_url(live_server.settings, live_server.app.state.services.signing_key)
     assert url.startswith("https://bot.example.in/exotel/connect?sig=")
     sig = url.split("sig=")[1]
     async with httpx.AsyncClient(base_url=live_server.http_url) as client:

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.exotel.applet import applet_url
 from bot.exotel.callback_refs import custom_field
 from bot.exotel.signing import sign
-from bot.server.routers.exotel_connect import applet_url
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
 from testing.agent_stack import agent_stack
@@ -98,7 +98,7 @@ async def test_sqlite_locked_calls_are_journalled_and_replayed_after_a_restart(t
     lock = None
     try:
         async with agent_stack(tmp_path, **stack_args) as stack:
-            store = stack.server.app.state.store
+            store = stack.server.app.state.services.store
             early = [stack.emulator(custom_parameters={"name": f"Lead{i}", "campaign": "real_estate"})
                      for i in range(3)]
             runs = [asyncio.create_task(e.run([HangUp(at=6.0)])) for e in early]
@@ -166,7 +166,7 @@ async def test_a_call_dialled_during_a_sqlite_lock_keeps_its_lead_and_every_call
                                elevenlabs_kwargs=EL_FAST, exotel_api_base_url=exotel.base_url,
                                **EXOTEL, **OUTAGE_SETTINGS) as stack:
             server = stack.server
-            exotel.dynamic_url = applet_url(server.settings, server.app.state.signing_key).replace(
+            exotel.dynamic_url = applet_url(server.settings, server.app.state.services.signing_key).replace(
                 server.settings.public_base_url, server.http_url)
             server.settings.public_base_url = server.http_url
             try:
@@ -188,7 +188,7 @@ async def test_a_call_dialled_during_a_sqlite_lock_keeps_its_lead_and_every_call
                     record = await eventually(lambda: _complete(client, sid),
                                               "the journal was never replayed into the database")
                     await eventually(lambda: journal_files(data_dir, held_too=True) == [], "replayed entries were not deleted")
-                    row = await server.app.state.store.find_call(sid)
+                    row = await server.app.state.services.store.find_call(sid)
             finally:
                 if lock is not None:
                     lock.close()
@@ -241,7 +241,7 @@ async def test_postgres_cut_off_mid_call_loses_nothing(tmp_path, pg_database):
         async with agent_stack(tmp_path, stt_script=[], llm=qualifying_agent, campaign_tweaks=SHORT_GREETING,
                                elevenlabs_kwargs=EL_FAST, database_url=url, **OUTAGE_SETTINGS) as stack:
             server = stack.server
-            store = server.app.state.store
+            store = server.app.state.services.store
             first = stack.emulator(custom_parameters={"name": "Asha", "campaign": "real_estate"})
             sid = first.config.call_sid
             ref = "outage"  # the first call was dialled: its status callbacks carry this ref
@@ -257,7 +257,7 @@ async def test_postgres_cut_off_mid_call_loses_nothing(tmp_path, pg_database):
             await proxy.stop()
             second = stack.emulator(custom_parameters={"name": "Meera", "campaign": "real_estate"})
             second_result = await asyncio.wait_for(second.run([HangUp(at=3.0)]), timeout=30)
-            key = server.app.state.signing_key
+            key = server.app.state.services.signing_key
             async with httpx.AsyncClient(base_url=server.http_url, timeout=20) as client:
                 callback = await client.post(
                     f"/webhooks/exotel/call-status?ref={ref}&sig={sign(key, 'status', ref)}",
@@ -322,8 +322,8 @@ async def test_a_status_callback_neither_database_nor_journal_takes_is_answered_
     async with agent_stack(tmp_path, stt_script=[], llm=qualifying_agent, journal_max_entries=1,
                            **OUTAGE_SETTINGS) as stack:
         server = stack.server
-        url = f"/webhooks/exotel/call-status?ref=r&sig={sign(server.app.state.signing_key, 'status', 'r')}"
-        await server.app.state.store.record_dialled("CA-full", "real_estate", {}, "+919876543210",
+        url = f"/webhooks/exotel/call-status?ref=r&sig={sign(server.app.state.services.signing_key, 'status', 'r')}"
+        await server.app.state.services.store.record_dialled("CA-full", "real_estate", {}, "+919876543210",
                                                     custom_field("real_estate", {}, "r"))
         filler = Journal(data_dir / "journal")
         entry = filler.add("status", "CA-other", {"call_sid": "CA-other"})
@@ -371,10 +371,10 @@ async def test_a_campaign_run_pauses_through_a_postgres_outage(tmp_path, pg_data
                                      public_base_url=f"http://127.0.0.1:{port}", exotel_api_base_url=exotel.base_url,
                                      database_url=url, **EXOTEL, **OUTAGE_SETTINGS)
             async with serve_locally(settings) as server:
-                exotel.dynamic_url = applet_url(settings, server.app.state.signing_key)
-                store = server.app.state.store
-                campaign = server.app.state.campaigns.get("real_estate", "real_estate")
-                runner = CampaignRunner(store, server.app.state.dialer, campaign, options)
+                exotel.dynamic_url = applet_url(settings, server.app.state.services.signing_key)
+                store = server.app.state.services.store
+                campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
+                runner = CampaignRunner(store, server.app.state.services.dialer, campaign, options)
                 report = await runner.load(csv_path)
                 run = asyncio.create_task(runner.run(report.run_id))
                 try:

@@ -26,8 +26,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from bot.store import Base, CallStore, LeadInput, StatusUpdate, normalize_database_url, normalize_status
-from bot.store.repository import alembic_config
+from bot.exotel.callbacks import StatusUpdate, status_update
+from bot.store import Base, CallStore, LeadInput, call_to_dict, normalize_database_url, normalize_status
+from bot.store.engine import alembic_config
 from pipelines.call_session import CallSession
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -182,12 +183,13 @@ def test_urls_and_statuses_are_normalized():
     assert [normalize_status(s) for s in ("Completed", "no_answer", "in progress", "queued", "cancelled", "?")] == [
         "completed", "no-answer", "in-progress", "initiated", "canceled", None,
     ]
-    upd = StatusUpdate.from_exotel(
+    upd = status_update(
         {"CallSid": "CA9", "Status": "completed", "RecordingUrl": "https://r/1.mp3", "ConversationDuration": "42"}
     )
-    assert upd == StatusUpdate("CA9", "completed", "https://r/1.mp3", None, 42.0)
+    assert (upd.call_sid, upd.status, upd.recording_url, upd.answered_by, upd.duration_secs) == (
+        "CA9", "completed", "https://r/1.mp3", None, 42.0)
     with pytest.raises(ValueError):
-        StatusUpdate.from_exotel({"Status": "completed"})
+        status_update({"Status": "completed"})
 
 
 # --- call records -----------------------------------------------------------------------------------
@@ -320,7 +322,7 @@ async def test_the_answered_callbacks_zero_duration_is_not_the_calls_duration(st
 
     await store.record_dialled("CA11", "real_estate", {"id": "L-8"}, "+919876543210")
     answered = dataclasses.replace(
-        StatusUpdate.from_exotel({"CallSid": "CA11", "EventType": "answered", "Status": "in-progress",
+        status_update({"CallSid": "CA11", "EventType": "answered", "Status": "in-progress",
                                   "ConversationDuration": "0"}),
         at=datetime.now(UTC) - timedelta(seconds=30),
     )
@@ -385,7 +387,7 @@ async def test_to_dict_json_shape(store: CallStore):
                               "AnsweredBy": "human", "ConversationDuration": "12"})
     await store.set_recording_path("CA-j", "elsewhere/CA-j.wav")
     await store.complete_from_session(_finished_session("CA-j"))  # its recording_path wins
-    data = CallStore.to_dict(await store.find_call("CA-j"))
+    data = call_to_dict(await store.find_call("CA-j"))
 
     assert list(data) == [
         "call_sid", "status", "outcome", "summary", "transcript", "collected", "lead", "campaign",
@@ -402,7 +404,7 @@ async def test_to_dict_json_shape(store: CallStore):
     assert (data["escalated"], data["duration_secs"], data["answered_by"]) == (True, 12.0, "human")
     assert isinstance(data["turns"], list) and isinstance(data["metrics"], dict)
 
-    bare = CallStore.to_dict(await store.record_dialled("CA-k", None, None, None))
+    bare = call_to_dict(await store.record_dialled("CA-k", None, None, None))
     assert bare["recording"] is None and bare["transcript"] == [] and bare["started_at"] is None
 
 
@@ -514,7 +516,7 @@ async def test_resume_reports_dialling_leads_instead_of_redialling(backend: Back
 async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_path):
     """A transcript line that lands during a progress write is saved by a write after it,
     without waiting for another line (it used to wait for the next change or hang-up)."""
-    from bot.server.routers.media import ProgressSaver
+    from bot.store.progress import ProgressSaver
     from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 
@@ -546,7 +548,7 @@ async def test_a_line_added_while_progress_is_being_written_is_saved_next(tmp_pa
 async def test_live_progress_is_saved_at_most_every_interval_latest_state_wins(tmp_path):
     """A hundred calls on one SQLite file must not queue on its lock: a live call's transcript
     is written at most once per interval (the newest lines win), and not after hang-up."""
-    from bot.server.routers.media import ProgressSaver
+    from bot.store.progress import ProgressSaver
     from pipelines.call_session import CallSession
     from serializers.exotel_events import StreamStart
 

@@ -239,8 +239,8 @@ def calls_export(csv_out: bool = typer.Option(True, "--csv/--json"), campaign: s
 @app.command("applet-url")
 def applet_url_command() -> None:
     """The signed dynamic URL to paste into Exotel's Voicebot applet."""
+    from bot.exotel.applet import applet_url
     from bot.exotel.signing import signing_key
-    from bot.server.routers.exotel_connect import applet_url
 
     settings = _settings()
     if _on_this_machine(settings.public_base_url):

@@ -21,7 +21,8 @@ from bot.config.settings import Settings
 from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
 from bot.exotel.call_status import call_is_over
 from bot.store.durable import is_outage
-from bot.store.repository import mask_url
+from bot.store.engine import mask_url
+from bot.store.record_json import call_to_dict
 
 console = Console()
 
@@ -106,10 +107,14 @@ async def simulation(settings: Settings, campaign_name: str | None, what: str, o
 
 async def simulate_one_lead(settings: Settings, phone: str, lead: dict[str, Any], campaign_name: str | None) -> int:
     """The same call, placed through the built-in Exotel simulator with a simulated caller."""
+    from bot.server.services import services_of
+
     async with simulation(settings, campaign_name or lead.get("campaign"), "the call") as (server, campaign):
-        result = await server.app.state.dialer.dial(phone, campaign, lead)
+        services = services_of(server.app)
+        assert services.dialer is not None  # the simulator's credentials are set
+        result = await services.dialer.dial(phone, campaign, lead)
         console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
-        record = await follow_call(server.app.state.store, result.call_sid)
+        record = await follow_call(services.store, result.call_sid)
     print_outcome(record)
     if record and record.get("recording"):
         console.print(f"recording (caller left, bot right): {record['recording'].get('path')}")
@@ -130,7 +135,7 @@ async def follow_call(store, call_sid: str, timeout: float = 3600.0, poll: float
                 raise
             row = None
         if row is not None:
-            record = store.to_dict(row)
+            record = call_to_dict(row)
             if record["status"] != status:
                 status = record["status"]
                 console.print(f"  status: [yellow]{status}[/]")
@@ -190,9 +195,12 @@ async def simulate_campaign(settings: Settings, leads_path: Path, campaign_name:
                             options: RunnerOptions) -> int:
     """The same run through the built-in Exotel simulator: answered calls play the campaign's
     scenario; a lead's `simulate` column (busy, no-answer, failed) makes its calls end so."""
+    from bot.server.services import services_of
+
     outcomes = simulated_outcomes(leads_path)
     async with simulation(settings, campaign_name, "the campaign's calls", outcomes) as (server, campaign):
-        return await drive_run(server.app.state.store, server.app.state.dialer, campaign, options, leads_path)
+        services = services_of(server.app)
+        return await drive_run(services.store, services.dialer, campaign, options, leads_path)
 
 
 def simulated_outcomes(leads_path: Path) -> dict[str, str]:
@@ -285,7 +293,7 @@ async def print_run_summary(store, run_id: str, counts: dict[str, int]) -> None:
 
 async def list_calls(settings: Settings, **filters: Any) -> None:
     async with cli_services(settings, dialling=False) as services:
-        rows = [services.store.to_dict(r) for r in await services.store.list_calls(**filters)]
+        rows = [call_to_dict(r) for r in await services.store.list_calls(**filters)]
     table = Table()
     table.add_column("call_sid", no_wrap=True, min_width=32)  # whole: `bot calls show` takes any unique prefix
     for column in ("lead", "phone", "campaign", "status", "outcome", "started_at", "duration_secs"):
@@ -307,13 +315,13 @@ async def show_call(settings: Settings, call_sid: str) -> int:
                 console.print(f"[red]{why} {call_sid!r}[/]", highlight=False)
                 return 1
             row = matches[0]
-        print(json.dumps(services.store.to_dict(row), indent=2, ensure_ascii=False))
+        print(json.dumps(call_to_dict(row), indent=2, ensure_ascii=False))
     return 0
 
 
 async def export_calls(settings: Settings, *, as_csv: bool, campaign: str | None, limit: int) -> None:
-    from bot.server.routers.calls import calls_csv
+    from bot.store.record_csv import calls_csv
 
     async with cli_services(settings, dialling=False) as services:
-        rows = [services.store.to_dict(r) for r in await services.store.list_calls(campaign=campaign, limit=limit)]
+        rows = [call_to_dict(r) for r in await services.store.list_calls(campaign=campaign, limit=limit)]
     sys.stdout.write(calls_csv(rows) if as_csv else json.dumps(rows, indent=2, ensure_ascii=False) + "\n")

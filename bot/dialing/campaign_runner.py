@@ -30,7 +30,7 @@ from bot.config.campaigns import Campaign, PhoneRules
 from bot.config.lead_limits import LeadError, check_lead
 from bot.config.phone import InvalidPhoneNumber, mask_phone, normalize_indian_phone
 from bot.exotel.call_status import call_is_over
-from bot.exotel.client import ExotelError
+from bot.exotel.errors import ExotelError
 from bot.store import CallStore, LeadInput
 from bot.store.durable import is_outage, retry_while_unavailable
 

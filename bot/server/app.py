@@ -19,6 +19,8 @@ from bot.server.call_sink import CallSink
 from bot.server.drain import Drain, DrainMiddleware
 from bot.server.loop_monitor import LoopLagMonitor
 from bot.server.routers import calls, exotel_connect, health, media, webhooks
+from bot.server.services import Services
+from pipelines.call_session import CallSession
 from pipelines.compat import require_supported
 from pipelines.speech_cache import SpeechCache
 
@@ -60,7 +62,7 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
             logger.warning(f"warm-up of campaign {campaign.name} failed: {error}")
 
 
-async def _open_services(app: FastAPI, settings: Settings) -> None:
+async def _open_services(services: Services) -> None:
     """The call-record store (migrated to the latest schema), this process's heartbeat and
     sweep for dead processes' calls (bot/server/call_ownership.py) and, with credentials, the dialler."""
     from bot.dialing.dialer import Dialer, exotel_client_for
@@ -68,36 +70,36 @@ async def _open_services(app: FastAPI, settings: Settings) -> None:
     from bot.store.database_check import open_store
     from bot.store.durable import DurableRecords
 
-    state = app.state
-    state.store = await open_store(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
-    state.records = DurableRecords.for_settings(state.store, settings)
-    state.records.start()  # replays the journal (record writes an outage left) now and while it holds any
-    state.ownership = CallOwnership(state.store, settings)
-    await state.ownership.start()
-    state.call_sink = CallSink(state.records, state.campaigns)
-    state.exotel = None
-    state.dialer = None
-    state.dialer_unavailable = "dialling needs EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN, " \
-        "EXOTEL_CALLER_ID and EXOTEL_APP_ID"
+    settings = services.settings
+    assert settings.database_url is not None  # settings fill it in
+    store = services.store = await open_store(settings.database_url, migrate=True,
+                                              timeout_secs=settings.database_timeout_secs)
+    records = services.records = DurableRecords.for_settings(store, settings)
+    records.start()  # replays the journal (record writes an outage left) now and while it holds any
+    services.ownership = CallOwnership(store, settings)
+    await services.ownership.start()
+    services.call_sink = CallSink(records, services.campaigns)
     if settings.exotel_configured:
-        state.exotel = exotel_client_for(settings)
-        state.dialer = Dialer(settings, state.records, state.exotel, state.speech_cache,
-                              state.signing_key, state.background)
+        services.exotel = exotel_client_for(settings)
+        services.dialer = Dialer(settings, records, services.exotel, services.speech_cache,
+                                 services.signing_key, services.background)
 
 
-async def _close_services(app: FastAPI) -> None:
+async def _close_services(services: Services) -> None:
     """Graceful shutdown: let live calls finish writing their records before the store closes."""
-    state = app.state
     for _ in range(150):  # up to 15 s: after the drain, uvicorn has closed any socket left
-        if not state.live_calls:
+        if not services.live_calls:
             break
         await asyncio.sleep(0.1)
-    await state.call_sink.drain()
-    await state.ownership.stop()
-    if state.exotel is not None:
-        await state.exotel.aclose()
-    await state.records.stop()
-    await state.store.close()
+    await services.call_sink.drain()
+    if services.ownership is not None:
+        await services.ownership.stop()
+    if services.exotel is not None:
+        await services.exotel.aclose()
+    if services.records is not None:
+        await services.records.stop()
+    if services.store is not None:
+        await services.store.close()
 
 
 def create_app_from_env() -> FastAPI:
@@ -134,42 +136,37 @@ def create_app(settings: Settings) -> FastAPI:
 
         await prepare_fallback_apologies(campaigns.all(), settings)
         _warm_up(settings, campaigns)
-        await _open_services(app, settings)
+        await _open_services(services)
         # What start-up built (modules, models, campaigns: ~200k objects) lives as long as the
         # process. Left to the collector, every full collection walks it: ~90 ms with every
         # call's audio on hold. Frozen, it is skipped; only calls' own objects are scanned.
         gc.collect()
         gc.freeze()
-        app.state.loop_monitor.start()
+        services.loop_monitor.start()
         try:
             yield
         finally:
-            await app.state.loop_monitor.stop()
-            await _close_services(app)
+            await services.loop_monitor.stop()
+            await _close_services(services)
             # Collect what the calls left in cycles (their resamplers among it) while the
             # extension modules can still free it: left to interpreter exit, nanobind reports
             # each native object still alive then as a leak.
             gc.unfreeze()
             gc.collect()
 
+    live_calls: dict[str, CallSession] = {}
+    services = Services(
+        settings=settings, campaigns=campaigns, signing_key=signing_key(settings),
+        speech_cache=SpeechCache(settings.speech_cache_dir), loop_monitor=LoopLagMonitor(),
+        live_calls=live_calls, drain=Drain(live_calls, settings.shutdown_grace_secs),
+        call_sink=CallSink(None, campaigns),
+    )
     app = FastAPI(title="Exotel voice agent", version=__version__, lifespan=lifespan)
-    app.state.settings = settings
-    app.state.campaigns = campaigns
-    app.state.live_calls = {}  # this process's live sessions: /health, and the drain ends them
-    app.state.drain = Drain(app.state.live_calls, settings.shutdown_grace_secs)
-    app.state.loop_monitor = LoopLagMonitor()
-    app.state.call_sink = CallSink(None, campaigns)  # replaced by the store-backed sink at start-up
-    app.state.store = None
-    app.state.records = None
-    app.state.ownership = None  # this process's heartbeat and its calls' owner id (started with the store)
-    app.state.dialer = None
-    app.state.signing_key = signing_key(settings)
-    app.state.speech_cache = SpeechCache(settings.speech_cache_dir)
-    app.state.background = set()  # strong refs to fire-and-forget tasks (greeting preparation)
+    app.state.services = services
     app.include_router(health.router)
     app.include_router(media.router)
     app.include_router(exotel_connect.router)
     app.include_router(calls.router)
     app.include_router(webhooks.router)
-    app.add_middleware(DrainMiddleware, drain=app.state.drain)
+    app.add_middleware(DrainMiddleware, drain=services.drain)
     return app

@@ -13,6 +13,7 @@ import time
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.frames.frames import EndFrame, ErrorFrame
+from pipecat.services.stt_service import STTService
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config.campaigns import Campaign
@@ -125,7 +126,7 @@ async def run_call(
         nonlocal stt_errors
         source = type(frame.processor).__name__ if frame.processor else "pipeline"
         logger.warning(f"provider error from {source}: {frame.error}")
-        if "STT" in source and not frame.fatal:
+        if isinstance(frame.processor, STTService) and not frame.fatal:
             stt_errors += 1
             if stt_errors <= STT_ERRORS_TOLERATED:
                 return

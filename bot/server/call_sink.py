@@ -13,7 +13,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from bot.store.durable import DurableRecords, RecordNotSaved
-from bot.store.repository import call_to_dict
+from bot.store.record_json import call_to_dict
 from pipelines.call_session import CallSession
 
 

@@ -44,7 +44,7 @@ async def serve_locally(settings: Settings) -> AsyncIterator[LocalServer]:
     port = settings.port if settings.port else free_port()
     app = create_app(settings)
     server = AppServer(server_config(app, settings, host="127.0.0.1", port=port, lifespan="on"),
-                       drain=app.state.drain)
+                       drain=app.state.services.drain)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -60,7 +60,7 @@ def run_worker(channel: socket.socket) -> None:
 
     os.setpgrp()  # a terminal's Ctrl+C reaches the supervisor only, which forwards one SIGTERM
     app = create_app_from_env()
-    HandoffServer(server_config(app, app.state.settings), channel, drain=app.state.drain).run()
+    HandoffServer(server_config(app, app.state.services.settings), channel, drain=app.state.services.drain).run()
 
 
 def worker_count(setting: int) -> int:
@@ -88,7 +88,7 @@ def run_server(settings: Settings) -> None:
     app = create_app(settings)
     workers = worker_count(settings.workers)
     if workers == 1:
-        AppServer(server_config(app, settings, host=settings.host, port=settings.port), drain=app.state.drain).run()
+        AppServer(server_config(app, settings, host=settings.host, port=settings.port), drain=app.state.services.drain).run()
     else:
         serve_workers(settings, workers)
 

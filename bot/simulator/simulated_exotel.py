@@ -17,8 +17,9 @@ from pydantic import SecretStr
 
 from bot.config.campaigns import Campaign
 from bot.config.settings import Settings
+from bot.exotel.applet import applet_url
 from bot.server.local_server import LocalServer, free_port, serve_locally
-from bot.server.routers.exotel_connect import applet_url
+from bot.server.services import services_of
 from bot.simulator.exotel_rest import FakeExotelREST
 
 SIM = {"exotel_account_sid": "simulated", "exotel_api_key": "simulated", "exotel_api_token": "simulated",
@@ -40,7 +41,7 @@ async def simulated_exotel(settings: Settings, caller_events: list[Any], outcome
             "public_base_url": f"http://127.0.0.1:{port}", "exotel_api_base_url": exotel.base_url,
         })
         async with serve_locally(sim_settings) as server:
-            exotel.dynamic_url = applet_url(sim_settings, server.app.state.signing_key)
+            exotel.dynamic_url = applet_url(sim_settings, services_of(server.app).signing_key)
             yield server, exotel
 
 

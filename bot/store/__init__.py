@@ -4,10 +4,16 @@
     ...
     await store.close()
 
-See `bot.store.repository` for the rules (status ordering, lead claiming, resume).
+See `bot.store.call_store` for its parts: engine.py (URLs, engine, migrations), calls.py
+(call records, status ordering), runs.py (campaign runs, lead claiming, resume), owners.py,
+record_json.py (the API's JSON shape), record_csv.py, durable.py (writes that outlive an
+outage), progress.py (a live call's transcript as it grows).
 """
 
-from bot.exotel.call_status import CALL_STATUSES, TERMINAL_CALL_STATUSES
+from bot.exotel.call_status import CALL_STATUSES, TERMINAL_CALL_STATUSES, normalize_status
+from bot.store.call_store import CallStore
+from bot.store.calls import CallbackNotForThisCall, KnownCall
+from bot.store.engine import default_database_url, normalize_database_url
 from bot.store.models import (
     LEAD_STATES,
     Base,
@@ -16,18 +22,8 @@ from bot.store.models import (
     CampaignRun,
     ServerWorker,
 )
-from bot.store.repository import (
-    CallbackNotForThisCall,
-    CallStore,
-    KnownCall,
-    LeadInput,
-    RunProgress,
-    StatusUpdate,
-    call_to_dict,
-    default_database_url,
-    normalize_database_url,
-    normalize_status,
-)
+from bot.store.record_json import call_to_dict
+from bot.store.runs import LeadInput, RunProgress
 
 __all__ = [
     "CALL_STATUSES",
@@ -43,7 +39,6 @@ __all__ = [
     "LeadInput",
     "RunProgress",
     "ServerWorker",
-    "StatusUpdate",
     "call_to_dict",
     "default_database_url",
     "normalize_database_url",

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from bot.store import CallStore
-from bot.store.repository import mask_url, normalize_database_url
+from bot.store.engine import mask_url, normalize_database_url
 
 CONNECT_TIMEOUT_SECS = 10.0  # a firewalled host answers nothing: don't wait for the OS's minutes
 CHECK_TIMEOUT_SECS = 30.0  # connect, and migrate if needed

@@ -32,7 +32,6 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -42,18 +41,27 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.config.utc import as_utc
+from bot.exotel.callback_refs import ref_matches
+from bot.exotel.callbacks import StatusUpdate
+from bot.store.call_store import CallStore
+from bot.store.calls import CallbackNotForThisCall, KnownCall
 from bot.store.journal import Journal, JournalEntry
-from bot.store.repository import CallbackNotForThisCall, CallStore, KnownCall, StatusUpdate, _jsonable
+from bot.store.record_json import jsonable
 
 T = TypeVar("T")
 STATUS_WAIT_SECS = 5.0  # Exotel waits 15 s for the answer to a status callback
 DIAL_WAIT_SECS = 5.0  # `POST /calls` answers with the Sid within this (the record is on disk)
+# The dialler stores a call right after Exotel's REST answer gives it the Sid; a call that fails
+# at once can have its status callback here first. The callback is held this long for the record.
+CALLBACK_RECORD_WAIT_SECS = 5.0
 BACKOFF_FIRST_SECS = 0.05
 BACKOFF_MAX_SECS = 2.0
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")  # connection, resources, operator, rollback
 _SESSION_FIELDS = ("call_sid", "campaign", "lead", "to_number", "from_number", "outcome", "summary",
                    "end_reason", "transcript", "collected", "metrics", "turns", "escalated",
                    "started_at", "ended_at", "recording_path")
+# What a status update's journal entry keeps: the fields the store applies (and `at`, added below).
+_STATUS_FIELDS = ("call_sid", "status", "recording_url", "answered_by", "duration_secs")
 
 
 class RecordNotSaved(Exception):
@@ -84,14 +92,14 @@ def session_args(session: Any) -> dict[str, Any]:
     """What `complete_from_session` reads of a finished call, as JSON (the end time fixed now)."""
     args = {name: getattr(session, name, None) for name in _SESSION_FIELDS}
     args["ended_at"] = as_utc(args["ended_at"]) or datetime.now(UTC)
-    return _jsonable(args)
+    return jsonable(args)
 
 
 def status_args(update: StatusUpdate, expected_ref: str | None = None) -> dict[str, Any]:
-    args = {**asdict(update), "at": as_utc(update.at) or datetime.now(UTC)}
+    args = {**{name: getattr(update, name) for name in _STATUS_FIELDS}, "at": as_utc(update.at) or datetime.now(UTC)}
     if expected_ref is not None:
         args["expected_ref"] = expected_ref
-    return _jsonable(args)
+    return jsonable(args)
 
 
 def _when(value: Any) -> datetime | None:
@@ -150,7 +158,7 @@ class DurableRecords:
                              from_number: str | None = None, status: str = "initiated",
                              error: str | None = None) -> Any:
         """A call Exotel accepted: the row, or None when it is in the journal (still being tried)."""
-        args = _jsonable({"call_sid": call_sid, "campaign": campaign, "lead": dict(lead or {}),
+        args = jsonable({"call_sid": call_sid, "campaign": campaign, "lead": dict(lead or {}),
                           "to_number": to_number, "custom_field": custom_field, "attempt": attempt,
                           "from_number": from_number, "status": status, "error": error})
         return await self._write("dialled", call_sid, args, wait_secs=DIAL_WAIT_SECS)
@@ -267,6 +275,37 @@ class DurableRecords:
         except OSError as error:
             logger.bind(call_sid=call_sid).warning(f"journal unreadable ({error})")
             return None
+
+    async def apply_callback(self, update: StatusUpdate, ref: str) -> bool | None:
+        """Apply a status callback that came to the address signed for dial `ref`: only to the
+        call dialled with that ref (bot/exotel/callback_refs.py), else CallbackNotForThisCall
+        and nothing changes. Returns as `apply_status` does.
+
+        The call's record must exist: one still being stored (or still in the journal) is
+        waited for, up to CALLBACK_RECORD_WAIT_SECS. While the store can't say, the update is
+        journalled and the store checks the ref when it writes it (in the write's own
+        transaction). RecordNotSaved: neither the database nor the journal took it."""
+        wait_secs = CALLBACK_RECORD_WAIT_SECS
+        try:
+            if not ref_matches(await self.dial_custom_field(update.call_sid, wait_secs), ref):
+                raise CallbackNotForThisCall(f"the callback's address was not issued for {update.call_sid}")
+        except RecordsUnavailable:
+            pass  # the store can't say now; it checks the ref when it writes the update (journal replay)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_secs
+        last_try = False
+        while True:
+            try:
+                return await self.apply_status(update, expected_ref=ref)
+            except CallbackNotForThisCall:
+                # A dial the journal still holds (the database just came back and the journal is
+                # being replayed) has no row yet, so the store can't match the ref: wait for it.
+                if last_try or loop.time() >= deadline:
+                    raise
+                if ref_matches(await self.journalled_custom_field(update.call_sid), ref):
+                    await asyncio.sleep(0.25)  # the dial is still on its way to the database
+                else:
+                    last_try = True  # gone from the journal: in the database now, or never there
 
     # -- writing -------------------------------------------------------------------------------
 

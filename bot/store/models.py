@@ -8,7 +8,7 @@ Four tables, the same on SQLite and PostgreSQL:
   worker process takes the media socket finds them from the `start` message's call_sid.
 * `campaign_runs` and `campaign_leads`: a resumable campaign run, one row per lead, whose
   `state` moves pending -> dialling -> in-call -> done / failed / pending (retry) through
-  conditional UPDATEs (see `bot.store.repository.CallStore`).
+  conditional UPDATEs (see `bot.store.runs`).
 * `server_workers`: one row per live server process, its heartbeat. A call record taken by a
   process names it (`owner_id`); a record whose owner stopped beating is closed by a sweep
   (`CallStore.close_lost_calls`), whichever server runs it.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import secrets
 from datetime import datetime
 from typing import Any
@@ -15,15 +13,19 @@ from pydantic import BaseModel, Field, field_validator
 from bot.config.campaigns import CampaignError
 from bot.config.lead_limits import check_lead
 from bot.config.phone import InvalidPhoneNumber
-from bot.exotel.client import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.exotel.errors import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.server.services import Services, services
+from bot.store.call_store import CallStore
+from bot.store.record_csv import calls_csv
+from bot.store.record_json import call_to_dict
 
 router = APIRouter(tags=["calls"])
 MAX_CALL_REQUEST_BYTES = 64 * 1024  # a lead is at most 16 KB (bot/config/lead_limits.py)
 
 
-def require_token(request: Request) -> None:
+def require_token(request: Request, held: Services = Depends(services)) -> None:
     """Bearer API_TOKEN, when one is set."""
-    token = request.app.state.settings.api_token
+    token = held.settings.api_token
     if token is None:
         return
     given = request.headers.get("authorization", "")
@@ -60,12 +62,11 @@ class CallPlaced(BaseModel):
 
 @router.post("/calls", response_model=CallPlaced, dependencies=[Depends(require_token)],
              max_body_size=MAX_CALL_REQUEST_BYTES)
-async def place_call(body: CallRequest, request: Request) -> CallPlaced:
+async def place_call(body: CallRequest, state: Services = Depends(services)) -> CallPlaced:
     """Ask Exotel to dial the lead into the Voicebot flow; returns the call's Sid.
 
     The whole request is checked (number, campaign, lead bounds) before anything happens:
     a request that cannot be stored never makes a phone ring."""
-    state = request.app.state
     if body.campaign and body.campaign not in state.campaigns.names():
         raise HTTPException(status_code=404, detail=f"no campaign {body.campaign!r}; have {state.campaigns.names()}")
     try:
@@ -98,14 +99,14 @@ class SeedCallRequest(BaseModel):
 
 @router.post("/call", response_model=CallPlaced, dependencies=[Depends(require_token)],
              max_body_size=MAX_CALL_REQUEST_BYTES)
-async def place_call_seed(body: SeedCallRequest, request: Request) -> CallPlaced:
+async def place_call_seed(body: SeedCallRequest, state: Services = Depends(services)) -> CallPlaced:
     """The seed system's shape: `{"to": ...}` with the default campaign."""
-    return await place_call(CallRequest(to=body.to), request)
+    return await place_call(CallRequest(to=body.to), state)
 
 
 @router.get("/calls", dependencies=[Depends(require_token)])
 async def list_calls(
-    request: Request,
+    state: Services = Depends(services),
     campaign: str | None = None,
     status: str | None = None,
     outcome: str | None = None,
@@ -116,72 +117,24 @@ async def list_calls(
     format: str = Query("json", pattern="^(json|csv)$"),
 ) -> Any:
     """Call records, newest first; `format=csv` for a spreadsheet."""
-    store = request.app.state.store
+    store = _store(state)
     records = await store.list_calls(campaign=campaign, status=status, outcome=outcome, since=since,
                                      until=until, limit=limit, offset=offset)
-    rows = [store.to_dict(record) for record in records]
+    rows = [call_to_dict(record) for record in records]
     if format == "csv":
         return PlainTextResponse(calls_csv(rows), media_type="text/csv")
     return {"calls": rows, "count": len(rows)}
 
 
 @router.get("/calls/{call_sid}", dependencies=[Depends(require_token)])
-async def get_call(call_sid: str, request: Request) -> dict[str, Any]:
-    store = request.app.state.store
-    record = await store.find_call(call_sid)
+async def get_call(call_sid: str, state: Services = Depends(services)) -> dict[str, Any]:
+    record = await _store(state).find_call(call_sid)
     if record is None:
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
-    return store.to_dict(record)
+    return call_to_dict(record)
 
 
-CSV_COLUMNS = ["call_sid", "campaign", "status", "outcome", "summary", "started_at", "ended_at",
-               "duration_secs", "end_reason", "escalated", "lead", "collected"]
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """A cell a spreadsheet shows as text: one starting like a formula gets a leading `'`
-    (OWASP's CSV-injection rule). Call ids, summaries and lead fields come from outside."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def calls_csv(rows: list[dict[str, Any]]) -> str:
-    """The records as a sales team opens them in a spreadsheet: the call's columns, the lead's
-    name and phone, one column per collected detail (`collected.budget`, ...), the transcript
-    as text ("bot: ... / caller: ..."), and the whole lead as JSON last. Every cell is
-    spreadsheet-safe."""
-    import json
-
-    details: list[str] = []
-    for row in rows:
-        details += [key for key in row["collected"] if key not in details]
-    columns = [*CSV_COLUMNS[:-2], "lead_name", "lead_phone", *(f"collected.{key}" for key in details),
-               "transcript", "lead"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        lead = row["lead"]
-        cells = {**row, "lead": json.dumps(lead, ensure_ascii=False),
-                 "lead_name": lead.get("name"), "lead_phone": row.get("to_number") or lead.get("phone"),
-                 "transcript": transcript_text(row.get("transcript") or []),
-                 **{f"collected.{key}": _cell_value(value) for key, value in row["collected"].items()}}
-        writer.writerow({column: spreadsheet_safe(cells.get(column)) for column in columns})
-    return out.getvalue()
-
-
-def transcript_text(transcript: list[dict[str, Any]]) -> str:
-    """The transcript as lines a person reads: "bot: Hello Rahul..." / "caller: Yes"."""
-    speaker = {"assistant": "bot", "user": "caller"}
-    return "\n".join(f"{speaker.get(str(e.get('role')), e.get('role'))}: {e.get('text', '')}"
-                     + (" (interrupted)" if e.get("interrupted") else "") for e in transcript)
-
-
-def _cell_value(value: Any) -> Any:
-    import json
-
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+def _store(state: Services) -> CallStore:
+    if state.store is None:  # only before start-up has opened it
+        raise HTTPException(status_code=503, detail="call records unavailable")
+    return state.store

@@ -12,41 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from loguru import logger
 
-from bot.exotel.signing import sign, verify
+from bot.exotel.applet import applet_signature_ok, media_url
+from bot.server.services import Services, services
 
 router = APIRouter(tags=["exotel"])
-CONNECT_PURPOSE = ("connect", "applet")
-
-
-def applet_url(settings: Any, key: bytes) -> str:
-    """The signed dynamic URL to paste into the Voicebot applet."""
-    return f"{settings.public_base_url}/exotel/connect?sig={sign(key, *CONNECT_PURPOSE)}"
-
-
-def media_url(settings: Any, params: dict[str, str]) -> str:
-    base = urlsplit(settings.public_base_url)
-    scheme = "wss" if base.scheme == "https" else "ws"
-    auth = ""
-    if settings.media_auth_enabled:
-        auth = f"{quote(settings.media_auth_user, safe='')}:{quote(settings.media_auth_password, safe='')}@"
-    if settings.exotel_sample_rate:
-        params = {"sample-rate": str(settings.exotel_sample_rate), **params}
-    query = urlencode(dict(list(params.items())[:3]))[:256]
-    return f"{scheme}://{auth}{base.netloc}{base.path}/media" + (f"?{query}" if query else "")
 
 
 @router.api_route("/exotel/connect", methods=["GET", "POST"])
 @router.api_route("/api/v1/exotel/voice/connect", methods=["GET", "POST"], include_in_schema=False)
-async def exotel_connect(request: Request) -> dict[str, str]:
+async def exotel_connect(request: Request, state: Services = Depends(services)) -> dict[str, str]:
     """`{"url": "wss://PUBLIC_HOST/media?campaign=...&lead=..."}` for the Voicebot applet."""
-    state = request.app.state
     query = request.query_params
-    if not verify(state.signing_key, *CONNECT_PURPOSE, query.get("sig")):
+    if not applet_signature_ok(state.signing_key, query.get("sig")):
         logger.warning("dynamic URL request refused: missing or wrong signature")
         raise HTTPException(status_code=403, detail="bad signature")
     call_sid = query.get("CallSid") or query.get("call_sid")
@@ -59,15 +40,14 @@ async def exotel_connect(request: Request) -> dict[str, str]:
             campaign_name, lead = found[0] or campaign_name, dict(found[1] or {})
     params = {k: v for k, v in (("campaign", campaign_name), ("lead", str(lead.get("id") or "")),
                                 ("name", str(lead.get("name") or ""))) if v}
-    _prepare_greeting(request, campaign_name, lead)
+    _prepare_greeting(state, campaign_name, lead)
     return {"url": media_url(state.settings, params)}
 
 
-def _prepare_greeting(request: Request, campaign_name: str | None, lead: dict[str, Any]) -> None:
+def _prepare_greeting(state: Services, campaign_name: str | None, lead: dict[str, Any]) -> None:
     from bot.config.campaigns import CampaignError
     from pipelines.voices import prepare_line
 
-    state = request.app.state
     settings = state.settings
     try:
         campaign = state.campaigns.get(campaign_name, settings.default_campaign)

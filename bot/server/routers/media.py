@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from fastapi import APIRouter, WebSocket
 from loguru import logger
 
 from bot.config.campaigns import Campaign, CampaignError
-from bot.config.settings import Settings
 from bot.server.call_runner import run_call
 from bot.server.media_auth import media_request_authorized
 from bot.server.media_handshake import HandshakeError, read_handshake
+from bot.server.services import Services, services
+from bot.store.progress import ProgressSaver
 from pipelines.call_session import CallSession, InvalidStream
 
 router = APIRouter(tags=["media"])
 POLICY_VIOLATION = 1008
-PROGRESS_SAVE_EVERY_SECS = 2.0
 
 
 @router.websocket("/media")
 @router.websocket("/voicebot/ws")
 async def media_stream(websocket: WebSocket) -> None:
     """One Exotel call: authenticate, read `start`, run the call's pipeline until hang-up."""
-    settings: Settings = websocket.app.state.settings
+    state = services(websocket)
+    settings = state.settings
     if not media_request_authorized(websocket.headers.get("authorization"), settings):
         logger.warning(f"media socket refused: bad or missing Basic auth from {websocket.client}")
         await websocket.close(code=POLICY_VIOLATION)  # before accept: an HTTP 403
@@ -48,7 +48,7 @@ async def media_stream(websocket: WebSocket) -> None:
     session.socket_opened_monotonic = opened
     session.start_received_monotonic = time.monotonic()
     log = logger.bind(call_sid=session.call_sid)
-    live_calls: dict = websocket.app.state.live_calls
+    live_calls = state.live_calls
     if session.call_sid in live_calls:
         log.warning("media socket refused: this call already has a live media session")
         await _close_quietly(websocket, POLICY_VIOLATION)
@@ -56,21 +56,20 @@ async def media_stream(websocket: WebSocket) -> None:
     live_calls[session.call_sid] = session  # held from here: a second socket for this call is refused
     admitted = False
     try:
-        campaign = await _admit(websocket, session, settings, handshake.had_start)
+        campaign = await _admit(state, session, handshake.had_start)
         if campaign is None:
             await _close_quietly(websocket, POLICY_VIOLATION)
             return
         admitted = True
-        records = websocket.app.state.records
-        if records is not None:
-            session.on_update = ProgressSaver(records, session)
-        if websocket.app.state.ownership is not None:  # the record names this process while the call runs
-            websocket.app.state.ownership.claim_soon(session.call_sid)
+        if state.records is not None:
+            session.on_update = ProgressSaver(state.records, session)
+        if state.ownership is not None:  # the record names this process while the call runs
+            state.ownership.claim_soon(session.call_sid)
         # Every log line of this call (ours and Pipecat's, in every task it starts) carries the sid.
         with logger.contextualize(call_sid=session.call_sid):
             await run_call(
                 websocket, session, campaign, settings, handshake.messages,
-                websocket.app.state.speech_cache,
+                state.speech_cache,
             )
     except Exception:
         log.exception("call failed")
@@ -81,18 +80,15 @@ async def media_stream(websocket: WebSocket) -> None:
         if isinstance(session.on_update, ProgressSaver):
             session.on_update.cancel()
         if admitted:
-            await websocket.app.state.call_sink.call_finished(session)
+            await state.call_sink.call_finished(session)
 
 
-async def _admit(
-    websocket: WebSocket, session: CallSession, settings: Settings, had_start: bool
-) -> Campaign | None:
+async def _admit(state: Services, session: CallSession, had_start: bool) -> Campaign | None:
     """The call's campaign, with the dialled lead filled in from the store; None (logged) when
     the call must not be served: it already ended (its record is final), or no campaign fits."""
     log = logger.bind(call_sid=session.call_sid)
-    records = websocket.app.state.records
-    if records is not None:  # a dialled call: its campaign and lead were stored against the Sid
-        known = await records.call_for_media(session.call_sid)  # None (in time): the custom parameters
+    if state.records is not None:  # a dialled call: its campaign and lead were stored against the Sid
+        known = await state.records.call_for_media(session.call_sid)  # None (in time): the custom parameters
         if known is not None and known.ended:
             log.warning("media socket refused: this call has ended; its record stays as it is")
             return None
@@ -100,7 +96,7 @@ async def _admit(
             session.campaign = known.campaign or session.campaign
             session.lead = {**session.lead, **known.lead}
     try:
-        campaign = websocket.app.state.campaigns.get(session.campaign, settings.default_campaign)
+        campaign = state.campaigns.get(session.campaign, state.settings.default_campaign)
     except CampaignError as error:
         log.error(f"call refused: {error}")
         return None
@@ -110,58 +106,6 @@ async def _admit(
         f"start={'yes' if had_start else 'no (media first)'}"
     )
     return campaign
-
-
-class ProgressSaver:
-    """Save a live call's transcript as it grows, off the audio path: at most one write per
-    call every PROGRESS_SAVE_EVERY_SECS (the latest state wins), never two at once, none
-    after hang-up (the completed record is written then). With a hundred calls on one SQLite
-    file, a write per transcript line queued the writers on the file's lock and left a new
-    call's lead lookup waiting ~1 s for a pooled connection. A change that lands while a
-    write is under way is saved by the next one, not left for the next change; so is one the
-    database did not take (`DurableRecords.save_progress` skips saves while it is down, so
-    they never queue up)."""
-
-    def __init__(self, records, session: CallSession, every_secs: float = PROGRESS_SAVE_EVERY_SECS):
-        self._records, self._session, self._every = records, session, every_secs
-        self._task: asyncio.Task | None = None
-        self._last_saved = 0.0
-        self._writing = False
-        self._dirty = False
-        self._stopped = False
-
-    def __call__(self) -> None:
-        self._dirty = True
-        if not self._stopped and (self._task is None or self._task.done()):
-            self._task = asyncio.create_task(self._save_while_dirty())
-
-    def cancel(self) -> None:
-        """Drop a save still waiting its turn (one already writing finishes: never cut a
-        transaction off half-way)."""
-        self._stopped = True
-        self._dirty = False
-        if self._task is not None and not self._writing:
-            self._task.cancel()
-
-    async def _save_while_dirty(self) -> None:
-        while self._dirty and not self._stopped:
-            delay = self._last_saved + self._every - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self._last_saved = time.monotonic()
-            self._dirty = False
-            session = self._session
-            self._writing = True
-            try:
-                saved = await self._records.save_progress(
-                    session.call_sid, list(session.transcript), dict(session.collected))
-            except Exception as error:
-                saved = False
-                logger.bind(call_sid=session.call_sid).warning(f"could not save call progress: {error}")
-            finally:
-                self._writing = False
-            if not saved and not self._stopped:
-                self._dirty = True  # try again next turn
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:

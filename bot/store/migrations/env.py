@@ -20,13 +20,13 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from bot.store.models import Base
-from bot.store.repository import (
+from bot.store.engine import (
     default_database_url,
     ensure_sqlite_folder,
     install_sqlite_hooks,
     normalize_database_url,
 )
+from bot.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
