@@ -100,7 +100,7 @@ class ExotelWebsocketClient(FastAPIWebsocketClient):
         async for message in super().receive():
             yield message
 
-    def receive(self) -> AsyncIterator[str | bytes]:  # type: ignore[override]
+    def receive(self) -> AsyncIterator[str | bytes]:
         return self._replay_then_receive()
 
     async def hang_up(self) -> None:
@@ -452,9 +452,10 @@ class ExotelOutputTransport(FastAPIWebsocketOutputTransport):
         if isinstance(frame, InterruptionFrame):
             if self._paused_at is not None:  # the interruption overtook clear_now: the pause is over
                 self._pause_was_an_interruption()
-            already_cleared = self._cleared_early_at is not None  # and nothing sent since
-            if already_cleared:
-                self._transport.early_clear_leads.append(time.monotonic() - self._cleared_early_at)
+            cleared_at = self._cleared_early_at
+            already_cleared = cleared_at is not None  # and nothing sent since
+            if cleared_at is not None:
+                self._transport.early_clear_leads.append(time.monotonic() - cleared_at)
             if not already_cleared and self._audio_possibly_queued() and self._client.is_connected:
                 await self._send_clear()
             self._cancel_tail_flush()

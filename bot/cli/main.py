@@ -108,7 +108,7 @@ def demo(
     typer.echo(f"protocol violations: {len(result.violations)}; playback gaps: {len(result.gaps)}")
     typer.echo(f"what the caller heard: {wav}")
     if result.violations or result.connect_error:
-        for line in result.violations or [result.connect_error]:
+        for line in result.violations or [result.connect_error or ""]:
             typer.secho(f"  {line}", fg="red")
         raise typer.Exit(1)
 
@@ -191,7 +191,7 @@ def run(
     try:
         if lead is not None:
             code = asyncio.run(run_one_lead(settings, lead, campaign, simulate=simulate or None))
-        else:
+        elif leads is not None:
             code = asyncio.run(run_campaign(settings, leads, campaign, concurrency=concurrency,
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,

@@ -94,8 +94,8 @@ async def simulation(settings: Settings, campaign_name: str | None, what: str, o
     book = CampaignBook(settings.campaigns_dir)
     campaign = _campaign(_Services(book, settings), campaign_name)
     is_path = isinstance(campaign_name, str) and campaign_name.endswith((".yaml", ".yml"))
-    scenario = load_scenario(scenario_for(settings.campaigns_dir, campaign_name if is_path else campaign.name))
-    await check_database(settings.database_url)  # else the in-process server fails mid-start-up
+    scenario = load_scenario(scenario_for(settings.campaigns_dir, str(campaign_name) if is_path else campaign.name))
+    await check_database(settings.store_url)  # else the in-process server fails mid-start-up
     console.print(f"[bold]No Exotel credentials: simulating {what} on this machine.[/]")
     events = scenario.caller_events(settings.exotel_sample_rate or 8000)
     async with simulated_exotel(settings, events, outcomes=outcomes) as (server, exotel):

@@ -33,7 +33,7 @@ async def cli_services(settings: Settings, *, dialling: bool):
     from bot.dialing.dialer import Dialer, exotel_client_for
 
     private_folder(settings.data_dir)
-    store = await open_store(settings.database_url, migrate=True, timeout_secs=settings.database_timeout_secs)
+    store = await open_store(settings.store_url, migrate=True, timeout_secs=settings.database_timeout_secs)
     records = DurableRecords.for_settings(store, settings)  # dial records survive an outage (journal)
     client = None
     try:

@@ -73,4 +73,6 @@ def call_is_over(status: str | None, ended_at: datetime | str | None, end_reason
     if not ended_at:
         return False
     ended = as_utc(datetime.fromisoformat(ended_at) if isinstance(ended_at, str) else ended_at)
+    if ended is None:
+        return False
     return ((now or datetime.now(UTC)) - ended).total_seconds() >= SESSION_END_GRACE_SECS

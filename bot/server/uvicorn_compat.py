@@ -81,8 +81,8 @@ class ServerConfig(uvicorn.Config):
         on_connection_closed: Callable[[], None] | None = None,
         **options: Any,
     ):
-        super().__init__(app, http=TimedHttpProtocol, ws=ClosingWebSocketProtocol,  # type: ignore[arg-type]
-                         timeout_keep_alive=idle_timeout_secs, **options)
+        super().__init__(app, http=TimedHttpProtocol, ws=ClosingWebSocketProtocol,
+                         timeout_keep_alive=idle_timeout_secs, **options)  # type: ignore[arg-type]  # uvicorn takes a float
         self.header_timeout_secs = header_timeout_secs
         self.idle_timeout_secs = idle_timeout_secs
         self.on_connection_closed = on_connection_closed

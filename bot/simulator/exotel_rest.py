@@ -540,7 +540,8 @@ class FakeExotelREST:
         if parts.username is not None:  # Exotel sends URL credentials as Basic auth
             token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
-            url = urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+            host = parts.hostname or ""
+            url = urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
         options: dict[str, Any] = {
             "headers": headers,
             "call_sid": call.sid,
@@ -556,8 +557,8 @@ class FakeExotelREST:
             options["max_secs"] = float(call.form["TimeLimit"])
         options.update(self.emulator_options)
         emulator = ExotelEmulator(EmulatorConfig(url=url, **options))
-        script = (self.caller_script(call.form["From"]) if self.caller_script
-                  else [HangUp(at=self.hangup_after)])
+        script: list[Any] = (self.caller_script(call.form["From"]) if self.caller_script
+                             else [HangUp(at=self.hangup_after)])
         result = await emulator.run(script)
         self.emulator_results[call.sid] = result
         if result.connect_error:

@@ -285,8 +285,8 @@ class CallRecords(Database):
                 values["recording_path"] = str(s.recording_path)
             if row.status not in TERMINAL_CALL_STATUSES:
                 values["status"] = "completed"
-            if row.duration_secs is None and (values.get("started_at") or row.started_at):
-                begin = values.get("started_at") or row.started_at
+            begin = values.get("started_at") or row.started_at
+            if row.duration_secs is None and begin is not None and ended is not None:
                 values["duration_secs"] = round(max(0.0, (ended - begin).total_seconds()), 3)
             return _assign(row, values)
 

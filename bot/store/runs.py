@@ -180,7 +180,7 @@ class CampaignRuns(Database):
                     .values(state="dialling", attempts=CampaignLead.attempts + 1, updated_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
-                if result.rowcount == 1:
+                if result.rowcount == 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
                     return await session.get(CampaignLead, candidate, populate_existing=True)
             # another process took it between our SELECT and UPDATE: look again
 
@@ -192,7 +192,7 @@ class CampaignRuns(Database):
                 .values(**values, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1
+            return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
     async def mark_lead_dialled(self, lead_row_id: int, call_sid: str) -> bool:
         """dialling -> in-call with the Sid Exotel gave. False if the lead was not `dialling`."""

@@ -23,12 +23,12 @@ class ConnectInBackground:
     _first_connect_started: bool = False
     _first_connect: asyncio.Task | None = None
 
-    async def _connect(self):  # type: ignore[override]
+    async def _connect(self):
         if not self._first_connect_started:
             self._first_connect_started = True
-            self._first_connect = self.create_task(super()._connect(), name=f"{self}-first-connect")  # type: ignore[attr-defined,misc]
+            self._first_connect = self.create_task(super()._connect(), name=f"{self}-first-connect")
             return
-        await super()._connect()  # type: ignore[misc]
+        await super()._connect()
 
     @property
     def connecting(self) -> bool:
@@ -50,8 +50,8 @@ class ConnectInBackground:
                 pass  # the service reports its own connection errors
         self._first_connect = None
 
-    async def _disconnect(self):  # type: ignore[override]
+    async def _disconnect(self):
         task, self._first_connect = self._first_connect, None
         if task is not None and not task.done():
-            await self.cancel_task(task)  # type: ignore[attr-defined]
-        await super()._disconnect()  # type: ignore[misc]
+            await self.cancel_task(task)
+        await super()._disconnect()

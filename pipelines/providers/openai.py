@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from loguru import logger
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient, NotGiven, Omit
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient, NotGiven, Omit, Timeout
 from openai.resources.chat import AsyncChat
 from openai.resources.chat.completions import AsyncCompletions
 from pipecat.services.openai.llm import OpenAILLMService
@@ -39,7 +39,7 @@ class LeanCompletions(AsyncCompletions):
     If this SDK version's internals do not fit, the SDK's create() is used (start-up says so;
     a request refused by them, with a warning)."""
 
-    async def create(self, **params: Any):  # type: ignore[override]
+    async def create(self, **params: Any):
         body = lean_body(params)
         if body is None or not openai_sdk.lean_path_available():
             return await super().create(**params)
@@ -75,10 +75,11 @@ def shared_openai_client(settings: Settings, timeout_secs: float, retries: int) 
         client = _clients[key] = LeanAsyncOpenAI(
             api_key=settings.openai_api_key.get_secret_value(),
             base_url=settings.openai_base_url,
-            timeout=httpx.Timeout(timeout_secs, connect=min(3.0, timeout_secs)),
+            timeout=Timeout(timeout_secs, connect=min(3.0, timeout_secs)),  # the SDK's own httpx
             max_retries=retries,
             http_client=DefaultAsyncHttpxClient(
-                limits=httpx.Limits(max_keepalive_connections=100, max_connections=1000)
+                # the SDK's client reads these numbers off any httpx Limits
+                limits=httpx.Limits(max_keepalive_connections=100, max_connections=1000)  # type: ignore[arg-type]
             ),
         )
     return client
