@@ -226,3 +226,16 @@ def test_readme_says_what_the_code_does():
     assert "simulator's own Piper voice (not real callers)" in readme, "where the offline WER was measured"
     assert "seed" not in readme.lower(), "name what is meant, e.g. 'the older POST /call API'"
     assert "espeak-ng's Hindi voice" in readme, "which offline voice a Hindi campaign gets"
+
+
+def test_readme_layout_names_every_package_and_only_packages_that_exist():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## Tests")]
+    named = {line.split()[0].rstrip("/") for line in layout.splitlines()
+             if line and not line.startswith((" ", "`", "#")) and line.split()[0].endswith("/")}
+    packages = {str(init.parent.relative_to(root)) for top in ("bot", "pipelines", "serializers", "testing")
+                for init in (root / top).rglob("__init__.py")
+                if "migrations" not in init.parts and init.parent != root / "bot"}
+    assert packages <= named, f"packages missing from README's layout: {sorted(packages - named)}"
+    assert all((root / name).is_dir() for name in named), [n for n in named if not (root / n).is_dir()]
