@@ -24,6 +24,7 @@ from bot.server.local_server import free_port, serve_locally
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import EmulatorResult, HangUp, Reply, Say
 from pipelines.bot_lines import BotLines
+from testing.agent_scripts import LONG_REPLY
 from testing.agent_stack import agent_stack, write_campaigns
 from testing.fakes.openai_chat import Reply as LLMReply
 from testing.waiting import wait_finished
@@ -83,8 +84,6 @@ async def test_offline_barge_in_keeps_the_heard_part_of_the_line(tmp_path: Path)
     assert session.transcript[0]["role"] == "assistant" and session.transcript[0]["interrupted"] is False
 
 
-LONG_REPLY = ("We have two and three bedroom apartments in Whitefield, close to the metro, "
-              "with a clubhouse, a pool and a large park, and possession is planned for next year.")
 
 
 async def test_online_barge_in_keeps_the_heard_part_of_the_line(tmp_path: Path):

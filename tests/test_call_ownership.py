@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator
 from bot.store import CallStore, ServerWorker
 from bot.store.models import utcnow
+from testing.databases import Backend
 from testing.server_process import server_process
-from tests.test_store import Backend, backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 
 LOST_AFTER = 30.0
 
@@ -34,7 +34,7 @@ async def _owners(store: CallStore) -> set[str]:
         return set((await conn.execute(select(ServerWorker.id))).scalars())
 
 
-async def test_calls_of_a_silent_owner_are_closed_and_nothing_else(backend: Backend):  # noqa: F811
+async def test_calls_of_a_silent_owner_are_closed_and_nothing_else(backend: Backend):
     a, b = await backend.open(), await backend.open()  # two server processes on one database
     await a.beat("node-a/1/x", "node-a", 1)
     await b.beat("node-b/2/y", "node-b", 2)
@@ -77,7 +77,7 @@ async def test_calls_of_a_silent_owner_are_closed_and_nothing_else(backend: Back
     assert "node-b/2/y" in await _owners(a)
 
 
-async def test_servers_sweeping_at_once_close_each_call_once(backend: Backend):  # noqa: F811
+async def test_servers_sweeping_at_once_close_each_call_once(backend: Backend):
     stores = [await backend.open() for _ in range(4)]
     await stores[0].beat("dead/1/z")
     sids = [f"CA-{i:02d}" for i in range(30)]

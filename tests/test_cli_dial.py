@@ -12,7 +12,7 @@ from pathlib import Path
 from bot.cli.runs import run_campaign, run_one_lead
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
-from tests.test_campaign_run import dialling_server, write_csv
+from testing.dialling import dialling_server, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 

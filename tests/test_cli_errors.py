@@ -169,7 +169,7 @@ def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
 
 async def test_a_campaign_where_every_call_failed_exits_1_and_says_so(tmp_path, capsys):
     from bot.cli.runs import run_campaign
-    from tests.test_campaign_run import dialling_server, write_csv
+    from testing.dialling import dialling_server, write_csv
 
     csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,", "B,Bad,12,"])
     async with dialling_server(tmp_path, "busy") as (server, exotel):

@@ -11,49 +11,17 @@ import pytest
 from bench.measures import speech_start_offset
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
+from testing.agent_scripts import EL_FAST, LONG_REPLY, SHORT_GREETING, qualifying_agent, user_count
 from testing.agent_stack import agent_stack
 from testing.fakes.elevenlabs import synthesize
 from testing.fakes.openai_chat import Fail, Hang, Reply, ToolCall
 from testing.waiting import wait_finished
-
-SHORT_GREETING = {"real_estate": {"greeting": "Hello {lead.name}, this is Priya from Sunrise Homes. Got a minute?"}}
-EL_FAST = {"ms_per_char": 30}
 
 
 def applet_sig(stack) -> str:
     from bot.exotel.applet import applet_url
 
     return applet_url(stack.server.settings, stack.server.app.state.services.signing_key).split("sig=")[1]
-
-
-def user_count(body: dict[str, Any]) -> int:
-    return sum(1 for m in body["messages"] if m["role"] == "user")
-
-
-def last_tool_name(body: dict[str, Any]) -> str | None:
-    messages = body["messages"]
-    if messages[-1]["role"] != "tool":
-        return None
-    call_id = messages[-1].get("tool_call_id")
-    for message in reversed(messages):
-        for call in message.get("tool_calls") or []:
-            if call["id"] == call_id:
-                return call["function"]["name"]
-    return None
-
-
-def qualifying_agent(body: dict[str, Any]) -> Reply:
-    """A scripted LLM: greet -> budget -> bedrooms -> end_call(interested)."""
-    users, tool = user_count(body), last_tool_name(body)
-    if tool == "save_lead_details":
-        if users == 2:
-            return Reply(text="Got it. And how many bedrooms are you looking for?")
-        return Reply(tool_calls=[ToolCall("end_call", {"outcome": "interested", "summary": "80L, 2BHK"})])
-    if users == 1:
-        return Reply(text="Great. What is your budget for the apartment?")
-    if users == 2:
-        return Reply(tool_calls=[ToolCall("save_lead_details", {"budget": "80 lakhs"})])
-    return Reply(tool_calls=[ToolCall("save_lead_details", {"bhk": "2", "purpose": "holiday"})])
 
 
 async def test_full_qualification_call(tmp_path):
@@ -109,10 +77,6 @@ async def test_full_qualification_call(tmp_path):
     for turn in answered:
         assert {"user_started", "stt_ttfb", "user_stopped_to_turn_end", "llm_ttfb", "tts_first_audio_after"} <= set(turn)
         assert turn["user_stopped_to_turn_end"] <= turn["tts_first_audio_after"] <= turn["voice_to_voice"]
-
-
-LONG_REPLY = ("We have two and three bedroom apartments in Whitefield, close to the metro, "
-              "with a clubhouse, a pool and a large park, and possession is planned for next year.")
 
 
 def chatty_agent(body: dict[str, Any]) -> Reply:

@@ -14,11 +14,9 @@ from bot.exotel.call_status import call_is_over
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
 from bot.simulator.exotel_rest import FakeExotelREST
+from testing.agent_scripts import EL_FAST, SHORT_GREETING, qualifying_agent
 from testing.agent_stack import agent_stack
-from tests.test_conversation import EL_FAST, SHORT_GREETING, qualifying_agent
-
-EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",
-          "exotel_caller_id": "08047112233", "exotel_app_id": "4242"}
+from testing.dialling import EXOTEL
 
 
 def _answered_call_is_over(record: dict) -> bool:

@@ -34,11 +34,10 @@ from bot.store import CallStore, call_to_dict
 from bot.store.record_csv import calls_csv
 from pipelines.speech_text import MAX_PIECE_CHARS, speech_pieces
 from serializers.exotel_events import is_call_sid
+from testing.dialling import EXOTEL
 from testing.waiting import wait_finished
 
 ROOT = Path(__file__).resolve().parent.parent
-EXOTEL = {"exotel_account_sid": "acme", "exotel_api_key": "key", "exotel_api_token": "token",
-          "exotel_caller_id": "08047112233", "exotel_app_id": "4242"}
 POLICY_VIOLATION = 1008
 
 

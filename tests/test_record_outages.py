@@ -24,11 +24,11 @@ from bot.exotel.callback_refs import custom_field
 from bot.exotel.signing import sign
 from bot.simulator.exotel_emulator import HangUp
 from bot.simulator.exotel_rest import FakeExotelREST
+from testing.agent_scripts import EL_FAST, SHORT_GREETING, qualifying_agent
 from testing.agent_stack import agent_stack
+from testing.databases import PG_URL, pg_dsn, postgres_unreachable
+from testing.dialling import EXOTEL
 from testing.tcp_proxy import TcpProxy
-from tests.test_conversation import EL_FAST, SHORT_GREETING, qualifying_agent
-from tests.test_dialing import EXOTEL
-from tests.test_store import PG_URL, _pg_dsn, _postgres_unreachable
 
 # Short database waits so an outage shows in a second, not in the production 30 s / 60 s.
 OUTAGE_SETTINGS = {"database_timeout_secs": 1.5, "database_retry_secs": 1.0, "journal_replay_secs": 0.2}
@@ -207,11 +207,11 @@ async def test_a_call_dialled_during_a_sqlite_lock_keeps_its_lead_and_every_call
 @pytest.fixture
 async def pg_database():
     """A fresh PostgreSQL database for one test (skips, saying why, when PostgreSQL is absent)."""
-    reason = await _postgres_unreachable()
+    reason = await postgres_unreachable()
     if reason:
         pytest.skip(reason)
     name = f"outage_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_pg_dsn())
+    admin = await asyncpg.connect(pg_dsn())
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         try:
@@ -303,7 +303,7 @@ async def _with_duration(client: httpx.AsyncClient, sid: str) -> dict | None:
 
 
 async def _pg_counts(database: str, sids: list[str]) -> dict[str, int]:
-    dsn = make_url(_pg_dsn()).set(database=database).render_as_string(hide_password=False)
+    dsn = make_url(pg_dsn()).set(database=database).render_as_string(hide_password=False)
     connection = await asyncpg.connect(dsn)
     try:
         rows = await connection.fetch(

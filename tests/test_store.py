@@ -11,97 +11,24 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from bot.exotel.callbacks import StatusUpdate, status_update
 from bot.store import Base, CallStore, LeadInput, call_to_dict, normalize_database_url, normalize_status
 from bot.store.engine import alembic_config
 from pipelines.call_session import CallSession
+from testing.databases import TABLES, Backend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-TABLES = {"call_records", "campaign_runs", "campaign_leads", "alembic_version"}
-
-_pg_reason: dict[str, str | None] = {}
-
-
-def _pg_dsn() -> str:
-    return make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _postgres_unreachable() -> str | None:
-    if "reason" not in _pg_reason:
-        try:
-            conn = await asyncpg.connect(_pg_dsn(), timeout=3)
-            await conn.close()
-            _pg_reason["reason"] = None
-        except Exception as exc:  # noqa: BLE001 - any failure means "not here"
-            shown = make_url(PG_URL).render_as_string(hide_password=True)
-            _pg_reason["reason"] = (
-                f"PostgreSQL not reachable at {shown} ({type(exc).__name__}: {exc}); "
-                "set TEST_POSTGRES_URL to run the PostgreSQL cases"
-            )
-    return _pg_reason["reason"]
-
-
-class Backend:
-    """One database for one test: opens stores on it (like separate worker processes)."""
-
-    def __init__(self, name: str, url: str, connect_args: dict[str, Any] | None = None):
-        self.name = name
-        self.url = url
-        self.connect_args = connect_args
-        self.stores: list[CallStore] = []
-
-    async def open(self, migrate: bool = True) -> CallStore:
-        store = await CallStore.open(self.url, migrate=migrate, connect_args=self.connect_args)
-        self.stores.append(store)
-        return store
-
-    async def close_all(self) -> None:
-        for store in self.stores:
-            await store.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def backend(request, tmp_path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        db = Backend("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'db' / 'calls.db'}")
-        yield db
-        await db.close_all()
-        return
-    reason = await _postgres_unreachable()
-    if reason:
-        if os.environ.get("TEST_POSTGRES_REQUIRED"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    schema = f"store_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(_pg_dsn())
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        db = Backend("postgresql", PG_URL, {"server_settings": {"search_path": schema}})
-        try:
-            yield db
-        finally:
-            await db.close_all()
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 async def store(backend: Backend) -> CallStore:
     return await backend.open()
