@@ -18,6 +18,7 @@ from bot.server.call_sink import CallSink
 from bot.server.drain import Drain, DrainMiddleware
 from bot.server.loop_monitor import LoopLagMonitor
 from bot.server.routers import calls, exotel_connect, health, media, webhooks
+from pipelines.offline import check_offline_engines
 from pipelines.speech_cache import SpeechCache
 
 
@@ -40,12 +41,13 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
     from bot.server.call_runner import build_transport
     from pipelines.builder import build_call_pipeline
     from pipelines.call_session import CallSession
+    from pipelines.offline import campaign_engines
     from pipelines.providers.silero import shared_silero_session
     from serializers.exotel_events import StreamStart
 
     for rate in (8000, 16000):  # Silero's two rates: specialising a graph takes ~0.1 s
         shared_silero_session(rate)
-    if not (settings.deepgram_api_key and settings.openai_api_key):
+    if any("whisper" in campaign_engines(campaign, settings) for campaign in campaigns.all()):
         from pipelines.providers.whisper_stt import shared_whisper_model
 
         shared_whisper_model()  # the offline STT stand-in: load its model before the first call
@@ -112,23 +114,26 @@ def create_app(settings: Settings) -> FastAPI:
     """Load campaigns (failing fast on a bad file) and wire the routers."""
     campaigns = CampaignBook(settings.campaigns_dir)
     campaigns.require(settings.default_campaign, "DEFAULT_CAMPAIGN")
+    check_offline_engines(campaigns.all(), settings)  # the offline extra, where a campaign needs it: one line
     private_folder(settings.data_dir)  # records, recordings, secrets: the server's user only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Load each campaign's voice once per process before the first call needs it.
-        from pipelines.providers.piper import load_voice
         from pipelines.voices import effective_tts
 
         voices = {effective_tts(c, settings).voice for c in campaigns.all()
                   if effective_tts(c, settings).provider == "piper"}
         _warn_without_espeak(campaigns.all())
-        for voice in voices:
-            await asyncio.to_thread(load_voice, voice)
+        if voices:  # Piper (the offline extra) is imported only where a campaign speaks with it
+            from pipelines.providers.piper import load_voice
+
+            for voice in voices:
+                await asyncio.to_thread(load_voice, voice)
         # The apology a call plays when its remote voice fails: ready before the first call.
         from pipelines.apology import prepare_fallback_apologies
 
-        await prepare_fallback_apologies(campaigns.all(), settings)
+        await prepare_fallback_apologies(campaigns.all(), settings, app.state.speech_cache)
         _warm_up(settings, campaigns)
         await _open_services(app, settings)
         # What start-up built (modules, models, campaigns: ~200k objects) lives as long as the

@@ -20,7 +20,6 @@ from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from pipelines.hindi_script import to_devanagari
 from pipelines.speech_text import speech_pieces
 
 HINDI_VOICE = "hi"
@@ -44,7 +43,14 @@ def is_espeak_voice(name: str) -> bool:
 
 def text_for_voice(voice: str) -> Callable[[str], str]:
     """How a line is written for `voice`: Devanagari for Hindi, as it is for the rest."""
-    return to_devanagari if voice.split("-")[0] == "hi" else (lambda text: text)
+    if voice.split("-")[0] != "hi":
+        return lambda text: text
+    from pipelines.offline import require_engine
+
+    require_engine("espeak", "espeak-ng's Hindi voice")  # an extra: one line if it is not installed
+    from pipelines.hindi_script import to_devanagari  # indic-transliteration and wordfreq: only when used
+
+    return to_devanagari
 
 
 async def espeak_pcm(voice: str, text: str) -> bytes:
