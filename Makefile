@@ -10,7 +10,7 @@ UV_VERSION := 0.13.9
 LOCK_VENV := .venv-lock
 UPGRADE_VENV := .venv-upgrade
 
-.PHONY: system-packages setup test run serve bench lock upgrade-check clean
+.PHONY: system-packages setup test run serve bench bench-memory lock upgrade-check clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory system-packages
@@ -51,6 +51,13 @@ $(VENV)/.bench: $(STAMP)
 bench: $(VENV)/.bench
 	$(BIN)/python bench/turn_latency.py
 	$(BIN)/python bench/capacity.py
+
+# RSS of one worker, cloud (a lean install: the package alone, pinned by the lock) and offline.
+bench-memory: $(VENV)/.bench
+	rm -rf $(VENV)-lean && $(PYTHON) -m venv $(VENV)-lean
+	$(VENV)-lean/bin/pip install --quiet -c $(LOCK) .
+	$(BIN)/python bench/memory.py --scenarios cloud --server-python $(VENV)-lean/bin/python --label after-lean
+	$(BIN)/python bench/memory.py --label after-full
 
 # Regenerate requirements.lock from pyproject's ranges (keeps the pins that still fit;
 # `make lock UPGRADE=1` moves every pin to the newest allowed release).
