@@ -105,3 +105,14 @@ def test_every_third_party_import_is_declared():
             assert distributions, f"{folder}/ imports {module}, which no installed distribution provides"
             assert distributions & names, f"{folder}/ imports {module} ({', '.join(sorted(distributions))}), " \
                                           f"not declared in pyproject's {' / '.join(groups)} dependencies"
+
+
+def test_the_readme_names_the_extra_and_the_make_targets_that_exist():
+    from pipelines.offline import OFFLINE_EXTRA
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    makefile = (ROOT / "Makefile").read_text()
+    assert OFFLINE_EXTRA in readme, "the line a user without the extra sees is the one the README shows"
+    assert canonicalize_name(PROJECT["name"]) in OFFLINE_EXTRA and "[offline]" in OFFLINE_EXTRA
+    for target in ("lock", "upgrade-check", "bench-memory"):
+        assert f"make {target}" in readme and f"\n{target}:" in makefile, target
