@@ -146,7 +146,8 @@ async def test_a_cloud_campaign_imports_no_offline_engine(tmp_path):
         assert texts.count(text) == 1, "asked once, at one rate"
 
 
-@pytest.mark.parametrize("command", ["server.py WORKERS=1", "server.py WORKERS=2", "bot run --lead (simulated)"])
+@pytest.mark.parametrize("command", ["server.py WORKERS=1", "server.py WORKERS=2", "bot run --lead (simulated)",
+                                     "bot demo"])
 def test_a_campaign_that_needs_offline_engines_without_them_is_one_line(tmp_path, command):
     """No keys and no offline extra: start-up stops with one line naming the campaign, what it
     needs and the install command, before anything listens (`bot run` on the simulator: the
@@ -154,7 +155,8 @@ def test_a_campaign_that_needs_offline_engines_without_them_is_one_line(tmp_path
     args = {"server.py WORKERS=1": ([sys.executable, "server.py"], {"WORKERS": "1"}),
             "server.py WORKERS=2": ([sys.executable, "server.py"], {"WORKERS": "2"}),
             "bot run --lead (simulated)": ([sys.executable, "-m", "bot.cli", "run", "--lead", "examples/lead.json"],
-                                           {})}[command]
+                                           {}),
+            "bot demo": ([sys.executable, "-m", "bot.cli", "demo"], {})}[command]
     out = subprocess.run(args[0], cwd=ROOT, env=lean_env(tmp_path, **args[1]), capture_output=True, text=True,
                          timeout=120)
     lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
@@ -165,8 +167,10 @@ def test_a_campaign_that_needs_offline_engines_without_them_is_one_line(tmp_path
         assert lines == errors, "nothing else"
         assert errors[0].startswith("error: campaign ") and "Whisper" in errors[0], errors[0]
         assert "no DEEPGRAM_API_KEY" in errors[0], errors[0]
-    else:  # the simulated caller speaks with Piper: that is what it misses first
+    elif command.startswith("bot run"):  # the simulated caller speaks with Piper: what it misses first
         assert lines == ["No Exotel credentials: simulating the call on this machine.", *errors], lines
+    else:
+        assert "Traceback" not in out.stdout + out.stderr and "campaign " in errors[0], lines
 
 
 def test_each_offline_engine_used_without_its_package_says_the_same_line(monkeypatch):
