@@ -140,8 +140,10 @@ def _server_priority() -> None:
 
 @asynccontextmanager
 async def process_stack(tmp: Path, *, workers: int, fakes_config: dict,
-                        campaign_tweaks: dict | None = None, **env: str) -> AsyncIterator[ProcessStack]:
-    """Start the fakes and `server.py` (WORKERS=`workers`), wait until it answers /health."""
+                        campaign_tweaks: dict | None = None, python: str | None = None,
+                        **env: str) -> AsyncIterator[ProcessStack]:
+    """Start the fakes and `server.py` (WORKERS=`workers`; run by `python`, default this
+    interpreter), wait until it answers /health."""
     fakes = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "bench" / "fake_providers.py"), json.dumps(fakes_config),
         stdout=asyncio.subprocess.PIPE, cwd=ROOT)
@@ -161,7 +163,7 @@ async def process_stack(tmp: Path, *, workers: int, fakes_config: dict,
         child_env = {**os.environ, **{k.upper(): str(v) for k, v in values.items()}}
         log_path = tmp / "server.log"
         with log_path.open("wb") as log:
-            server = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=child_env,
+            server = subprocess.Popen([python or sys.executable, str(ROOT / "server.py")], cwd=ROOT, env=child_env,
                                       stdout=log, stderr=subprocess.STDOUT, preexec_fn=_server_priority)
         # No keep-alive: an idle connection held open would count as load on one worker.
         limits = httpx.Limits(max_keepalive_connections=0)

@@ -61,11 +61,8 @@ from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
 from pipelines.providers.elevenlabs import build_elevenlabs_tts
-from pipelines.providers.espeak import EspeakTTSService
 from pipelines.providers.openai import build_openai_llm
-from pipelines.providers.piper import SharedPiperTTSService
 from pipelines.providers.silero import SharedSileroVADAnalyzer
-from pipelines.providers.whisper_stt import WhisperSTTService
 from pipelines.recorder import CallRecorder, recording_path
 from pipelines.scripted_agent import ScriptedAgent
 from pipelines.speech_gate import SpeechGate
@@ -94,8 +91,13 @@ def build_tts(tts: TTSConfig, settings: Settings, sample_rate: int) -> FrameProc
     """The TTS service, producing audio at the stream's rate (no resampling later)."""
     if tts.provider == "elevenlabs":
         return build_elevenlabs_tts(tts, settings, sample_rate)
+    # The offline voices are an extra (pipelines/offline.py): imported only by a call that speaks with one.
     if tts.provider == "espeak":
+        from pipelines.providers.espeak import EspeakTTSService
+
         return EspeakTTSService(voice=tts.voice, sample_rate=sample_rate)
+    from pipelines.providers.piper import SharedPiperTTSService
+
     return SharedPiperTTSService(voice=tts.voice, sample_rate=sample_rate)
 
 
@@ -204,6 +206,8 @@ def build_call_pipeline(
             campaign.stt, settings, session.pipeline_in_rate, campaign.turn_taking.vad.min_volume
         )
     else:
+        from pipelines.providers.whisper_stt import WhisperSTTService  # the offline extra
+
         stt = WhisperSTTService(sample_rate=session.pipeline_in_rate)
     processors.append(stt)
     if campaign.voicemail.enabled:

@@ -98,7 +98,10 @@ def demo(
     from bot.server.local_server import free_port
 
     settings = _settings(port=free_port(), host="127.0.0.1")
-    result, wav = asyncio.run(run_demo(settings, lead_name, PROJECT_ROOT / "data" / "recordings"))
+    try:
+        result, wav = asyncio.run(run_demo(settings, lead_name, PROJECT_ROOT / "data" / "recordings"))
+    except CampaignError as error:  # e.g. the offline engines it speaks with are not installed
+        raise _fail(error) from None
     typer.echo("")
     typer.echo("Offline stand-ins: Exotel is the built-in emulator; the voice is Piper (local).")
     typer.echo(f"greeting: first audio {result.first_media_after_start * 1000:.0f} ms after start"

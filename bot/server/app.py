@@ -22,6 +22,7 @@ from bot.server.routers import calls, exotel_connect, health, media, webhooks
 from bot.server.services import Services
 from pipelines.call_session import CallSession
 from pipelines.compat import require_supported
+from pipelines.offline import check_offline_engines
 from pipelines.speech_cache import SpeechCache
 
 
@@ -36,6 +37,16 @@ def _warn_without_espeak(campaigns: list) -> None:
                        "English voice (apt-get install espeak-ng gives them its Hindi voice)")
 
 
+def _return_freed_memory() -> None:
+    """Hand the memory start-up freed back to the OS (glibc keeps it otherwise: ~10 MB of RSS)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
     """Build (not run) one call pipeline per campaign, so the first real call doesn't pay for
     first-use imports and model sessions (about 100 ms of its greeting otherwise)."""
@@ -44,12 +55,13 @@ def _warm_up(settings: Settings, campaigns: CampaignBook) -> None:
     from bot.server.call_runner import build_transport
     from pipelines.builder import build_call_pipeline
     from pipelines.call_session import CallSession
+    from pipelines.offline import campaign_engines
     from pipelines.providers.silero import shared_silero_session
     from serializers.exotel_events import StreamStart
 
     for rate in (8000, 16000):  # Silero's two rates: specialising a graph takes ~0.1 s
         shared_silero_session(rate)
-    if not (settings.deepgram_api_key and settings.openai_api_key):
+    if any("whisper" in campaign_engines(campaign, settings) for campaign in campaigns.all()):
         from pipelines.providers.whisper_stt import shared_whisper_model
 
         shared_whisper_model()  # the offline STT stand-in: load its model before the first call
@@ -118,23 +130,26 @@ def create_app(settings: Settings) -> FastAPI:
     require_supported(uvicorn_compat)
     campaigns = CampaignBook(settings.campaigns_dir)
     campaigns.require(settings.default_campaign, "DEFAULT_CAMPAIGN")
+    check_offline_engines(campaigns.all(), settings)  # the offline extra, where a campaign needs it: one line
     private_folder(settings.data_dir)  # records, recordings, secrets: the server's user only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # Load each campaign's voice once per process before the first call needs it.
-        from pipelines.providers.piper import load_voice
         from pipelines.voices import effective_tts
 
         voices = {effective_tts(c, settings).voice for c in campaigns.all()
                   if effective_tts(c, settings).provider == "piper"}
         _warn_without_espeak(campaigns.all())
-        for voice in voices:
-            await asyncio.to_thread(load_voice, voice)
+        if voices:  # Piper (the offline extra) is imported only where a campaign speaks with it
+            from pipelines.providers.piper import load_voice
+
+            for voice in voices:
+                await asyncio.to_thread(load_voice, voice)
         # The apology a call plays when its remote voice fails: ready before the first call.
         from pipelines.apology import prepare_fallback_apologies
 
-        await prepare_fallback_apologies(campaigns.all(), settings)
+        await prepare_fallback_apologies(campaigns.all(), settings, services.speech_cache)
         _warm_up(settings, campaigns)
         await _open_services(services)
         # What start-up built (modules, models, campaigns: ~200k objects) lives as long as the
@@ -142,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         # call's audio on hold. Frozen, it is skipped; only calls' own objects are scanned.
         gc.collect()
         gc.freeze()
+        _return_freed_memory()  # what start-up used only for a moment (graph specialising, migrations)
         services.loop_monitor.start()
         try:
             yield

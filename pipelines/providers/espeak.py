@@ -20,7 +20,6 @@ from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from pipelines.hindi_script import to_devanagari
 from pipelines.providers.tts_frames import PcmFrames
 from pipelines.speech_text import speech_pieces
 
@@ -54,9 +53,14 @@ def spoken_text(text: str) -> str:
 
 def text_for_voice(voice: str) -> Callable[[str], str]:
     """How a line is written for `voice`: Devanagari for Hindi, as it is for the rest."""
-    if voice.split("-")[0] == "hi":
-        return lambda text: to_devanagari(spoken_text(text))
-    return spoken_text
+    if voice.split("-")[0] != "hi":
+        return spoken_text
+    from pipelines.offline import require_engine
+
+    require_engine("espeak", "espeak-ng's Hindi voice")  # an extra: one line if it is not installed
+    from pipelines.hindi_script import to_devanagari  # indic-transliteration and wordfreq: only when used
+
+    return lambda text: to_devanagari(spoken_text(text))
 
 
 async def espeak_pcm(voice: str, text: str) -> bytes:

@@ -33,6 +33,9 @@ class PiperVoiceError(RuntimeError):
 @functools.cache
 def load_voice(voice: str) -> Any:
     """Load a Piper voice once per process: a bundled name or a path to an .onnx file."""
+    from pipelines.offline import require_engine
+
+    require_engine("piper", f"the Piper voice {voice[:80]!r}")  # an extra: one line if it is not installed
     from piper import PiperVoice  # heavy import, only when a Piper voice is used
 
     if voice in BUNDLED_VOICES:
@@ -55,9 +58,9 @@ def synthesize_pcm(voice: str, text: str, *, deterministic: bool = False) -> tup
     Piper samples its prosody and timing noise afresh on every call, so the same text never
     sounds quite the same twice; `deterministic` turns that noise off (the same bytes every
     time), for test and benchmark speech that must not change from run to run."""
+    piper_voice = load_voice(voice)  # first: one line if Piper is not installed
     from piper.config import SynthesisConfig
 
-    piper_voice = load_voice(voice)
     config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if deterministic else None
     audio = b"".join(
         chunk.audio_int16_bytes

