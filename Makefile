@@ -10,7 +10,7 @@ UV_VERSION := 0.13.9
 LOCK_VENV := .venv-lock
 UPGRADE_VENV := .venv-upgrade
 
-.PHONY: system-packages setup test run serve bench bench-memory lock upgrade-check clean
+.PHONY: system-packages setup check test run serve bench bench-memory lock upgrade-check clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory system-packages
@@ -34,7 +34,13 @@ system-packages:
 	    echo "note: apt-get could not install espeak-ng: Hindi campaigns speak offline in English"; \
 	  else echo "note: sudo apt-get install espeak-ng gives Hindi campaigns a Hindi voice offline"; fi; }
 
-test: $(STAMP)
+# Lint, types and the import layers (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
+check: $(STAMP)
+	$(BIN)/ruff check bot pipelines serializers server.py testing tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest -q
 
 run: $(STAMP)
