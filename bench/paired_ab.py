@@ -39,10 +39,17 @@ def serve(tree: Path, urls: dict[str, str], tweaks: dict) -> None:
     import uvloop
     from capacity import prefill_greeting
 
-    from bot.config.logging_setup import setup_logging
-    from bot.config.settings import load_settings
-    from bot.server.local_server import free_port, serve_locally
-    from testing.agent_stack import write_campaigns
+    try:
+        from bot.config.logging_setup import setup_logging
+        from bot.config.settings import load_settings
+        from bot.server.local_server import free_port, serve_locally
+        from testing.agent_stack import write_campaigns
+    except ImportError:  # a tree from before the layered layout (bot/config, bot/server, testing/)
+        from tests.agent_stack import write_campaigns  # type: ignore[no-redef]
+
+        from bot.local_server import free_port, serve_locally  # type: ignore[no-redef]
+        from bot.logging_setup import setup_logging  # type: ignore[no-redef]
+        from bot.settings import load_settings  # type: ignore[no-redef]
 
     async def main() -> None:
         tmp = Path(tempfile.mkdtemp())
