@@ -79,7 +79,7 @@ app = create_app(settings)
 async def main():
     prepared = {}
     async with app.router.lifespan_context(app):
-        for campaign in app.state.campaigns.all():
+        for campaign in app.state.services.campaigns.all():
             for rate in (8000, 16000):
                 start = StreamStart(stream_sid="lean", call_sid="lean", sample_rate=rate)
                 session = CallSession.from_handshake(start, {})
