@@ -69,11 +69,11 @@ async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str |
     book = CampaignBook(settings.campaigns_dir)
     campaign_name = campaign_name or lead.get("campaign")
     # a bad number or campaign fails here, before a server or a dial
-    _campaign(_Services(book, settings), campaign_name).phones.normalize(phone)
+    campaign = _campaign(_Services(book, settings), campaign_name)
+    campaign.phones.normalize(phone)
     if simulate or (simulate is None and not settings.exotel_configured):
         return await simulate_one_lead(settings, phone, lead, campaign_name)
     async with cli_services(settings, dialling=True) as services:
-        campaign = _campaign(services, campaign_name or lead.get("campaign"))
         result = await services.dialer.dial(phone, campaign, lead)
         console.print(f"[bold]calling[/] {mask_phone(result.to)} for [cyan]{campaign.name}[/]  sid {result.call_sid}")
         record = await follow_call(services.store, result.call_sid)
