@@ -19,13 +19,17 @@ from dataclasses import dataclass
 from loguru import logger
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
+    BotSpeakingFrame,
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     Frame,
+    InputAudioRawFrame,
     LLMTextFrame,
     MetricsFrame,
+    OutputAudioRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
+    UserSpeakingFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -53,10 +57,10 @@ from pipelines.call_control import CallControl
 from pipelines.call_session import CallSession, TranscriptLog
 from pipelines.call_tap import CallTap
 from pipelines.call_watch import CallWatch
-from pipelines.caller_audio_stop import CallerAudioStop
 from pipelines.dtmf_actions import DTMFActions
 from pipelines.exotel_transport import ExotelTransport
 from pipelines.fillers import FillerInjector
+from pipelines.frame_stops import FrameStop
 from pipelines.idle_watcher import IdleWatcher
 from pipelines.mute import MuteWhileEnding
 from pipelines.providers.deepgram import build_deepgram_stt
@@ -213,8 +217,12 @@ def build_call_pipeline(
     if campaign.voicemail.enabled:
         processors += [VoicemailDetector(campaign.voicemail, control)]
     tts = build_tts(tts_config, settings, rate)
-    processors += [aggregators.user(), CallerAudioStop(), llm]
-    processors += [tts, injector, transport.output(), aggregators.assistant()]
+    # Caller audio and the caller's speaking pulse stop beside the user aggregator, the bot's
+    # pulse on its way up in the filler injector, and on its way down with the sent audio right
+    # after the output transport (pipelines/frame_stops.py).
+    processors += [aggregators.user(), FrameStop(downstream=(InputAudioRawFrame, UserSpeakingFrame)), llm]
+    processors += [tts, injector, transport.output(), FrameStop(downstream=(BotSpeakingFrame, OutputAudioRawFrame)),
+                   aggregators.assistant()]
 
     watch = CallWatch([
         TurnMetrics(session, campaign.turn_taking.vad.stop_secs),

@@ -4,7 +4,9 @@ Sits just before the output transport. When the caller's turn ends it starts a t
 reply audio has come by `after_ms`, it plays one pre-synthesized filler (plain output audio:
 it never enters the LLM context, and barge-in drops it like any bot audio). At most one
 filler per turn. Every frame it is given goes on (MetricsFrames and the TTS's progress
-frames included: observers and processors past it may read them).
+frames included: observers and processors past it may read them), but for the output
+transport's BotSpeakingFrame pulse on its way up: beside the transport, this is where that
+stops (see pipelines/frame_stops.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import itertools
 
 from pipecat.frames.frames import (
+    BotSpeakingFrame,
     BotStartedSpeakingFrame,
     EndFrame,
     Frame,
@@ -23,15 +26,16 @@ from pipecat.frames.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection
+
+from pipelines.frame_stops import FrameStop
 
 
-class FillerInjector(FrameProcessor):
+class FillerInjector(FrameStop):
     """Plays a filler if the reply to a caller turn is slower than `after_ms`."""
 
     def __init__(self, *, after_ms: int, sample_rate: int, **kwargs):
-        kwargs.setdefault("enable_direct_mode", True)  # see pipelines/caller_audio_stop.py
-        super().__init__(**kwargs)
+        super().__init__(upstream=(BotSpeakingFrame,), **kwargs)  # in direct mode, as every FrameStop
         self._after = after_ms / 1000
         self._sample_rate = sample_rate
         self._fillers: list[bytes] = []
@@ -45,7 +49,6 @@ class FillerInjector(FrameProcessor):
         self._cycle = itertools.cycle(range(len(self._fillers))) if self._fillers else itertools.cycle([0])
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
         if isinstance(frame, UserStoppedSpeakingFrame):
             self._arm()
         elif isinstance(
@@ -54,7 +57,7 @@ class FillerInjector(FrameProcessor):
              BotStartedSpeakingFrame, EndFrame),
         ):
             await self._disarm()
-        await self.push_frame(frame, direction)
+        await super().process_frame(frame, direction)  # passed on (or stopped, see FrameStop)
 
     def _arm(self) -> None:
         if self._timer is None and self._fillers:

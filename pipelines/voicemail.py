@@ -17,7 +17,7 @@ class VoicemailDetector(FrameProcessor):
     with the campaign's message; the transcript never reaches the LLM."""
 
     def __init__(self, config: VoicemailConfig, control: CallControl, **kwargs):
-        kwargs.setdefault("enable_direct_mode", True)  # see pipelines/caller_audio_stop.py
+        kwargs.setdefault("enable_direct_mode", True)  # see pipelines/frame_stops.py
         super().__init__(**kwargs)
         self._phrases = [p.lower() for p in config.phrases]
         self._listen_secs = config.listen_secs

@@ -18,6 +18,7 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
     InterruptionFrame,
+    LLMContextFrame,
     LLMTextFrame,
     MetricsFrame,
     OutputAudioRawFrame,
@@ -33,13 +34,15 @@ from pipecat.metrics.metrics import TTFBMetricsData
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.observers.turn_tracking_observer import TurnTrackingObserver
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator, LLMUserAggregator
 from pipecat.processors.frame_processor import FrameDirection
 
 import bot.server.call_runner as call_runner
 from bot.simulator.caller_speech import speak
 from bot.simulator.exotel_emulator import HangUp, Say
-from pipelines.caller_audio_stop import CallerAudioStop
 from pipelines.exotel_transport import ExotelInputTransport, ExotelOutputTransport
+from pipelines.fillers import FillerInjector
+from pipelines.frame_stops import FrameStop
 from testing.agent_stack import agent_stack
 from testing.fakes.openai_chat import Reply
 from testing.waiting import wait_finished
@@ -158,24 +161,43 @@ async def test_an_observer_on_a_call_sees_turns_speech_transcripts_llm_tts_metri
     assert log.index(TranscriptionFrame, barge_in) > barge_in  # "Wait wait ..."
 
 
-async def test_frames_travel_the_whole_pipeline_as_pipecat_sends_them(observed_call):
+async def test_frames_travel_as_pipecat_sends_them_and_stop_next_to_where_they_are_pushed(observed_call):
     log: FrameLog = observed_call["log"]
-    # The output transport's BotSpeakingFrame pulse goes up to the input transport and down.
-    assert log.pushed_into(ExotelInputTransport, BotSpeakingFrame)
-    assert log.pushed_by(ExotelOutputTransport, BotSpeakingFrame)
-    # The user aggregator's UserSpeakingFrame pulse, the TTS's metrics and the audio the
-    # transport sent go on past the output transport (to the assistant aggregator).
-    assert log.pushed_by(ExotelOutputTransport, UserSpeakingFrame)
+    # Metrics and the interruption go on past the output transport (to the assistant aggregator).
     past_output = log.pushed_by(ExotelOutputTransport, MetricsFrame)
     assert any(isinstance(item, TTFBMetricsData) and "TTS" in item.processor for f in past_output for item in f.data)
+    assert log.pushed_by(ExotelOutputTransport, InterruptionFrame)
+    assert log.pushed_by(FrameStop, InterruptionFrame) and log.pushed_by(FrameStop, MetricsFrame)
+    # The audio the transport sent and its speaking pulse: seen as it pushes them down, into the
+    # FrameStop right after it, and no further.
     sent = log.pushed_by(ExotelOutputTransport, OutputAudioRawFrame)
     assert sent and sum(len(f.audio) for f in sent) >= 8000 * 2 * 2  # seconds of the bot's speech
-    assert log.pushed_by(ExotelOutputTransport, InterruptionFrame)
-    # Caller audio: seen from the input transport on; it stops after the user aggregator (the
-    # one drop left, see pipelines/caller_audio_stop.py).
+    bot_down = log.pushed_by(ExotelOutputTransport, BotSpeakingFrame)
+    assert bot_down and all(isinstance(p.destination, FrameStop) for p in log.pushes
+                            if isinstance(p.frame, (BotSpeakingFrame, OutputAudioRawFrame))
+                            and isinstance(p.source, ExotelOutputTransport) and p.direction == FrameDirection.DOWNSTREAM)
+    assert not log.pushed_into(LLMAssistantAggregator, BotSpeakingFrame)
+    assert not log.pushed_into(LLMAssistantAggregator, OutputAudioRawFrame)
+    # The speaking pulses: an observer sees each as its origin pushes it, in both directions;
+    # the bot's stops on its way up in the filler injector beside the output transport, the
+    # caller's on its way down beside the user aggregator (pipelines/frame_stops.py).
+    bot_up = log.pushed_by(ExotelOutputTransport, BotSpeakingFrame, FrameDirection.UPSTREAM)
+    assert bot_up and len(bot_up) == len(bot_down)
+    assert log.pushed_into(FillerInjector, BotSpeakingFrame)
+    assert not log.pushed_by(FillerInjector, BotSpeakingFrame, FrameDirection.UPSTREAM)
+    user_down = log.pushed_by(LLMUserAggregator, UserSpeakingFrame)
+    user_up = log.pushed_by(LLMUserAggregator, UserSpeakingFrame, FrameDirection.UPSTREAM)
+    assert user_down and len(user_up) == len(user_down)
+    assert log.pushed_into(ExotelInputTransport, UserSpeakingFrame)  # on its way up it goes on
+    assert all(isinstance(p.destination, FrameStop) for p in log.pushes
+               if isinstance(p.frame, UserSpeakingFrame) and p.direction == FrameDirection.DOWNSTREAM)
+    # Caller audio: seen from the input transport on; it stops after the user aggregator.
     assert len(log.pushed_by(ExotelInputTransport, InputAudioRawFrame)) >= 50  # 100 ms each
-    assert log.pushed_into(CallerAudioStop, InputAudioRawFrame)
-    assert not log.pushed_by(CallerAudioStop, InputAudioRawFrame)
+    assert log.pushed_into(FrameStop, InputAudioRawFrame)
+    assert not log.pushed_by(FrameStop, InputAudioRawFrame)
+    # Everything else goes on through the stops.
+    assert log.pushed_by(FillerInjector, TTSAudioRawFrame) and log.pushed_by(FillerInjector, MetricsFrame)
+    assert log.pushed_by(FrameStop, LLMContextFrame)  # the caller's turn, on to the LLM
 
 
 async def test_pipecat_turn_tracking_and_latency_observers_work_on_a_call(observed_call):
