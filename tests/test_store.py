@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.exotel.callbacks import StatusUpdate, status_update
 from bot.store import Base, CallStore, LeadInput, call_to_dict, normalize_database_url, normalize_status
-from bot.store.engine import alembic_config
+from bot.store.engine import HEAD_REVISION, alembic_config
 from pipelines.call_session import CallSession
 from testing.databases import TABLES, Backend
 
@@ -60,6 +60,32 @@ async def test_migrations_to_head_create_the_tables(backend: Backend):
 
     await store.migrate()  # again: nothing to do
     assert await store.schema_revision() == _head()
+
+
+def test_the_head_revision_the_store_opens_without_alembic_is_alembics_head():
+    assert HEAD_REVISION == _head(), "a migration was added: set HEAD_REVISION in bot/store/engine.py"
+
+
+def test_a_store_at_head_opens_without_loading_alembic(tmp_path):
+    """Every server worker opens the store with migrate=True; at head it reads the version with
+    plain SQL and never imports Alembic (its modules and scripts would stay in the worker's memory)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from bot.store import CallStore\n"
+        "async def main():\n"
+        f"    store = await CallStore.open({url!r}, migrate=True)\n"
+        "    revision = await store.schema_revision_quick()\n"
+        "    await store.close()\n"
+        "    print(revision, 'alembic' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == [HEAD_REVISION, "True"]  # a new database: Alembic migrates it
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == [HEAD_REVISION, "False"]
 
 
 async def test_workers_migrating_at_once_do_not_collide(backend: Backend):

@@ -34,6 +34,10 @@ DEFAULT_DB_FILENAME = "calls.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_TIMEOUT_SECS = 30.0  # SQLite's busy timeout; PostgreSQL's connect and statement timeouts
 _PG_MIGRATION_LOCK = 0x0CA11_5704E  # pg_advisory_xact_lock key: one migrator at a time
+# The newest migration in migrations/versions (tests/test_store_migrations.py checks it is
+# Alembic's head). A database already there is opened without loading Alembic: every server
+# worker opens the store, and Alembic with its migration scripts stays in a process's memory.
+HEAD_REVISION = "0002"
 
 
 # --- URLs -----------------------------------------------------------------------------------
@@ -191,11 +195,22 @@ class Database:
         of this engine's connections (the documented connection-sharing recipe), so the DDL goes
         through the async driver and the loop is never blocked on I/O.
         """
+        if revision == "head" and await self.schema_revision_quick() == HEAD_REVISION:
+            return
         async with self._write_engine.connect() as conn:
             async with conn.begin():
                 if not self.is_sqlite:
                     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 await conn.run_sync(_alembic_upgrade, revision)
+
+    async def schema_revision_quick(self) -> str | None:
+        """The revision in Alembic's version table, read with plain SQL (None without one)."""
+        try:
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        except Exception:  # no version table yet (a new database): Alembic creates it
+            return None
+        return rows[0][0] if len(rows) == 1 else None
 
     async def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None before any migration)."""
