@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from bot.config.campaigns import Campaign, TTSConfig
 from bot.config.settings import Settings
 from pipelines.providers.espeak import HINDI_VOICE, espeak_path, is_espeak_voice
@@ -41,3 +44,14 @@ async def prepare_line(
     tts = effective_tts(campaign, settings)
     key = speech_key(tts, text, sample_rate)
     return await cache.get_or_make(key, lambda: synthesize_line(tts, text, sample_rate, settings))
+
+
+def prepare_greeting_soon(
+    cache: SpeechCache, campaign: Campaign, settings: Settings, lead: dict[str, Any], background: set[asyncio.Task]
+) -> None:
+    """Start synthesizing the lead's personalised greeting now (while the phone rings), so the
+    call opens with it from the shared cache. `background` holds the task until it is done."""
+    rate = settings.exotel_sample_rate or 8000
+    task = asyncio.create_task(prepare_line(cache, campaign, settings, campaign.render_greeting(lead), rate))
+    background.add(task)
+    task.add_done_callback(background.discard)

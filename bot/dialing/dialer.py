@@ -25,6 +25,7 @@ from bot.exotel.client import ExotelClient
 from bot.exotel.signing import sign
 from bot.store.durable import DurableRecords, RecordNotSaved
 from pipelines.speech_cache import SpeechCache
+from pipelines.voices import prepare_greeting_soon
 
 
 def exotel_client_for(settings: Settings) -> ExotelClient:
@@ -65,7 +66,7 @@ class Dialer:
         lead = check_lead(lead)
         number = campaign.phones.normalize(to)
         lead = {**lead, "phone": number}
-        self._prepare_greeting(campaign, lead)
+        prepare_greeting_soon(self._cache, campaign, self._settings, lead, self._background)
         ref = uuid.uuid4().hex[:12]
         placed = await self._client.place_call(
             to=number,
@@ -90,13 +91,3 @@ class Dialer:
         )
         return DialResult(placed.sid, number, placed.normalized_status or "initiated")
 
-    def _prepare_greeting(self, campaign: Campaign, lead: dict[str, Any]) -> None:
-        """Synthesize the personalised greeting while the phone rings (shared file cache)."""
-        from pipelines.voices import prepare_line
-
-        rate = self._settings.exotel_sample_rate or 8000
-        task = asyncio.create_task(
-            prepare_line(self._cache, campaign, self._settings, campaign.render_greeting(lead), rate)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)

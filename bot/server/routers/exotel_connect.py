@@ -10,14 +10,13 @@ query parameters (256 characters in all) on the stream URL reach the bot as
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from fastapi import APIRouter, Depends, HTTPException, Request
 from loguru import logger
 
+from bot.config.campaigns import CampaignError
 from bot.exotel.applet import applet_signature_ok, media_url
 from bot.server.services import Services, services
+from pipelines.voices import prepare_greeting_soon
 
 router = APIRouter(tags=["exotel"])
 
@@ -40,22 +39,10 @@ async def exotel_connect(request: Request, state: Services = Depends(services)) 
             campaign_name, lead = found[0] or campaign_name, dict(found[1] or {})
     params = {k: v for k, v in (("campaign", campaign_name), ("lead", str(lead.get("id") or "")),
                                 ("name", str(lead.get("name") or ""))) if v}
-    _prepare_greeting(state, campaign_name, lead)
-    return {"url": media_url(state.settings, params)}
-
-
-def _prepare_greeting(state: Services, campaign_name: str | None, lead: dict[str, Any]) -> None:
-    from bot.config.campaigns import CampaignError
-    from pipelines.voices import prepare_line
-
-    settings = state.settings
     try:
-        campaign = state.campaigns.get(campaign_name, settings.default_campaign)
+        campaign = state.campaigns.get(campaign_name, state.settings.default_campaign)
     except CampaignError:
-        return
-    rate = settings.exotel_sample_rate or 8000
-    task = asyncio.create_task(
-        prepare_line(state.speech_cache, campaign, settings, campaign.render_greeting(lead), rate)
-    )
-    state.background.add(task)
-    task.add_done_callback(state.background.discard)
+        campaign = None  # the media socket refuses the call with the reason
+    if campaign is not None:
+        prepare_greeting_soon(state.speech_cache, campaign, state.settings, lead, state.background)
+    return {"url": media_url(state.settings, params)}

@@ -7,11 +7,11 @@ import time
 from fastapi import APIRouter, WebSocket
 from loguru import logger
 
-from bot.config.campaigns import Campaign, CampaignError
+from bot.server.call_admission import admit_call
 from bot.server.call_runner import run_call
 from bot.server.media_auth import media_request_authorized
 from bot.server.media_handshake import HandshakeError, read_handshake
-from bot.server.services import Services, services
+from bot.server.services import services
 from bot.store.progress import ProgressSaver
 from pipelines.call_session import CallSession, InvalidStream
 
@@ -56,7 +56,7 @@ async def media_stream(websocket: WebSocket) -> None:
     live_calls[session.call_sid] = session  # held from here: a second socket for this call is refused
     admitted = False
     try:
-        campaign = await _admit(state, session, handshake.had_start)
+        campaign = await admit_call(state, session, handshake.had_start)
         if campaign is None:
             await _close_quietly(websocket, POLICY_VIOLATION)
             return
@@ -81,31 +81,6 @@ async def media_stream(websocket: WebSocket) -> None:
             session.on_update.cancel()
         if admitted:
             await state.call_sink.call_finished(session)
-
-
-async def _admit(state: Services, session: CallSession, had_start: bool) -> Campaign | None:
-    """The call's campaign, with the dialled lead filled in from the store; None (logged) when
-    the call must not be served: it already ended (its record is final), or no campaign fits."""
-    log = logger.bind(call_sid=session.call_sid)
-    if state.records is not None:  # a dialled call: its campaign and lead were stored against the Sid
-        known = await state.records.call_for_media(session.call_sid)  # None (in time): the custom parameters
-        if known is not None and known.ended:
-            log.warning("media socket refused: this call has ended; its record stays as it is")
-            return None
-        if known is not None:
-            session.campaign = known.campaign or session.campaign
-            session.lead = {**session.lead, **known.lead}
-    try:
-        campaign = state.campaigns.get(session.campaign, state.settings.default_campaign)
-    except CampaignError as error:
-        log.error(f"call refused: {error}")
-        return None
-    session.campaign = campaign.name
-    log.info(
-        f"call started: campaign={campaign.name} rate={session.sample_rate} "
-        f"start={'yes' if had_start else 'no (media first)'}"
-    )
-    return campaign
 
 
 async def _close_quietly(websocket: WebSocket, code: int) -> None:
