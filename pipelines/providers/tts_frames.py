@@ -12,7 +12,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from pipecat.audio.resamplers.base_audio_resampler import BaseAudioResampler
 from pipecat.audio.utils import create_stream_resampler
-from pipecat.frames.frames import TTSAudioRawFrame
+from pipecat.frames.frames import ErrorFrame, Frame, TTSAudioRawFrame
+from pipecat.services.tts_service import TTSService
 
 
 class PcmFrames:
@@ -43,3 +44,22 @@ class PcmFrames:
         if buffer:
             buffer.extend(b"\x00")  # at most one byte is left: pad it to a whole sample
             yield TTSAudioRawFrame(await resampled(bytes(buffer)), sample_rate, 1, context_id=context_id)
+
+
+async def local_voice_frames(
+    service: TTSService, pcm: PcmFrames, text: str, audio: AsyncIterator[bytes], *,
+    in_sample_rate: int, context_id: str, engine: str,
+) -> AsyncGenerator[Frame, None]:
+    """A local voice's `run_tts`: its `audio` for `text` as frames, with Pipecat's usage and
+    time-to-first-byte metrics, and one ErrorFrame naming `engine` if it fails."""
+    try:
+        await service.start_tts_usage_metrics(text)
+        async for frame in pcm.frames(
+            audio, in_sample_rate=in_sample_rate, sample_rate=service.sample_rate, context_id=context_id
+        ):
+            await service.stop_ttfb_metrics()
+            yield frame
+    except Exception as error:
+        yield ErrorFrame(error=f"{engine} TTS failed: {error}")
+    finally:
+        await service.stop_ttfb_metrics()
