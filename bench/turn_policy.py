@@ -189,16 +189,12 @@ class Harness:
         """The project's shared smart-turn analyzer, its inference run inline (see InlineExecutor)."""
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 
-        from pipelines.providers.smart_turn import SharedSmartTurnAnalyzer
+        from pipelines.compat.pipecat import SmartTurnOnSharedModel
+        from pipelines.providers.smart_turn import shared_smart_turn_session
 
         executor = InlineExecutor(self.loop, self.smart_turn_costs)
-
-        class BenchSmartTurn(SharedSmartTurnAnalyzer):
-            @property
-            def _model_executor(self):
-                return executor
-
-        return BenchSmartTurn(params=SmartTurnParams(stop_secs=stop_secs))
+        return SmartTurnOnSharedModel(session=shared_smart_turn_session(), executor=lambda: executor,
+                                      params=SmartTurnParams(stop_secs=stop_secs))
 
 
 def speech_timeout(stop: float, timeout: float, note: str = "") -> Policy:
