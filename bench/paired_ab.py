@@ -11,6 +11,8 @@ STT 150 / LLM 350 / TTS 150 ms), each with `--calls` emulated Exotel callers pla
 capacity benchmark's call script (greeting, caller lines, a barge-in). Each round measures both
 processes' CPU over the same wall-clock span; the result is the median of the per-round ratios
 B/A (two copies of the same code measured 0.99-1.01). Writes bench/results/NAME.json.
+`--profile DIR` also records both servers with py-spy during the last round (DIR/A.txt and
+DIR/B.txt, collapsed stacks for bench/profile_summary.py), to see where a difference goes.
 """
 
 from __future__ import annotations
@@ -95,7 +97,20 @@ def cpu_secs(pid: int) -> float:
     return times.user + times.system
 
 
-async def compare(base: str, calls: int, seconds: float, rounds: int, ramp_secs: float) -> dict:
+def start_profilers(servers: dict[str, tuple[subprocess.Popen, str]], out: Path, secs: float) -> list[subprocess.Popen]:
+    """py-spy on each server for `secs`, collapsed stacks to out/NAME.txt."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        raise SystemExit("--profile needs py-spy (make .venv/.bench)")
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([str(py_spy), "record", "--nonblocking", "-r", "400", "-f", "raw", "-d", str(int(secs)),
+                              "-p", str(process.pid), "-o", str(out / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, (process, _) in servers.items()]
+
+
+async def compare(base: str, calls: int, seconds: float, rounds: int, ramp_secs: float,
+                  profile_to: Path | None = None) -> dict:
     worktree = Path(tempfile.mkdtemp()) / "base"
     subprocess.run(["git", "worktree", "add", "--detach", str(worktree), base], cwd=ROOT, check=True,
                    capture_output=True)
@@ -114,8 +129,12 @@ async def compare(base: str, calls: int, seconds: float, rounds: int, ramp_secs:
             servers[name] = (process, process.stdout.readline().decode().strip())
         rows = []
         for k in range(rounds):
+            profilers = (start_profilers(servers, profile_to, seconds + ramp_secs)
+                         if profile_to and k == rounds - 1 else [])
             before = {name: cpu_secs(p.pid) for name, (p, _) in servers.items()}
             outcome = await call_round([url for _, url in servers.values()], calls, seconds, ramp_secs)
+            for profiler in profilers:
+                profiler.wait()
             await asyncio.sleep(2.0)  # hang-ups and call records
             per_call_sec = {name: (cpu_secs(p.pid) - before[name]) / (calls * seconds)
                             for name, (p, _) in servers.items()}
@@ -153,8 +172,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--ramp-secs", type=float, default=5.0)
     parser.add_argument("--name", default="paired_ab")
+    parser.add_argument("--profile", type=Path, help="py-spy both servers in the last round, into this folder")
     args = parser.parse_args()
-    report = asyncio.run(compare(args.base, args.calls, args.seconds, args.rounds, args.ramp_secs))
+    report = asyncio.run(compare(args.base, args.calls, args.seconds, args.rounds, args.ramp_secs, args.profile))
     print(f"median B/A {report['median_b_over_a']} (range {report['min_b_over_a']}-{report['max_b_over_a']}); "
           f"A {report['median_a_cpu_per_call_sec'] * 1000:.2f}, B {report['median_b_cpu_per_call_sec'] * 1000:.2f} "
           "ms CPU per call-second")

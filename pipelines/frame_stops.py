@@ -26,7 +26,7 @@ transport, say) would not get it: move the stop, and measure.
 from __future__ import annotations
 
 from pipecat.frames.frames import Frame
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameCallback, FrameDirection, FrameProcessor
 
 
 class FrameStop(FrameProcessor):
@@ -34,7 +34,9 @@ class FrameStop(FrameProcessor):
 
     Runs in Pipecat's direct mode, as do the other processors here that only look at frames
     and pass them on (VoicemailDetector, FillerInjector): a frame is handled in the task of
-    the processor that pushed it, instead of being queued for a task of this one.
+    the processor that pushed it, instead of being queued for a task of this one. A stopped
+    frame ends where it is handed over (queue_frame): observers have seen it pushed here, and
+    it skips the processing hooks it would only be dropped after.
     """
 
     def __init__(
@@ -43,6 +45,13 @@ class FrameStop(FrameProcessor):
         kwargs.setdefault("enable_direct_mode", True)
         super().__init__(**kwargs)
         self._stops = {FrameDirection.DOWNSTREAM: downstream, FrameDirection.UPSTREAM: upstream}
+
+    async def queue_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM, callback: FrameCallback | None = None
+    ):
+        if callback is None and isinstance(frame, self._stops[direction]):
+            return
+        await super().queue_frame(frame, direction, callback)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
