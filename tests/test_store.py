@@ -88,6 +88,42 @@ def test_a_store_at_head_opens_without_loading_alembic(tmp_path):
     assert again.stdout.split() == [HEAD_REVISION, "False"]
 
 
+def test_the_server_has_a_new_database_migrated_by_a_child_process(tmp_path):
+    """The server's start-up check (run_server) migrates a new database in a spawned child, so
+    the process that goes on to serve calls never imports Alembic; a database that cannot be
+    migrated fails there with DatabaseUnavailable, in one line."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from bot.store import CallStore\n"
+        "from bot.store.database_check import check_database\n"
+        "async def main():\n"
+        f"    await check_database({url!r}, migrate_in_child=True, log_level='WARNING')\n"
+        f"    store = await CallStore.open({url!r}, migrate=False)\n"
+        "    print(await store.schema_revision_quick(), 'alembic' in sys.modules)\n"
+        "    await store.close()\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    path = tmp_path / "start.py"
+    path.write_text(script)
+    started = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=REPO_ROOT,
+                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=120)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.split() == [HEAD_REVISION, "False"]
+    # The child's failure reaches the parent as the one-line error (nothing listens on port 1).
+    bad = "postgresql+asyncpg://agent:secret@127.0.0.1:1/calls"
+    failing = subprocess.run([sys.executable, "-c", (
+        "import asyncio\n"
+        "from bot.store.database_check import DatabaseUnavailable, migrate_in_child_process\n"
+        "try:\n"
+        f"    asyncio.run(migrate_in_child_process({bad!r}, 'WARNING'))\n"
+        "except DatabaseUnavailable as error:\n"
+        "    print('unavailable:', error)\n")], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert failing.stdout.startswith("unavailable: cannot open the database at"), failing.stdout + failing.stderr
+    assert "secret" not in failing.stdout + failing.stderr and len(failing.stdout.splitlines()) == 1
+
+
 async def test_workers_migrating_at_once_do_not_collide(backend: Backend):
     a = await backend.open(migrate=False)
     b = await backend.open(migrate=False)

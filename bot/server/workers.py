@@ -82,7 +82,8 @@ def run_server(settings: Settings) -> None:
     from bot.store.database_check import check_database
 
     CampaignBook(settings.campaigns_dir).require(settings.default_campaign, "DEFAULT_CAMPAIGN")
-    asyncio.run(check_database(settings.store_url))
+    # Migrated (if need be) by a child process: no process that serves calls carries Alembic.
+    asyncio.run(check_database(settings.store_url, migrate_in_child=True, log_level=settings.log_level))
     from bot.server.app import create_app  # (imports Pipecat, which greets on the log)
 
     app = create_app(settings)

@@ -11,12 +11,15 @@ connections); left to SQLAlchemy, it printed a 54-line traceback.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from bot.store import CallStore
-from bot.store.engine import mask_url, normalize_database_url
+from bot.store.engine import HEAD_REVISION, mask_url, normalize_database_url
 
 CONNECT_TIMEOUT_SECS = 10.0  # a firewalled host answers nothing: don't wait for the OS's minutes
 CHECK_TIMEOUT_SECS = 30.0  # connect, and migrate if needed
@@ -44,10 +47,42 @@ async def open_store(url: str, *, migrate: bool = True, timeout_secs: float = 30
         raise DatabaseUnavailable(describe(error, url)) from None
 
 
-async def check_database(url: str) -> None:
-    """Open (and migrate) the store once, then close it: DatabaseUnavailable if it can't be."""
-    store = await open_store(url, migrate=True)
-    await store.close()
+async def check_database(url: str, *, migrate_in_child: bool = False, log_level: str = "INFO") -> None:
+    """Open (and migrate) the store once, then close it: DatabaseUnavailable if it can't be.
+
+    `migrate_in_child`: a schema short of head is migrated by a short-lived child process, so
+    the calling process (the server, which then serves calls) never loads Alembic and its
+    templates (~10 MB of a worker's memory kept for the process's life); it logs at `log_level`."""
+    if not migrate_in_child:
+        store = await open_store(url, migrate=True)
+        await store.close()
+        return
+    store = await open_store(url, migrate=False)
+    try:
+        at_head = await store.schema_revision_quick() == HEAD_REVISION
+    finally:
+        await store.close()
+    if not at_head:
+        await migrate_in_child_process(url, log_level)
+
+
+async def migrate_in_child_process(url: str, log_level: str = "INFO") -> None:
+    """Migrate the store to head in a fresh interpreter (spawned: nothing of this process is
+    copied), raising its DatabaseUnavailable here."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            await asyncio.get_running_loop().run_in_executor(pool, _migrate_here, url, log_level)
+        except BrokenProcessPool:
+            raise DatabaseUnavailable(f"migrating the database at {mask_url(normalize_database_url(url))} "
+                                      "(DATABASE_URL): the migrating process died") from None
+
+
+def _migrate_here(url: str, log_level: str) -> None:
+    """In the child: the migration, logging as the parent does."""
+    from bot.config.logging_setup import setup_logging
+
+    setup_logging(log_level)
+    asyncio.run(check_database(url))
 
 
 def describe(error: BaseException, url: str) -> str:
