@@ -7,11 +7,15 @@ lead, a prepared greeting) lives in the database and DATA_DIR.
 
 import sys
 
-from bot.config.campaigns import CampaignError
-from bot.config.logging_setup import setup_logging
-from bot.config.settings import SettingsError, load_settings
-from bot.server.workers import WorkerStartupFailed, run_server
-from bot.store.database_check import DatabaseUnavailable
+from bot.server.httpx_compat import keep_httpx_cli_out
+
+keep_httpx_cli_out()  # before anything imports httpx
+
+from bot.config.campaigns import CampaignError  # noqa: E402
+from bot.config.logging_setup import setup_logging  # noqa: E402
+from bot.config.settings import SettingsError, load_settings  # noqa: E402
+from bot.server.workers import WorkerStartupFailed, run_server  # noqa: E402
+from bot.store.database_check import DatabaseUnavailable  # noqa: E402
 
 if __name__ == "__main__":
     try:
