@@ -132,6 +132,8 @@ async def main() -> None:
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose server.py is served")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    # Absolute (the server runs in the served checkout), not resolved (a venv's python is a link).
+    args.server_python = os.path.abspath(args.server_python) if os.sep in args.server_python else args.server_python
     setup_logging("WARNING")
     code = args.code.resolve()
     process_stack_module.ROOT = code  # the served checkout (the harness stays this one)
