@@ -25,7 +25,6 @@ from bot.exotel.client import ExotelClient
 from bot.exotel.signing import sign
 from bot.store.durable import DurableRecords, RecordNotSaved
 from pipelines.speech_cache import SpeechCache
-from pipelines.voices import prepare_greeting_soon
 
 
 def exotel_client_for(settings: Settings) -> ExotelClient:
@@ -66,6 +65,8 @@ class Dialer:
         lead = check_lead(lead)
         number = campaign.phones.normalize(to)
         lead = {**lead, "phone": number}
+        from pipelines.voices import prepare_greeting_soon  # Pipecat: only once something is dialled
+
         prepare_greeting_soon(self._cache, campaign, self._settings, lead, self._background)
         ref = uuid.uuid4().hex[:12]
         placed = await self._client.place_call(
