@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml $(LOCK)
 
 setup: $(STAMP)
 
-# espeak-ng: the offline Hindi voice. Installed where this runs as root with apt (CI, containers);
-# elsewhere one line says how, and Hindi campaigns speak offline in Piper's English voice.
+# espeak-ng: the offline Hindi voice; haproxy: the load balancer tests/test_haproxy.py runs.
+# Installed where this runs as root with apt (CI, containers); elsewhere one line says how, Hindi
+# campaigns speak offline in Piper's English voice and the HAProxy tests are skipped.
 system-packages:
 	@command -v espeak-ng >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -33,6 +34,13 @@ system-packages:
 	     (apt-get update -qq >/dev/null && apt-get install -y -qq espeak-ng >/dev/null)) || \
 	    echo "note: apt-get could not install espeak-ng: Hindi campaigns speak offline in English"; \
 	  else echo "note: sudo apt-get install espeak-ng gives Hindi campaigns a Hindi voice offline"; fi; }
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing haproxy (the load balancer tests run deploy/haproxy.cfg)"; \
+	    (apt-get install -y -qq haproxy >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null && apt-get install -y -qq haproxy >/dev/null)) || \
+	    echo "note: apt-get could not install haproxy: its tests are skipped"; \
+	  else echo "note: sudo apt-get install haproxy runs the load balancer tests"; fi; }
 
 # Lint, types and the import layers (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
 check: $(STAMP)

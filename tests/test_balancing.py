@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from bot.config.settings import load_settings
 from bot.server.app_server import server_config
 from bot.server.connection_handoff import ConnectionBalancer, HandoffServer
-from bot.simulator.exotel_emulator import EmulatorConfig, ExotelEmulator, HangUp
+from testing.emulated_calls import emulated_calls
 from testing.server_process import server_process
 
 
@@ -83,17 +83,7 @@ async def test_a_handed_over_websocket_reports_its_close():
 
 
 def _calls(port: int, sids: list[str], hang_up_at: float, apart: float) -> list:
-    async def run():
-        async def one(i: int, sid: str):
-            await asyncio.sleep(i * apart)
-            config = EmulatorConfig(url=f"ws://127.0.0.1:{port}/media", call_sid=sid, max_secs=30)
-            return await ExotelEmulator(config).run([HangUp(at=hang_up_at)])
-
-        return await asyncio.gather(*(one(i, sid) for i, sid in enumerate(sids)))
-
-    results = asyncio.run(run())
-    assert all(r.connect_error is None for r in results), [r.connect_error for r in results]
-    return results
+    return asyncio.run(emulated_calls(f"ws://127.0.0.1:{port}/media", sids, hang_up_at, apart))
 
 
 def _served_by(database, sids: list[str], within: float = 30.0) -> dict[str, int]:

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=0, le=64, description="Server processes sharing the port; 0 = two per CPU core."
     )
+    live_call_limit: int = Field(
+        0, ge=0, le=10000,
+        description="Live calls one worker process takes before /health answers 503 \"full\", so a "
+        "load balancer sends new calls to other nodes (0 = no limit). Calls are never refused for it.",
+    )
     shutdown_grace_secs: float = Field(
         600.0, ge=0, le=86400,
         description="On SIGTERM, live calls may run this long to their natural end; then the "

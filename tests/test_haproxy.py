@@ -1,0 +1,146 @@
+"""Nodes behind the shipped HAProxy config (deploy/haproxy.cfg, Debian's haproxy), on loopback:
+calls' WebSockets pass through it to every node, and a node whose /health says it is full
+(LIVE_CALL_LIMIT) gets no new calls until it has room again, while its live call goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.server.local_server import free_port
+from testing.emulated_calls import emulated_calls, wait_for_records
+from testing.server_process import ROOT, server_process
+
+CONFIG = ROOT / "deploy" / "haproxy.cfg"
+HAPROXY = shutil.which("haproxy")
+needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make setup installs it with apt)")
+
+
+@contextmanager
+def haproxy(tmp_path: Path, node_ports: list[int]) -> Iterator[tuple[int, Path]]:
+    """The shipped config in front of `node_ports`, plus a stats socket (a second -f file) to
+    read which nodes HAProxy counts as up; yields (port, socket path)."""
+    assert HAPROXY is not None
+    port = free_port()
+    stats = tmp_path / "haproxy.sock"
+    extra = tmp_path / "stats.cfg"
+    extra.write_text(f"global\n    stats socket {stats} mode 600 level admin\n")
+    env = {**os.environ, "AGENT_BIND": f"127.0.0.1:{port}",
+           **{f"AGENT_NODE_{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(node_ports)}}
+    log = (tmp_path / "haproxy.log").open("wb")
+    process = subprocess.Popen([HAPROXY, "-db", "-f", str(CONFIG), "-f", str(extra)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        _until(lambda: process.poll() is None and stats.exists() and _accepts(port), 30, "haproxy did not start")
+        yield port, stats
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _until(condition, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def server_states(stats: Path) -> dict[str, str]:
+    """HAProxy's view of each node: {'node1': 'UP', 'node2': 'DOWN', ...}."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(str(stats))
+        conn.sendall(b"show stat\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+    return {r["svname"]: r["status"].split()[0] for r in rows if r["pxname"] == "nodes" and r["svname"].startswith("node")}
+
+
+@needs_haproxy
+def test_the_shipped_haproxy_config_is_valid():
+    env = {**os.environ, "AGENT_BIND": "127.0.0.1:8080", "AGENT_NODE_1": "10.0.0.11:8000",
+           "AGENT_NODE_2": "10.0.0.12:8000"}
+    checked = subprocess.run([HAPROXY, "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_node_says_full_at_its_live_call_limit_and_ok_once_a_call_ends(tmp_path):
+    with server_process(tmp_path, 1, LIVE_CALL_LIMIT="1") as node:
+        assert node.health().json()["status"] == "ok"
+
+        async def call_while_checking() -> list:
+            call = asyncio.create_task(emulated_calls(node.ws_url, ["CA-full-1"], hang_up_at=6.0, apart=0))
+            seen = []
+            async with httpx.AsyncClient(timeout=5) as client:
+                while not call.done():
+                    response = await client.get(f"{node.url}/health")
+                    seen.append((response.status_code, response.json()["status"], response.json()["live_calls"]))
+                    await asyncio.sleep(0.2)
+            await call
+            return seen
+
+        seen = asyncio.run(call_while_checking())
+        assert (503, "full", 1) in seen, seen
+        assert node.health().json()["live_call_limit"] == 1
+        _until(lambda: node.health().status_code == 200, 30, "the node stayed full after its call ended")
+
+
+@needs_haproxy
+def test_calls_through_haproxy_reach_every_node_and_skip_a_full_one(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (server_process(tmp_path / "a", 1, LIVE_CALL_LIMIT="1") as a, server_process(tmp_path / "b", 1) as b,
+          haproxy(tmp_path, [a.port, b.port]) as (port, stats)):
+        databases = [tmp_path / "a" / "calls.db", tmp_path / "b" / "calls.db"]
+        media = f"ws://127.0.0.1:{port}/media"
+        _until(lambda: server_states(stats) == {"node1": "UP", "node2": "UP"}, 30, f"nodes not up: {server_states(stats)}")
+
+        # Two calls at once through HAProxy: least connections puts one on each node.
+        both = ["CA-lb-both-1", "CA-lb-both-2"]
+        asyncio.run(emulated_calls(media, both, hang_up_at=3.0, apart=0.5))
+        assert [len(found) for found in wait_for_records(databases, both)] == [1, 1]
+
+        # Node A at its limit (a long call straight to it): HAProxy takes it out, new calls go
+        # to B, and A's call goes on to its own end.
+        _until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back after its call")
+
+        async def while_a_is_full() -> tuple:
+            long_call = asyncio.create_task(emulated_calls(a.ws_url, ["CA-lb-long"], hang_up_at=20.0, apart=0))
+            deadline = time.monotonic() + 15
+            while server_states(stats)["node1"] != "DOWN":
+                assert time.monotonic() < deadline and not long_call.done(), f"A never taken out: {server_states(stats)}"
+                await asyncio.sleep(0.2)
+            later = ["CA-lb-later-1", "CA-lb-later-2", "CA-lb-later-3"]
+            await emulated_calls(media, later, hang_up_at=1.5, apart=0.5)
+            down_while_later_ran = server_states(stats)["node1"] == "DOWN"
+            return later, down_while_later_ran, await long_call
+
+        later, still_down, (long_result,) = asyncio.run(while_a_is_full())
+        assert still_down
+        a_has, b_has = wait_for_records(databases, later)
+        assert a_has == set() and b_has == set(later)
+        assert long_result.closed_by == "emulator", (long_result.closed_by, long_result.close_code)  # it hung up itself
+        assert wait_for_records(databases, ["CA-lb-long"])[0] == {"CA-lb-long"}
+        _until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back once it had room")
