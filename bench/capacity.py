@@ -367,13 +367,13 @@ def start_profilers(stack: ProcessStack, out: Path, secs: float) -> list[subproc
 async def prefill_greeting(stack: ProcessStack) -> None:
     """Put the greeting in the shared speech cache, as the dialler does when it places a call."""
     from bot.config.campaigns import load_campaign
-    from pipelines.speech_cache import SpeechCache
+    from pipelines.speech_cache import speech_cache_for
     from pipelines.voices import prepare_line
 
     settings = stack.settings
     campaign = load_campaign(settings.campaigns_dir / "real_estate.yaml")
     text = campaign.render_greeting({"name": "Rahul"})
-    await prepare_line(SpeechCache(settings.speech_cache_dir), campaign, settings, text, 8000)
+    await prepare_line(speech_cache_for(settings), campaign, settings, text, 8000)
 
 
 async def run_levels(levels: list[int], seconds: float, log, ramp_secs: float, workers: int,

@@ -25,7 +25,7 @@ from loguru import logger
 from bot.config.campaigns import Campaign, TTSConfig
 from bot.config.settings import Settings
 from pipelines.prepared_speech import PreparedLine
-from pipelines.speech_cache import SpeechCache, speech_key
+from pipelines.speech_cache import SpeechCache, speech_cache_for, speech_key
 from pipelines.voices import LOCAL_TTS, effective_tts, offline_tts
 
 EXOTEL_RATES = (8000, 16000, 24000)
@@ -66,7 +66,7 @@ def fallback_apology(campaign: Campaign, settings: Settings, sample_rate: int) -
 async def prepare_fallback_apologies(campaigns: list[Campaign], settings: Settings,
                                      cache: SpeechCache | None = None) -> None:
     """Prepare (off the event loop) the apology of every campaign that needs one."""
-    cache = cache or SpeechCache(settings.speech_cache_dir)
+    cache = cache or speech_cache_for(settings)
     await asyncio.gather(*(_prepare(campaign, settings, cache) for campaign in campaigns
                            if needs_fallback_apology(campaign, settings)))
 

@@ -1,8 +1,9 @@
-"""Lines synthesized ahead of time (greetings, apologies, fillers), kept as files.
+"""Lines synthesized ahead of time (greetings, apologies, fillers), kept as objects.
 
-The cache lives under DATA_DIR so every worker process (and machine sharing the folder)
-sees what another prepared: a greeting synthesized when the call was dialled is there when
-the caller answers, whichever process takes the socket. Reads and writes run off the loop.
+The cache lives under DATA_DIR (or, with OBJECT_STORE_URL, in object storage) so every
+worker process, and every node, sees what another prepared: a greeting synthesized when the
+call was dialled is there when the caller answers, whichever process or machine takes the
+socket. Reads and writes run off the loop.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 from loguru import logger
 
 from bot.config.campaigns import TTSConfig
-from bot.config.private_files import private_folder, write_private
+from bot.config.object_storage import FolderObjects, Objects, ObjectStorageError, objects_for
+from bot.config.settings import Settings
 
 
 def speech_key(tts: TTSConfig, text: str, sample_rate: int) -> str:
@@ -24,29 +26,31 @@ def speech_key(tts: TTSConfig, text: str, sample_rate: int) -> str:
     return hashlib.sha256(spec.encode("utf-8")).hexdigest()[:32]
 
 
-class SpeechCache:
-    """Raw 16-bit mono PCM files named by `speech_key`; writes are atomic (tmp + rename)."""
+def speech_cache_for(settings: Settings) -> SpeechCache:
+    """The cache every process and node of this deployment shares (see the module docstring)."""
+    return SpeechCache(objects_for(settings, "speech", settings.speech_cache_dir))
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+
+class SpeechCache:
+    """Raw 16-bit mono PCM objects named by `speech_key`; writes are atomic. An object store
+    that fails is a miss (the line is synthesized live), never a failed call."""
+
+    def __init__(self, objects: Objects | Path):
+        self.objects: Objects = FolderObjects(objects) if isinstance(objects, Path) else objects
         self._inflight: dict[str, asyncio.Task[bytes | None]] = {}
 
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.pcm"
-
     async def get(self, key: str) -> bytes | None:
-        path = self._path(key)
         try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
+            return await self.objects.get(f"{key}.pcm")
+        except ObjectStorageError as error:
+            logger.warning(f"prepared speech not read: {error}")
             return None
 
     async def put(self, key: str, pcm: bytes) -> None:
-        def write() -> None:
-            private_folder(self.folder)
-            write_private(self._path(key), pcm)  # atomic: readers never see half a line
-
-        await asyncio.to_thread(write)
+        try:
+            await self.objects.put(f"{key}.pcm", pcm)
+        except ObjectStorageError as error:
+            logger.warning(f"prepared speech not kept: {error}")
 
     async def get_or_make(
         self, key: str, synthesize: Callable[[], Awaitable[bytes]]

@@ -15,7 +15,7 @@ from bot.exotel.signing import signing_key
 from bot.store import CallStore
 from bot.store.database_check import open_store
 from bot.store.durable import DurableRecords
-from pipelines.speech_cache import SpeechCache
+from pipelines.speech_cache import speech_cache_for
 
 
 @dataclass
@@ -42,7 +42,7 @@ async def cli_services(settings: Settings, *, dialling: bool):
             settings.require_exotel()
             client = exotel_client_for(settings)
             records.start()  # a long campaign replays what an outage journalled, server or not
-            services.dialer = Dialer(settings, records, client, SpeechCache(settings.speech_cache_dir),
+            services.dialer = Dialer(settings, records, client, speech_cache_for(settings),
                                      signing_key(settings))
         yield services
     finally:

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy async URL; empty: sqlite+aiosqlite:///DATA_DIR/calls.db."
     )
+    object_store_url: str | None = Field(
+        None, description="s3://bucket/prefix for prepared speech and recordings, readable from every "
+        "node (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); empty: folders under DATA_DIR.",
+    )
+    object_store_endpoint: str | None = Field(
+        None, description="An S3-compatible service's URL (MinIO, Ceph, R2); empty: AWS S3."
+    )
+    object_store_region: str | None = Field(None, description="The bucket's region; empty: AWS_REGION.")
     database_timeout_secs: float = Field(
         30.0, gt=0, le=600,
         description="Longest one database operation waits (SQLite's busy timeout, PostgreSQL's "
@@ -194,7 +202,17 @@ class Settings(BaseSettings):
             raise ValueError("must be 8000, 16000 or 24000")
         return value
 
-    @field_validator("public_base_url", "elevenlabs_base_url", "deepgram_base_url", "openai_base_url")
+    @field_validator("object_store_url")
+    @classmethod
+    def _object_store_rule(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.-]+)*/?", value):
+            raise ValueError("must be s3://bucket or s3://bucket/prefix")
+        return value.rstrip("/")
+
+    @field_validator("public_base_url", "elevenlabs_base_url", "deepgram_base_url", "openai_base_url",
+                     "object_store_endpoint")
     @classmethod
     def _url_rule(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -207,7 +225,8 @@ class Settings(BaseSettings):
         "deepgram_api_key", "openai_api_key", "elevenlabs_api_key", "exotel_account_sid",
         "exotel_api_key", "exotel_api_token", "exotel_caller_id", "exotel_app_id",
         "exotel_api_base_url", "api_token", "callback_secret", "database_url",
-        "media_auth_user", "media_auth_password", "exotel_sample_rate", mode="before",
+        "media_auth_user", "media_auth_password", "exotel_sample_rate", "object_store_endpoint",
+        "object_store_region", mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

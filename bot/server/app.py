@@ -23,7 +23,7 @@ from bot.server.services import Services
 from pipelines.call_session import CallSession
 from pipelines.compat import require_supported
 from pipelines.offline import check_offline_engines
-from pipelines.speech_cache import SpeechCache
+from pipelines.speech_cache import speech_cache_for
 
 
 def _warn_without_espeak(campaigns: list) -> None:
@@ -173,7 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
     live_calls: dict[str, CallSession] = {}
     services = Services(
         settings=settings, campaigns=campaigns, signing_key=signing_key(settings),
-        speech_cache=SpeechCache(settings.speech_cache_dir), loop_monitor=LoopLagMonitor(),
+        speech_cache=speech_cache_for(settings), loop_monitor=LoopLagMonitor(),
         live_calls=live_calls, drain=Drain(live_calls, settings.shutdown_grace_secs),
         call_sink=CallSink(None, campaigns),
     )

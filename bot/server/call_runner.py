@@ -18,6 +18,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.config.campaigns import Campaign
 from bot.config.settings import Settings
+from bot.server.recordings import keep_recording
 from pipelines.apology import fallback_apology
 from pipelines.builder import (
     CallPipeline,
@@ -149,7 +150,8 @@ async def run_call(
         call.watch.stop()
         if call.recorder is not None:
             recording = await call.recorder.finish()
-            session.recording_path = str(recording) if recording else None
+            session.recording_path = (await keep_recording(settings, recording, session.call_sid)
+                                      if recording else None)
         session.finish("bot_hangup")
         if session.outcome is None:
             session.set_outcome("error" if session.end_reason == "error" else "no_outcome")

@@ -1,4 +1,5 @@
-"""Place calls and read call records: POST /calls (and the seed's POST /call), GET /calls."""
+"""Place calls and read call records: POST /calls (and the seed's POST /call), GET /calls,
+GET /calls/{sid} and its recording."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field, field_validator
 
 from bot.config.campaigns import CampaignError
 from bot.config.lead_limits import check_lead
+from bot.config.object_storage import ObjectStorageError
 from bot.config.phone import InvalidPhoneNumber
 from bot.exotel.errors import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
+from bot.server.recordings import read_recording
 from bot.server.services import Services, services
 from bot.store.call_store import CallStore
 from bot.store.record_csv import calls_csv
@@ -132,6 +135,25 @@ async def get_call(call_sid: str, state: Services = Depends(services)) -> dict[s
     if record is None:
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     return call_to_dict(record)
+
+
+@router.get("/calls/{call_sid}/recording", dependencies=[Depends(require_token)])
+async def get_recording(call_sid: str, state: Services = Depends(services)) -> Response:
+    """The call's stereo WAV (caller left, bot right), from whichever node or object store
+    holds it."""
+    record = await _store(state).find_call(call_sid)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"no call {call_sid[:64]}")
+    try:
+        wav = await read_recording(state.settings, call_sid, record.recording_path)
+    except ValueError:
+        raise HTTPException(status_code=404, detail="no recording for this call") from None
+    except ObjectStorageError as error:
+        raise HTTPException(status_code=502, detail=str(error)) from None
+    if wav is None:
+        raise HTTPException(status_code=404, detail="no recording for this call")
+    return Response(wav, media_type="audio/wav",
+                    headers={"Content-Disposition": f'attachment; filename="{call_sid}.wav"'})
 
 
 def _store(state: Services) -> CallStore:

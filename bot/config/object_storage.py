@@ -1,0 +1,135 @@
+"""Where shared files live: prepared speech and recordings.
+
+On one machine, a folder under DATA_DIR (private files, written atomically). With several
+nodes, what one node writes (a greeting prepared while the phone rang, a call's recording)
+must be readable from any other: OBJECT_STORE_URL (`s3://bucket/prefix`, any S3-compatible
+service through OBJECT_STORE_ENDPOINT; credentials from the standard AWS_* variables) puts
+them in object storage, through obstore. Keys are ours (a hash, a validated call id), checked
+again here: nothing from the wire picks a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.config.private_files import private_folder, write_private
+
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}(/[A-Za-z0-9_.-]{1,200}){0,3}")
+
+
+class ObjectStorageError(RuntimeError):
+    """The object store refused or could not be reached; the message is one line."""
+
+
+def checked_key(key: str) -> str:
+    """`key` if it is a plain relative name (letters, digits, `_.-`, up to four segments)."""
+    if not KEY_PATTERN.fullmatch(key) or any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"not an object key: {key[:60]!r}")
+    return key
+
+
+class Objects(Protocol):
+    """Bytes by key, wherever they live."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    def location(self, key: str) -> str: ...
+
+
+class FolderObjects:
+    """Objects as private files under `folder` (the one-machine default)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        return self.folder / checked_key(key)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except FileNotFoundError:
+            return None
+
+    async def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+
+        def write() -> None:
+            private_folder(path.parent)
+            write_private(path, data)  # atomic: readers never see half an object
+
+        await asyncio.to_thread(write)
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
+
+class S3Objects:
+    """Objects in an S3-compatible bucket under a prefix (obstore, async, no threads)."""
+
+    def __init__(self, url: str, *, endpoint: str | None = None, region: str | None = None):
+        from obstore.store import S3Store  # only where object storage is configured
+
+        options: dict[str, Any] = {}
+        if endpoint:
+            options["endpoint"] = endpoint
+        if region:
+            options["region"] = region
+        self.url = url.rstrip("/")
+        self._store = S3Store.from_url(self.url, client_options={"allow_http": endpoint.startswith("http://")}
+                                       if endpoint else None, **options)
+
+    async def get(self, key: str) -> bytes | None:
+        import obstore
+
+        try:
+            result = await obstore.get_async(self._store, checked_key(key))
+            return bytes(await result.bytes_async())
+        except FileNotFoundError:
+            return None
+        except Exception as error:
+            raise ObjectStorageError(f"object store {self.url}: reading {key}: {_one_line(error)}") from None
+
+    async def put(self, key: str, data: bytes) -> None:
+        import obstore
+
+        try:
+            await obstore.put_async(self._store, checked_key(key), data)
+        except Exception as error:
+            raise ObjectStorageError(f"object store {self.url}: writing {key}: {_one_line(error)}") from None
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """Upload a file as it is on disk (streamed, in parts when large: a recording)."""
+        import obstore
+
+        try:
+            await obstore.put_async(self._store, checked_key(key), path)
+        except Exception as error:
+            raise ObjectStorageError(f"object store {self.url}: writing {key}: {_one_line(error)}") from None
+
+    def location(self, key: str) -> str:
+        return f"{self.url}/{checked_key(key)}"
+
+    def key_of(self, location: str) -> str | None:
+        """The key of a location this store gave (`location`), else None."""
+        prefix = f"{self.url}/"
+        return checked_key(location[len(prefix):]) if location.startswith(prefix) else None
+
+
+def _one_line(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def objects_for(settings: Any, area: str, local_folder: Path) -> Objects:
+    """The store for one area ("speech", "recordings"): under OBJECT_STORE_URL/<area> when
+    that is set, else `local_folder`."""
+    if not settings.object_store_url:
+        return FolderObjects(local_folder)
+    return S3Objects(f"{settings.object_store_url.rstrip('/')}/{checked_key(area)}",
+                     endpoint=settings.object_store_endpoint, region=settings.object_store_region)

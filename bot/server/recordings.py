@@ -1,0 +1,51 @@
+"""Where a call's recording stays, and reading it back for GET /calls/{sid}/recording.
+
+The recorder writes the WAV under this node's DATA_DIR as the call goes. With
+OBJECT_STORE_URL it is uploaded at hang-up to `<url>/recordings/<call_sid>.wav`, so any node can
+serve it, and the local copy is removed; if the upload fails, the local file stays and the
+record points at it (nothing is lost; a warning says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from loguru import logger
+
+from bot.config.object_storage import ObjectStorageError, S3Objects, objects_for
+from bot.config.settings import Settings
+from pipelines.recorder import recording_path
+
+
+def recordings_folder(settings: Settings) -> Path:
+    return settings.data_dir / "recordings"
+
+
+async def keep_recording(settings: Settings, local: Path, call_sid: str) -> str:
+    """The recording's location for the record: uploaded (then the local file removed), or local."""
+    objects = objects_for(settings, "recordings", recordings_folder(settings))
+    if not isinstance(objects, S3Objects):
+        return str(local)
+    try:
+        await objects.put_file(local.name, local)
+    except ObjectStorageError as error:
+        logger.bind(call_sid=call_sid).warning(f"recording kept on this node only ({local}): {error}")
+        return str(local)
+    await asyncio.to_thread(local.unlink, True)
+    return objects.location(local.name)
+
+
+async def read_recording(settings: Settings, call_sid: str, location: str | None) -> bytes | None:
+    """The WAV of `call_sid`: from object storage when its record says so, else from this
+    node's recordings folder (the path is rebuilt from the validated call id, never taken
+    from the record). None when it is in neither."""
+    name = recording_path(recordings_folder(settings), call_sid).name  # ValueError for a bad id
+    objects = objects_for(settings, "recordings", recordings_folder(settings))
+    if isinstance(objects, S3Objects) and location and objects.key_of(location) == name:
+        return await objects.get(name)
+    local = recordings_folder(settings) / name
+    try:
+        return await asyncio.to_thread(local.read_bytes)
+    except FileNotFoundError:
+        return None
