@@ -75,7 +75,8 @@ def server_states(stats: Path) -> dict[str, str]:
     lines = data.decode().splitlines()
     header = lines[0].lstrip("# ").split(",")
     rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
-    return {r["svname"]: r["status"].split()[0] for r in rows if r["pxname"] == "nodes" and r["svname"].startswith("node")}
+    return {r["svname"]: r["status"].split()[0] for r in rows
+            if r["pxname"] == "nodes" and r["svname"].startswith("node") and not r["svname"].endswith("-spare")}
 
 
 @needs_haproxy
@@ -144,3 +145,30 @@ def test_calls_through_haproxy_reach_every_node_and_skip_a_full_one(tmp_path):
         assert long_result.closed_by == "emulator", (long_result.closed_by, long_result.close_code)  # it hung up itself
         assert wait_for_records(databases, ["CA-lb-long"])[0] == {"CA-lb-long"}
         _until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back once it had room")
+
+
+@needs_haproxy
+def test_when_every_node_is_full_calls_still_reach_one(tmp_path):
+    """Full steers, it never refuses: with both nodes out, the spares take the call."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (server_process(tmp_path / "a", 1, LIVE_CALL_LIMIT="1") as a,
+          server_process(tmp_path / "b", 1, LIVE_CALL_LIMIT="1") as b,
+          haproxy(tmp_path, [a.port, b.port]) as (port, stats)):
+        _until(lambda: server_states(stats) == {"node1": "UP", "node2": "UP"}, 30, f"nodes not up: {server_states(stats)}")
+
+        async def while_both_are_full() -> list:
+            holding = [asyncio.create_task(emulated_calls(node.ws_url, [f"CA-hold-{i}"], hang_up_at=20.0, apart=0))
+                       for i, node in enumerate((a, b))]
+            deadline = time.monotonic() + 15
+            while server_states(stats) != {"node1": "DOWN", "node2": "DOWN"}:
+                assert time.monotonic() < deadline, f"nodes not taken out: {server_states(stats)}"
+                await asyncio.sleep(0.2)
+            served = await emulated_calls(f"ws://127.0.0.1:{port}/media", ["CA-all-full"], hang_up_at=2.0, apart=0)
+            await asyncio.gather(*holding)
+            return served
+
+        (result,) = asyncio.run(while_both_are_full())
+        assert result.media_at, "the call through HAProxy heard no bot audio"
+        found = wait_for_records([tmp_path / "a" / "calls.db", tmp_path / "b" / "calls.db"], ["CA-all-full"])
+        assert sum(len(f) for f in found) == 1

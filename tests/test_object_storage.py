@@ -136,16 +136,54 @@ async def test_a_recording_goes_to_the_object_store_and_any_node_serves_it(tmp_p
 
 
 async def test_without_object_storage_the_recording_stays_on_its_node(tmp_path):
-    async with agent_stack(tmp_path, stt_script=["Hello"], campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST) as stack:
+    async with agent_stack(tmp_path, stt_script=["Hello"], campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST,
+                           api_token="t0ken") as stack:
         emu = stack.emulator()
         await emu.run([HangUp(at=3)])
         session = await wait_finished(stack, emu.config.call_sid)
         local = tmp_path / "data" / "recordings" / f"{emu.config.call_sid}.wav"
         assert session.recording_path == str(local) and local.exists()
-        async with httpx.AsyncClient(base_url=stack.server.http_url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=stack.server.http_url, timeout=30,
+                                     headers={"Authorization": "Bearer t0ken"}) as client:
             for _ in range(100):  # the record is written just after the session finishes
                 response = await client.get(f"/calls/{emu.config.call_sid}/recording")
-                if response.status_code != 404:
+                if response.status_code not in (404, 409):
                     break
                 await asyncio.sleep(0.05)
         assert response.status_code == 200 and response.content == local.read_bytes()
+
+
+async def test_recordings_are_not_served_without_an_api_token_nor_while_the_call_is_live(tmp_path):
+    async with agent_stack(tmp_path, stt_script=["Hello"], campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST) as stack:
+        emu = stack.emulator()
+        await emu.run([HangUp(at=2)])
+        await wait_finished(stack, emu.config.call_sid)
+        async with httpx.AsyncClient(base_url=stack.server.http_url, timeout=30) as client:
+            response = await client.get(f"/calls/{emu.config.call_sid}/recording")
+        assert response.status_code == 403 and "API_TOKEN" in response.json()["detail"]
+    async with agent_stack(tmp_path / "live", stt_script=["Hello"], campaign_tweaks=SHORT_GREETING,
+                           elevenlabs_kwargs=EL_FAST, api_token="t0ken") as stack:
+        emu = stack.emulator()
+        call = asyncio.create_task(emu.run([HangUp(at=6)]))
+        async with httpx.AsyncClient(base_url=stack.server.http_url, timeout=30,
+                                     headers={"Authorization": "Bearer t0ken"}) as client:
+            statuses = []
+            while not call.done():
+                statuses.append((await client.get(f"/calls/{emu.config.call_sid}/recording")).status_code)
+                await asyncio.sleep(0.2)
+        await call
+    assert 409 in statuses and 200 not in statuses, statuses
+
+
+async def test_a_call_with_an_unreachable_object_store_is_heard_and_keeps_its_recording(tmp_path, aws_keys):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with agent_stack(tmp_path, stt_script=["Hello"], campaign_tweaks=SHORT_GREETING, elevenlabs_kwargs=EL_FAST,
+                           object_store_url=f"s3://{BUCKET}/down", object_store_endpoint=dead,
+                           object_store_region="us-east-1") as stack:
+        emu = stack.emulator()
+        result = await emu.run([HangUp(at=4)])
+        session = await wait_finished(stack, emu.config.call_sid, timeout=60)
+    assert result.media_at, "the caller heard nothing"
+    local = tmp_path / "data" / "recordings" / f"{emu.config.call_sid}.wav"
+    assert session.recording_path == str(local) and local.exists()  # kept on the node, not lost

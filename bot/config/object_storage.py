@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from bot.config.private_files import private_folder, write_private
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}(/[A-Za-z0-9_.-]{1,200}){0,3}")
+# A store that is down or hangs must cost a call a cache miss, not minutes: each request is
+# bounded and retried once (obstore's defaults: 10 retries over up to 3 minutes).
+REQUEST_TIMEOUT = "5s"
+CONNECT_TIMEOUT = "2s"
+RETRIES = 1
+RETRY_TIMEOUT = timedelta(seconds=5)
 
 
 class ObjectStorageError(RuntimeError):
@@ -70,7 +78,8 @@ class FolderObjects:
 
 
 class S3Objects:
-    """Objects in an S3-compatible bucket under a prefix (obstore, async, no threads)."""
+    """Objects in an S3-compatible bucket under a prefix (obstore, async, no threads); make
+    one per process and area (`objects_for`): it holds the connection pool."""
 
     def __init__(self, url: str, *, endpoint: str | None = None, region: str | None = None):
         from obstore.store import S3Store  # only where object storage is configured
@@ -81,8 +90,11 @@ class S3Objects:
         if region:
             options["region"] = region
         self.url = url.rstrip("/")
-        self._store = S3Store.from_url(self.url, client_options={"allow_http": endpoint.startswith("http://")}
-                                       if endpoint else None, **options)
+        client_options = {"timeout": REQUEST_TIMEOUT, "connect_timeout": CONNECT_TIMEOUT,
+                          "allow_http": bool(endpoint and endpoint.startswith("http://"))}
+        self._store = S3Store.from_url(self.url, client_options=client_options,  # type: ignore[arg-type]
+                                       retry_config={"max_retries": RETRIES, "retry_timeout": RETRY_TIMEOUT},
+                                       **options)
 
     async def get(self, key: str) -> bytes | None:
         import obstore
@@ -102,6 +114,23 @@ class S3Objects:
             await obstore.put_async(self._store, checked_key(key), data)
         except Exception as error:
             raise ObjectStorageError(f"object store {self.url}: writing {key}: {_one_line(error)}") from None
+
+    async def stream(self, key: str, chunk_bytes: int = 256 * 1024) -> AsyncIterator[bytes] | None:
+        """The object in chunks (a recording is never held whole), or None if there is none."""
+        import obstore
+
+        try:
+            result = await obstore.get_async(self._store, checked_key(key))
+        except FileNotFoundError:
+            return None
+        except Exception as error:
+            raise ObjectStorageError(f"object store {self.url}: reading {key}: {_one_line(error)}") from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in result.stream(min_chunk_size=chunk_bytes):
+                yield bytes(chunk)
+
+        return chunks()
 
     async def put_file(self, key: str, path: Path) -> None:
         """Upload a file as it is on disk (streamed, in parts when large: a recording)."""
@@ -126,10 +155,16 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+_s3_stores: dict[tuple[str, str | None, str | None], S3Objects] = {}
+
+
 def objects_for(settings: Any, area: str, local_folder: Path) -> Objects:
     """The store for one area ("speech", "recordings"): under OBJECT_STORE_URL/<area> when
-    that is set, else `local_folder`."""
+    that is set (one client per process and area), else `local_folder`."""
     if not settings.object_store_url:
         return FolderObjects(local_folder)
-    return S3Objects(f"{settings.object_store_url.rstrip('/')}/{checked_key(area)}",
-                     endpoint=settings.object_store_endpoint, region=settings.object_store_region)
+    key = (f"{settings.object_store_url.rstrip('/')}/{checked_key(area)}", settings.object_store_endpoint,
+           settings.object_store_region)
+    if key not in _s3_stores:
+        _s3_stores[key] = S3Objects(key[0], endpoint=key[1], region=key[2])
+    return _s3_stores[key]

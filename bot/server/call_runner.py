@@ -81,7 +81,12 @@ async def run_call(
     try:
         transport = build_transport(websocket, session, settings, prefetched)
         recorder = transport.output().recorder = build_call_recorder(session, campaign, settings)
-        prepared_greeting = await reading_greeting
+        try:
+            prepared_greeting = await asyncio.wait_for(reading_greeting, GREETING_READ_SECS)
+        except TimeoutError:  # a slow object store: the greeting is synthesized live instead
+            logger.bind(call_sid=session.call_sid).warning(
+                f"prepared greeting not read within {GREETING_READ_SECS:g} s; synthesizing it live")
+            prepared_greeting = None
         head, rest = greeting_head(prepared_greeting, session.sample_rate, settings.exotel_payload_bytes)
         greeting_context = new_context_id()  # the head and the rest are one line
         if head:
@@ -159,6 +164,10 @@ async def run_call(
         logger.info(f"call ended: {session.log_summary()}")
     return session
 
+
+# The longest the caller's first audio waits on reading the prepared greeting (a file: ~1 ms;
+# object storage in the same region: tens of ms); past it, the greeting is synthesized live.
+GREETING_READ_SECS = 0.5
 
 # How much of a prepared greeting goes out before the pipeline has started: the pipeline must
 # be running (and playing the rest) before this has played, or the caller hears a gap.

@@ -9,6 +9,7 @@ record points at it (nothing is lost; a warning says so).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from loguru import logger
@@ -36,16 +37,14 @@ async def keep_recording(settings: Settings, local: Path, call_sid: str) -> str:
     return objects.location(local.name)
 
 
-async def read_recording(settings: Settings, call_sid: str, location: str | None) -> bytes | None:
-    """The WAV of `call_sid`: from object storage when its record says so, else from this
-    node's recordings folder (the path is rebuilt from the validated call id, never taken
-    from the record). None when it is in neither."""
+async def recording_chunks(settings: Settings, call_sid: str,
+                           location: str | None) -> AsyncIterator[bytes] | Path | None:
+    """The WAV of `call_sid`: chunks from object storage when its record says so, else the
+    file in this node's recordings folder (the path is rebuilt from the validated call id,
+    never taken from the record). None when it is in neither."""
     name = recording_path(recordings_folder(settings), call_sid).name  # ValueError for a bad id
     objects = objects_for(settings, "recordings", recordings_folder(settings))
     if isinstance(objects, S3Objects) and location and objects.key_of(location) == name:
-        return await objects.get(name)
+        return await objects.stream(name)
     local = recordings_folder(settings) / name
-    try:
-        return await asyncio.to_thread(local.read_bytes)
-    except FileNotFoundError:
-        return None
+    return local if await asyncio.to_thread(local.is_file) else None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
+from loguru import logger
 from pydantic import BaseModel, Field, field_validator
 
 from bot.config.campaigns import CampaignError
@@ -16,7 +18,7 @@ from bot.config.lead_limits import check_lead
 from bot.config.object_storage import ObjectStorageError
 from bot.config.phone import InvalidPhoneNumber
 from bot.exotel.errors import ExotelAuthError, ExotelError, ExotelRateLimited, ExotelRequestError
-from bot.server.recordings import read_recording
+from bot.server.recordings import recording_chunks
 from bot.server.services import Services, services
 from bot.store.call_store import CallStore
 from bot.store.record_csv import calls_csv
@@ -140,20 +142,28 @@ async def get_call(call_sid: str, state: Services = Depends(services)) -> dict[s
 @router.get("/calls/{call_sid}/recording", dependencies=[Depends(require_token)])
 async def get_recording(call_sid: str, state: Services = Depends(services)) -> Response:
     """The call's stereo WAV (caller left, bot right), from whichever node or object store
-    holds it."""
+    holds it, streamed. Voices are personal data: only with API_TOKEN set (403 without one),
+    and only once the call has ended (409 while it is live: the file is still being written)."""
+    if state.settings.api_token is None:
+        raise HTTPException(status_code=403, detail="set API_TOKEN to download recordings")
     record = await _store(state).find_call(call_sid)
     if record is None:
-        raise HTTPException(status_code=404, detail=f"no call {call_sid[:64]}")
+        raise HTTPException(status_code=404, detail="no such call")
+    if record.ended_at is None:
+        raise HTTPException(status_code=409, detail="the call has not ended yet")
     try:
-        wav = await read_recording(state.settings, call_sid, record.recording_path)
+        found = await recording_chunks(state.settings, call_sid, record.recording_path)
     except ValueError:
-        raise HTTPException(status_code=404, detail="no recording for this call") from None
+        found = None
     except ObjectStorageError as error:
-        raise HTTPException(status_code=502, detail=str(error)) from None
-    if wav is None:
+        logger.bind(call_sid=call_sid).warning(f"recording not read: {error}")
+        raise HTTPException(status_code=502, detail="the object store did not answer") from None
+    if found is None:
         raise HTTPException(status_code=404, detail="no recording for this call")
-    return Response(wav, media_type="audio/wav",
-                    headers={"Content-Disposition": f'attachment; filename="{call_sid}.wav"'})
+    headers = {"Content-Disposition": f'attachment; filename="{call_sid}.wav"'}
+    if isinstance(found, Path):
+        return FileResponse(found, media_type="audio/wav", headers=headers)
+    return StreamingResponse(found, media_type="audio/wav", headers=headers)
 
 
 def _store(state: Services) -> CallStore:
