@@ -160,7 +160,7 @@ def build_call_recorder(session: CallSession, campaign: Campaign, settings: Sett
     """The call's recording (when the campaign records), under DATA_DIR/recordings/<sid>.wav."""
     if not campaign.record:
         return None
-    path = recording_path(settings.data_dir / "recordings", session.call_sid)
+    path = recording_path(settings.recordings_dir, session.call_sid)
     return CallRecorder(path, session.pipeline_in_rate, bot_sample_rate=session.sample_rate)
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from loguru import logger
 
 from bot.config.campaigns import TTSConfig
-from bot.config.object_storage import FolderObjects, Objects, ObjectStorageError, objects_for
+from bot.config.object_storage import Objects, ObjectStorageError, objects_for
 from bot.config.settings import Settings
 
 
@@ -35,8 +34,8 @@ class SpeechCache:
     """Raw 16-bit mono PCM objects named by `speech_key`; writes are atomic. An object store
     that fails is a miss (the line is synthesized live), never a failed call."""
 
-    def __init__(self, objects: Objects | Path):
-        self.objects: Objects = FolderObjects(objects) if isinstance(objects, Path) else objects
+    def __init__(self, objects: Objects):
+        self.objects = objects
         self._inflight: dict[str, asyncio.Task[bytes | None]] = {}
 
     async def get(self, key: str) -> bytes | None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config.private_files import private_folder, write_private
+
+if TYPE_CHECKING:
+    from bot.config.settings import Settings
 
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,200}(/[A-Za-z0-9_.-]{1,200}){0,3}")
 # A store that is down or hangs must cost a call a cache miss, not minutes: each request is
@@ -96,35 +100,44 @@ class S3Objects:
                                        retry_config={"max_retries": RETRIES, "retry_timeout": RETRY_TIMEOUT},
                                        **options)
 
-    async def get(self, key: str) -> bytes | None:
+    @contextmanager
+    def _errors(self, doing: str, key: str) -> Iterator[None]:
+        """Any failure but a missing object, as one-line ObjectStorageError."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            raise ObjectStorageError(f"object store {self.url}: {doing} {key}: {_one_line(error)}") from None
+
+    async def _open(self, key: str) -> Any | None:
+        """obstore's GetResult for `key`, or None if there is no such object."""
         import obstore
 
         try:
-            result = await obstore.get_async(self._store, checked_key(key))
-            return bytes(await result.bytes_async())
+            with self._errors("reading", key):
+                return await obstore.get_async(self._store, checked_key(key))
         except FileNotFoundError:
             return None
-        except Exception as error:
-            raise ObjectStorageError(f"object store {self.url}: reading {key}: {_one_line(error)}") from None
+
+    async def get(self, key: str) -> bytes | None:
+        result = await self._open(key)
+        if result is None:
+            return None
+        with self._errors("reading", key):
+            return bytes(await result.bytes_async())
 
     async def put(self, key: str, data: bytes) -> None:
         import obstore
 
-        try:
+        with self._errors("writing", key):
             await obstore.put_async(self._store, checked_key(key), data)
-        except Exception as error:
-            raise ObjectStorageError(f"object store {self.url}: writing {key}: {_one_line(error)}") from None
 
     async def stream(self, key: str, chunk_bytes: int = 256 * 1024) -> AsyncIterator[bytes] | None:
         """The object in chunks (a recording is never held whole), or None if there is none."""
-        import obstore
-
-        try:
-            result = await obstore.get_async(self._store, checked_key(key))
-        except FileNotFoundError:
+        result = await self._open(key)
+        if result is None:
             return None
-        except Exception as error:
-            raise ObjectStorageError(f"object store {self.url}: reading {key}: {_one_line(error)}") from None
 
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in result.stream(min_chunk_size=chunk_bytes):
@@ -136,10 +149,8 @@ class S3Objects:
         """Upload a file as it is on disk (streamed, in parts when large: a recording)."""
         import obstore
 
-        try:
+        with self._errors("writing", key):
             await obstore.put_async(self._store, checked_key(key), path)
-        except Exception as error:
-            raise ObjectStorageError(f"object store {self.url}: writing {key}: {_one_line(error)}") from None
 
     def location(self, key: str) -> str:
         return f"{self.url}/{checked_key(key)}"
@@ -158,7 +169,7 @@ def _one_line(error: BaseException) -> str:
 _s3_stores: dict[tuple[str, str | None, str | None], S3Objects] = {}
 
 
-def objects_for(settings: Any, area: str, local_folder: Path) -> Objects:
+def objects_for(settings: Settings, area: str, local_folder: Path) -> Objects:
     """The store for one area ("speech", "recordings"): under OBJECT_STORE_URL/<area> when
     that is set (one client per process and area), else `local_folder`."""
     if not settings.object_store_url:

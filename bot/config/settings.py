@@ -280,6 +280,11 @@ class Settings(BaseSettings):
         return self.data_dir / "journal"
 
     @property
+    def recordings_dir(self) -> Path:
+        """Where this node's recorder writes each call's WAV as the call goes."""
+        return self.data_dir / "recordings"
+
+    @property
     def speech_cache_dir(self) -> Path:
         """Where pre-synthesized lines live (shared by every worker process)."""
         return self.data_dir / "cache" / "speech"

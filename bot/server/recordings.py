@@ -19,13 +19,9 @@ from bot.config.settings import Settings
 from pipelines.recorder import recording_path
 
 
-def recordings_folder(settings: Settings) -> Path:
-    return settings.data_dir / "recordings"
-
-
 async def keep_recording(settings: Settings, local: Path, call_sid: str) -> str:
     """The recording's location for the record: uploaded (then the local file removed), or local."""
-    objects = objects_for(settings, "recordings", recordings_folder(settings))
+    objects = objects_for(settings, "recordings", settings.recordings_dir)
     if not isinstance(objects, S3Objects):
         return str(local)
     try:
@@ -42,9 +38,9 @@ async def recording_chunks(settings: Settings, call_sid: str,
     """The WAV of `call_sid`: chunks from object storage when its record says so, else the
     file in this node's recordings folder (the path is rebuilt from the validated call id,
     never taken from the record). None when it is in neither."""
-    name = recording_path(recordings_folder(settings), call_sid).name  # ValueError for a bad id
-    objects = objects_for(settings, "recordings", recordings_folder(settings))
+    name = recording_path(settings.recordings_dir, call_sid).name  # ValueError for a bad id
+    objects = objects_for(settings, "recordings", settings.recordings_dir)
     if isinstance(objects, S3Objects) and location and objects.key_of(location) == name:
         return await objects.stream(name)
-    local = recordings_folder(settings) / name
+    local = settings.recordings_dir / name
     return local if await asyncio.to_thread(local.is_file) else None
