@@ -28,6 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
         ({"PUBLIC_BASE_URL": "ftp://x"}, "PUBLIC_BASE_URL"),
         ({"MEDIA_AUTH_USER": "exotel"}, "MEDIA_AUTH_PASSWORD"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"LIVE_CALL_LIMIT": "-1"}, "LIVE_CALL_LIMIT"),
+        ({"OBJECT_STORE_URL": "https://bucket.example/x"}, "OBJECT_STORE_URL"),
+        ({"OBJECT_STORE_URL": "s3://Bad_Bucket/x"}, "OBJECT_STORE_URL"),
+        ({"OBJECT_STORE_URL": "s3://bucket/../etc"}, "OBJECT_STORE_URL"),
+        ({"OBJECT_STORE_ENDPOINT": "minio:9000"}, "OBJECT_STORE_ENDPOINT"),
     ],
 )
 def test_bad_setting_is_one_line_naming_it(monkeypatch, env, names):

@@ -207,7 +207,8 @@ class Settings(BaseSettings):
     def _object_store_rule(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.-]+)*/?", value):
+        if (not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.-]+)*/?", value)
+                or any(part in (".", "..") for part in value[5:].split("/"))):
             raise ValueError("must be s3://bucket or s3://bucket/prefix")
         return value.rstrip("/")
 
