@@ -1,5 +1,6 @@
-"""Campaign runs: many leads through the fake Exotel REST API and the real server, with
-retries, a calling window, a rate limit, a do-not-call list, bad rows, and resume."""
+"""Campaign runs on the job engine (in process, as on the embedded SQLite default): many leads
+through the fake Exotel REST API and the real server, with retries, a calling window, a rate
+limit, a do-not-call list, bad rows, pause/resume/cancel, and a worker stopped mid-run."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, next_window_start, read_dnc, read_leads
+from bot.dialing.campaign_options import CampaignOptions, next_window_start
+from bot.dialing.lead_files import read_dnc, read_leads
+from testing.campaign_engine import campaign_engine, until_settled
 from testing.dialling import dialling_server, write_csv
 
 
-def fast_options(**overrides) -> RunnerOptions:
+def fast_options(**overrides) -> CampaignOptions:
     base = dict(concurrency=5, calls_per_minute=200, window_start=time(0, 0), window_end=time(23, 59, 59),
-                max_attempts=2, retry_delay_secs=0.3, poll_secs=0.1, call_timeout_secs=30)
+                max_attempts=2, retry_delay_secs=0.3)
     base.update(overrides)
-    return RunnerOptions(**base)
+    return CampaignOptions(**base)
+
+
+def campaign_of(server):
+    return server.app.state.services.campaigns.get("real_estate", "real_estate")
 
 
 async def test_campaign_of_twenty_with_busy_no_answer_and_retries(tmp_path):
@@ -38,14 +45,15 @@ async def test_campaign_of_twenty_with_busy_no_answer_and_retries(tmp_path):
 
     csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},{n},Asia/Kolkata" for i, n in enumerate(numbers)])
     async with dialling_server(tmp_path, outcome) as (server, exotel):
-        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
-        runner = CampaignRunner(server.app.state.services.store, server.app.state.services.dialer, campaign, fast_options())
-        report = await runner.load(csv_path)
-        counts = await asyncio.wait_for(runner.run(report.run_id), timeout=120)
-        leads = await server.app.state.services.store.list_leads(report.run_id)
+        store = server.app.state.services.store
+        async with campaign_engine(server) as (_, campaigns):
+            report = await campaigns.start(campaign_of(server), csv_path, fast_options())
+            progress = await until_settled(store, report.run_id)
+        leads = await store.list_leads(report.run_id)
         await exotel.drain()
     assert report.added == 20 and report.bad_rows == []
-    assert counts["done"] == 16 and counts["failed"] == 4
+    assert progress.counts["done"] == 16 and progress.counts["failed"] == 4
+    assert progress.outcomes and sum(progress.outcomes.values()) == 20
     by_phone = {lead.phone: lead for lead in leads}
     for i, number in enumerate(numbers):
         lead = by_phone["+91" + number]
@@ -71,7 +79,7 @@ async def test_bad_rows_and_do_not_call_list(tmp_path):
 
 
 def test_calling_window_in_the_leads_time_zone():
-    options = RunnerOptions(window_start=time(10, 0), window_end=time(19, 0))
+    options = CampaignOptions(window_start=time(10, 0), window_end=time(19, 0))
     at_8am_ist = datetime(2026, 11, 23, 2, 30, tzinfo=UTC)  # 08:00 in Kolkata
     opens = next_window_start(at_8am_ist, "Asia/Kolkata", options)
     assert opens == datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # 10:00 IST
@@ -84,64 +92,89 @@ def test_calling_window_in_the_leads_time_zone():
 
 async def test_outside_the_window_nobody_is_dialled_and_no_attempt_is_used(tmp_path):
     csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876500001,Asia/Kolkata", "B,Bala,9876500002,"])
+    night = datetime(2030, 11, 23, 17, 0, tzinfo=UTC)  # 22:30 IST (in the future: the jobs wait for real)
     async with dialling_server(tmp_path, "answered") as (server, exotel):
-        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
-        options = fast_options(window_start=time(10, 0), window_end=time(19, 0))
-        night = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)  # 22:30 IST
-        runner = CampaignRunner(server.app.state.services.store, server.app.state.services.dialer, campaign, options, clock=lambda: night)
-        report = await runner.load(csv_path)
-        task = asyncio.create_task(runner.run(report.run_id))
-        await asyncio.sleep(1.5)
-        task.cancel()
-        leads = await server.app.state.services.store.list_leads(report.run_id)
+        store = server.app.state.services.store
+        async with campaign_engine(server, clock=lambda: night) as (work, campaigns):
+            report = await campaigns.start(campaign_of(server), csv_path,
+                                           fast_options(window_start=time(10, 0), window_end=time(19, 0)))
+            leads = await store.list_leads(report.run_id)
+            for lead in leads:  # what the jobs do at once: each defers itself to the window's opening
+                await work.dial_lead(lead.id)
+            leads = await store.list_leads(report.run_id)
+            waiting = [job for job in work.app.connector.jobs.values() if job["status"] == "todo"]
     assert exotel.calls == []
     assert [lead.state for lead in leads] == ["pending", "pending"]
     assert all(lead.attempts == 0 for lead in leads)
-    assert all(lead.next_attempt_at.replace(tzinfo=UTC) == datetime(2026, 11, 24, 4, 30, tzinfo=UTC) for lead in leads)
+    opens = datetime(2030, 11, 24, 4, 30, tzinfo=UTC)  # 10:00 IST the next morning
+    assert all(lead.next_attempt_at.replace(tzinfo=UTC) == opens for lead in leads)
+    scheduled = {job["args"]["lead_row_id"]: job["scheduled_at"] for job in waiting if "lead_row_id" in job["args"]}
+    assert scheduled == {lead.id: opens for lead in leads}, "each lead waits as a job scheduled for its window"
 
 
 async def test_rate_limit_spaces_the_dialling(tmp_path):
     csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},x,98765000{i:02d}," for i in range(6)])
     async with dialling_server(tmp_path, "busy") as (server, exotel):
-        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
-        runner = CampaignRunner(server.app.state.services.store, server.app.state.services.dialer, campaign,
-                                fast_options(calls_per_minute=3, max_attempts=1))
-        report = await runner.load(csv_path)
-        task = asyncio.create_task(runner.run(report.run_id))
-        await asyncio.sleep(2.0)
-        dialled_in_two_seconds = len(exotel.calls)
-        task.cancel()
-    assert dialled_in_two_seconds == 3
+        async with campaign_engine(server) as (work, campaigns):
+            started = datetime.now(UTC)
+            await campaigns.start(campaign_of(server), csv_path, fast_options(calls_per_minute=3, max_attempts=1))
+            while len(exotel.calls) < 3:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(2.0)  # every lead has been looked at by now; three wait for the minute
+            dialled_so_far = len(exotel.calls)
+            waiting = [job["scheduled_at"] for job in work.app.connector.jobs.values()
+                       if job["status"] == "todo" and job["scheduled_at"] is not None]
+    assert dialled_so_far == 3
+    assert waiting, "the leads over the limit wait as scheduled jobs"
+    assert all((at - started).total_seconds() >= 60 for at in waiting), "a job was scheduled inside the minute"
 
 
-async def test_resume_after_an_interrupted_run_never_dials_twice(tmp_path):
+async def test_a_worker_stopped_mid_run_never_dials_anyone_twice(tmp_path):
+    """A worker stops (cancelled, as at Ctrl-C) with calls live and dials in flight; a new
+    worker finishes the run: leads in call are settled from their records, leads left mid-dial
+    are reconciled (their call adopted, or dialled only if Exotel has none)."""
     csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},98765100{i:02d}," for i in range(8)])
     async with dialling_server(tmp_path, "answered") as (server, exotel):
-        store, dialer = server.app.state.services.store, server.app.state.services.dialer
-        campaign = server.app.state.services.campaigns.get("real_estate", "real_estate")
-        first = CampaignRunner(store, dialer, campaign, fast_options(concurrency=2))
-        report = await first.load(csv_path)
-        task = asyncio.create_task(first.run(report.run_id))
-        while len(exotel.calls) < 3:
-            await asyncio.sleep(0.05)
-        # Ctrl-C mid-run: two calls may be live. The cancelled tasks unwind (their open
-        # transactions roll back) as they would when the CLI's event loop stops.
-        stopped = [task, *first.in_flight]
-        for running in stopped:
-            running.cancel()
-        await asyncio.gather(*stopped, return_exceptions=True)
-        second = CampaignRunner(store, dialer, campaign, fast_options(concurrency=2))
-        resumed = await second.load(csv_path)
-        counts = await asyncio.wait_for(second.run(resumed.run_id), timeout=90)
-        progress = await store.run_progress(resumed.run_id)
+        store = server.app.state.services.store
+        campaign = campaign_of(server)
+        async with campaign_engine(server) as (_, campaigns):
+            report = await campaigns.start(campaign, csv_path, fast_options(concurrency=2))
+            while len(exotel.calls) < 3:
+                await asyncio.sleep(0.05)
+        async with campaign_engine(server) as (_, campaigns):
+            resumed = await campaigns.start(campaign, csv_path, fast_options(concurrency=2))
+            progress = await until_settled(store, report.run_id)
         await exotel.drain()
     assert resumed.resumed and resumed.run_id == report.run_id and resumed.added == 0
     dialled = Counter(call.form["From"] for call in exotel.calls)
     assert set(dialled.values()) == {1}, f"someone was called twice: {dialled}"
-    # A lead interrupted while its REST request was in flight may or may not have been
-    # dialled: it is reported for reconciliation, never redialled.
-    assert counts["done"] + len(progress.to_reconcile) == 8
-    assert len(progress.to_reconcile) <= 2  # at most the two leads in flight (concurrency 2)
+    assert progress.counts["done"] == 8 and progress.to_reconcile == []
+
+
+async def test_pause_resume_and_cancel(tmp_path):
+    csv_path = write_csv(tmp_path / "leads.csv", [f"L{i},Lead {i},98765300{i:02d}," for i in range(10)])
+    async with dialling_server(tmp_path, "answered") as (server, exotel):
+        store = server.app.state.services.store
+        async with campaign_engine(server) as (_, campaigns):
+            report = await campaigns.start(campaign_of(server), csv_path, fast_options(concurrency=2))
+            while len(exotel.calls) < 2:
+                await asyncio.sleep(0.05)
+            assert await campaigns.pause(report.run_id)
+            assert not await campaigns.pause(report.run_id), "pausing a paused run changes nothing"
+            dialled_when_paused = len(exotel.calls)
+            await asyncio.sleep(4.0)  # the live calls end; nobody new is dialled
+            paused = await store.run_progress(report.run_id)
+            assert len(exotel.calls) == dialled_when_paused
+            assert await campaigns.resume(report.run_id)
+            while len(exotel.calls) < dialled_when_paused + 2:
+                await asyncio.sleep(0.05)
+            assert await campaigns.cancel(report.run_id)
+            progress = await until_settled(store, report.run_id)
+        await exotel.drain()
+    assert paused.state == "paused" and paused.counts["pending"] > 0
+    assert progress.state == "cancelled"
+    assert progress.counts["skipped"] > 0 and progress.counts["done"] == len(exotel.calls)
+    assert progress.counts["done"] + progress.counts["skipped"] == 10
 
 
 def test_a_campaign_runs_on_the_simulator_without_exotel_credentials(tmp_path):

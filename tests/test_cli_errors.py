@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.config.campaigns import PhoneRules
 from bot.config.phone import InvalidPhoneNumber, normalize_indian_phone
-from bot.dialing.campaign_runner import read_leads
+from bot.dialing.lead_files import read_leads
 
 runner = CliRunner()
 
@@ -154,7 +154,7 @@ def test_bad_campaign_options_are_refused_before_any_dial(cli_env, args, line, m
 
 
 def test_a_csv_row_with_an_unknown_time_zone_is_a_bad_row(tmp_path):
-    from bot.dialing.campaign_runner import read_leads
+    from bot.dialing.lead_files import read_leads
 
     csv_path = tmp_path / "leads.csv"
     csv_path.write_text("id,phone,timezone\nA,9876500001,Asia/Kolkata\nB,9876500002,Mars/Olympus\n"

@@ -137,7 +137,7 @@ async def test_post_calls_refuses_unbounded_leads_before_exotel_is_asked_to_dial
 
 
 def test_a_csv_row_with_an_unbounded_lead_is_a_bad_row(tmp_path):
-    from bot.dialing.campaign_runner import read_leads
+    from bot.dialing.lead_files import read_leads
 
     path = tmp_path / "leads.csv"
     path.write_text(f"id,name,phone\nA,Asha,9876500001\nB,{'x' * 500},9876500002\n")

@@ -176,8 +176,11 @@ def run(
     retry_delay: float = typer.Option(1800, help="Seconds before retrying a lead."),
     dnc: Path | None = typer.Option(None, "--dnc", help="Do-not-call list: one number per line."),
     simulate: bool = typer.Option(False, "--simulate", help="Use the built-in Exotel simulator even with credentials."),
+    worker: bool = typer.Option(True, "--worker/--no-worker",
+                                help="Run a job worker in this process too (--no-worker: PostgreSQL only, the "
+                                "`bot worker` processes dial)."),
 ) -> None:
-    """Dial one lead (--lead) and follow the call, or run a campaign (--leads)."""
+    """Dial one lead (--lead) and follow the call, or run a campaign (--leads) on the job engine."""
     if (lead is None) == (leads is None):
         typer.secho("error: give exactly one of --lead or --leads", fg="red", err=True)
         raise typer.Exit(2)
@@ -198,7 +201,8 @@ def run(
             code = asyncio.run(run_campaign(settings, leads, campaign, concurrency=concurrency,
                                             calls_per_minute=calls_per_minute, window=window,
                                             timezone=timezone, max_attempts=max_attempts,
-                                            retry_delay=retry_delay, dnc=dnc, simulate=simulate or None))
+                                            retry_delay=retry_delay, dnc=dnc, simulate=simulate or None,
+                                            worker=worker))
     except InvalidPhoneNumber as error:  # the user's own typing: shown as typed
         raise _fail(error.for_user) from None
     except (SettingsError, CampaignError, DatabaseUnavailable, ValueError) as error:
@@ -210,6 +214,24 @@ def run(
     except KeyboardInterrupt:
         typer.echo("stopped; run the same command again to resume without calling anyone twice")
         raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: int | None = typer.Option(None, help="Jobs at once (overrides JOB_WORKER_CONCURRENCY)."),
+) -> None:
+    """Run a campaign job worker: dials the leads of every running campaign, with the others
+    (any number, on any machines; DATABASE_URL on PostgreSQL). Stops cleanly on Ctrl-C / SIGTERM."""
+    overrides = {"job_worker_concurrency": concurrency} if concurrency is not None else {}
+    settings = _settings(**overrides)
+    from bot.cli.worker import run_worker
+    from bot.store.database_check import DatabaseUnavailable
+
+    try:
+        code = asyncio.run(run_worker(settings))
+    except (SettingsError, DatabaseUnavailable, ValueError) as error:
+        raise _fail(error) from None
     raise typer.Exit(code)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
@@ -18,7 +18,8 @@ from rich.table import Table
 from bot.cli.services import cli_services
 from bot.config.phone import mask_phone
 from bot.config.settings import Settings
-from bot.dialing.campaign_runner import CampaignRunner, RunnerOptions, read_dnc
+from bot.dialing.campaign_options import CampaignOptions
+from bot.dialing.lead_files import read_dnc
 from bot.exotel.call_status import call_is_over
 from bot.store.durable import is_outage
 from bot.store.engine import mask_url
@@ -81,7 +82,7 @@ async def run_one_lead(settings: Settings, lead_path: Path, campaign_name: str |
     return 0 if record and record["status"] == "completed" else 1
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def simulation(settings: Settings, campaign_name: str | None, what: str, outcomes: Any = "answered"):
     """The campaign and an in-process server on the built-in Exotel simulator, whose answered
     calls play the campaign's scenario (beside the YAML when the campaign is given as a path);
@@ -175,24 +176,31 @@ def _window(text: str) -> tuple[time, time]:
 
 async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str | None, *, concurrency: int,
                        calls_per_minute: int, window: str | None, timezone: str, max_attempts: int,
-                       retry_delay: float, dnc: Path | None, simulate: bool | None = None) -> int:
-    """Load (or resume) the run, dial with a progress bar, print the summary table. Without
-    Exotel credentials (or with `simulate`), the calls go to the built-in simulator, at any
-    hour unless a `window` is given (real calls: 10:00-19:00 by default)."""
+                       retry_delay: float, dnc: Path | None, simulate: bool | None = None,
+                       worker: bool = True) -> int:
+    """Enqueue (or resume) the run on the job engine, follow it with a progress bar, print the
+    summary. Without Exotel credentials (or with `simulate`), the calls go to the built-in
+    simulator, at any hour unless a `window` is given (real calls: 10:00-19:00 by default).
+    `worker`: this process runs a job worker too (on SQLite it is the only one)."""
     simulated = bool(simulate or (simulate is None and not settings.exotel_configured))
     start, end = _window(window or ("00:00-23:59:59" if simulated else "10:00-19:00"))
-    options = RunnerOptions(concurrency=concurrency, calls_per_minute=calls_per_minute, window_start=start,
-                            window_end=end, timezone=timezone, max_attempts=max_attempts,
-                            retry_delay_secs=retry_delay, do_not_call=read_dnc(dnc))
+    options = CampaignOptions(concurrency=concurrency, calls_per_minute=calls_per_minute, window_start=start,
+                              window_end=end, timezone=timezone, max_attempts=max_attempts,
+                              retry_delay_secs=retry_delay, do_not_call=read_dnc(dnc))
     if simulated:
         return await simulate_campaign(settings, leads_path, campaign_name, options)
+    from bot.jobs.job_app import uses_postgres
+
+    if not worker and not uses_postgres(settings):
+        raise ValueError("--no-worker needs DATABASE_URL on PostgreSQL (on SQLite this process is the only worker)")
     async with cli_services(settings, dialling=True) as services:
         campaign = _campaign(services, campaign_name)
-        return await drive_run(services.store, services.dialer, campaign, options, leads_path)
+        return await drive_run(settings, services.store, services.dialer, services.exotel, campaign, options,
+                               leads_path, worker=worker)
 
 
 async def simulate_campaign(settings: Settings, leads_path: Path, campaign_name: str | None,
-                            options: RunnerOptions) -> int:
+                            options: CampaignOptions) -> int:
     """The same run through the built-in Exotel simulator: answered calls play the campaign's
     scenario; a lead's `simulate` column (busy, no-answer, failed) makes its calls end so."""
     from bot.server.services import services_of
@@ -200,14 +208,15 @@ async def simulate_campaign(settings: Settings, leads_path: Path, campaign_name:
     outcomes = simulated_outcomes(leads_path)
     async with simulation(settings, campaign_name, "the campaign's calls", outcomes) as (server, campaign):
         services = services_of(server.app)
-        return await drive_run(services.store, services.dialer, campaign, options, leads_path)
+        return await drive_run(server.settings, services.store, services.dialer, services.exotel, campaign,
+                               options, leads_path)
 
 
 def simulated_outcomes(leads_path: Path) -> dict[str, str]:
     """{phone: busy|no-answer|failed} from the CSV's `simulate` column (others are answered)."""
     import csv
 
-    from bot.dialing.campaign_runner import PHONE_COLUMNS
+    from bot.dialing.lead_files import PHONE_COLUMNS
     from bot.simulator.exotel_rest import OUTCOMES
 
     outcomes = {"*": "answered"}
@@ -220,50 +229,73 @@ def simulated_outcomes(leads_path: Path) -> dict[str, str]:
     return outcomes
 
 
-async def drive_run(store, dialer, campaign, options: RunnerOptions, leads_path: Path) -> int:
-    """Load (or resume) the run of `leads_path`, dial it with a progress bar, print the summary."""
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+async def drive_run(settings: Settings, store, dialer, exotel, campaign, options: CampaignOptions,
+                    leads_path: Path, *, worker: bool = True) -> int:
+    """Start (or resume) the run of `leads_path` on the job engine, follow it with a progress
+    bar until every lead is settled, print the summary."""
+    from bot.jobs.campaigns import Campaigns
+    from bot.jobs.worker import campaign_worker
 
     def on_event(kind: str, data: dict[str, Any]) -> None:
         if kind == "dial_error":
             console.print(f"  line {data['line']}: {data['error']}")
 
-    runner = CampaignRunner(store, dialer, campaign, options, on_event=on_event)
-    report = await runner.load(leads_path)
-    for bad in report.bad_rows:
-        console.print(f"[red]line {bad.line}[/]: {bad.reason} (skipped)")
-    if report.skipped_dnc:
-        console.print(f"{report.skipped_dnc} lead(s) on the do-not-call list (skipped)")
-    verb = "resuming" if report.resumed else "starting"
-    console.print(f"{verb} run {report.run_id} of [cyan]{campaign.name}[/]")
-    stats = await store.run_progress(report.run_id)
-    for lead_id in stats.to_reconcile:
-        console.print(f"[yellow]lead row {lead_id} was mid-dial when the last run stopped: "
-                      "not redialled; check Exotel and settle it[/]")
-    with progress:
-        task = progress.add_task(campaign.name, total=stats.total, note="")
-        runner_task = asyncio.create_task(runner.run(report.run_id))
-        while not runner_task.done():
-            try:
-                now = await store.run_progress(report.run_id)
-            except Exception as error:  # the run pauses through an outage; so does the bar
-                if not is_outage(error):
-                    raise
-                progress.update(task, note="database unavailable: waiting")
-            else:
-                finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
-                progress.update(task, completed=finished,
-                                note=f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}")
-            await asyncio.wait({runner_task}, timeout=1.0)
-        counts = runner_task.result()
-        progress.update(task, completed=stats.total)
+    async with contextlib.AsyncExitStack() as stack:
+        if worker:
+            work = await stack.enter_async_context(campaign_worker(settings, store, dialer, exotel, on_event=on_event))
+            app = work.app
+        else:
+            app = await stack.enter_async_context(_enqueue_only_app(settings))
+        campaigns = Campaigns(store, app, str(settings.exotel_account_sid or "simulated"))
+        report = await campaigns.start(campaign, leads_path, options)
+        for bad in report.bad_rows:
+            console.print(f"[red]line {bad.line}[/]: {bad.reason} (skipped)")
+        if report.skipped_dnc:
+            console.print(f"{report.skipped_dnc} lead(s) on the do-not-call list (skipped)")
+        verb = "resuming" if report.resumed else "starting"
+        console.print(f"{verb} run {report.run_id} of [cyan]{campaign.name}[/]")
+        counts = await follow_run(store, report.run_id, campaign.name)
     await print_run_summary(store, report.run_id, counts)
     failure = nothing_succeeded(counts, len(report.bad_rows))
     if failure:
         console.print(f"[red]{failure}[/]")
         return 1
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _enqueue_only_app(settings: Settings):
+    """The job app without a worker: the campaign is left to the `bot worker` processes."""
+    from bot.jobs.job_app import ensure_job_schema, postgres_job_app
+
+    await ensure_job_schema(settings)
+    app = postgres_job_app(settings, pool_size=1)
+    async with app.open_async():
+        yield app
+
+
+async def follow_run(store, run_id: str, title: str, poll_secs: float = 1.0) -> dict[str, int]:
+    """A progress bar over the run's leads until none is pending, dialling or in call."""
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console)
+    with progress:
+        bar = progress.add_task(title, total=None, note="")
+        while True:
+            try:
+                now = await store.run_progress(run_id)
+            except Exception as error:  # the run pauses through an outage; so does the bar
+                if not is_outage(error):
+                    raise
+                progress.update(bar, note="database unavailable: waiting")
+            else:
+                finished = now.counts.get("done", 0) + now.counts.get("failed", 0) + now.counts.get("skipped", 0)
+                note = f"in call {now.counts.get('in-call', 0)}, pending {now.counts.get('pending', 0)}"
+                if now.state != "running":
+                    note += f" ({now.state})"
+                progress.update(bar, total=now.total, completed=finished, note=note)
+                if now.finished:
+                    return now.counts
+            await asyncio.sleep(poll_secs)
 
 
 def nothing_succeeded(counts: dict[str, int], bad_rows: int) -> str | None:

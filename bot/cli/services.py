@@ -24,6 +24,7 @@ class CliServices:
     store: CallStore
     campaigns: CampaignBook
     dialer: Any = None
+    exotel: Any = None  # the REST client, when dialling
 
 
 @asynccontextmanager
@@ -42,6 +43,7 @@ async def cli_services(settings: Settings, *, dialling: bool):
             settings.require_exotel()
             client = exotel_client_for(settings)
             records.start()  # a long campaign replays what an outage journalled, server or not
+            services.exotel = client
             services.dialer = Dialer(settings, records, client, speech_cache_for(settings),
                                      signing_key(settings))
         yield services

@@ -171,6 +171,24 @@ class Settings(BaseSettings):
     # --- campaigns ----------------------------------------------------------------------
     campaigns_dir: Path = Field(PROJECT_ROOT / "configs", description="Folder of campaign YAMLs.")
     default_campaign: str = Field("real_estate", description="Campaign used when none is given.")
+    exotel_calls_per_minute: int = Field(
+        200, ge=1, le=200,
+        description="Dials per minute for the whole Exotel account, held across every job worker "
+        "(Exotel answers 429 above 200).",
+    )
+    job_worker_concurrency: int = Field(
+        20, ge=1, le=500, description="Campaign jobs (dials, settlements) one `bot worker` runs at once."
+    )
+    job_sweep_secs: int = Field(
+        15, ge=1, le=60,
+        description="How often a job worker's sweep settles what no event settled (calls whose end was "
+        "missed, leads left mid-dial); must divide 60.",
+    )
+    reconcile_after_secs: float = Field(
+        120.0, ge=1, le=3600,
+        description="A lead claimed this long ago with no call on record is reconciled with Exotel: "
+        "its call adopted, or dialled again only if Exotel has none.",
+    )
 
     @field_validator("exotel_payload_bytes")
     @classmethod
@@ -193,6 +211,13 @@ class Settings(BaseSettings):
             raise ValueError(f"unsupported database {url.drivername!r}; use {DATABASE_URL_FORMS}")
         if backend != "sqlite" and not url.database:
             raise ValueError(f"no database name; use {DATABASE_URL_FORMS}")
+        return value
+
+    @field_validator("job_sweep_secs")
+    @classmethod
+    def _sweep_rule(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
         return value
 
     @field_validator("exotel_sample_rate")

@@ -19,6 +19,7 @@ from bot.server.call_sink import CallSink
 from bot.server.drain import Drain, DrainMiddleware
 from bot.server.loop_monitor import LoopLagMonitor
 from bot.server.routers import calls, exotel_connect, health, media, webhooks
+from bot.server.routers import campaigns as campaign_routes
 from bot.server.services import Services
 from pipelines.call_session import CallSession
 from pipelines.compat import require_supported
@@ -95,6 +96,9 @@ async def _open_services(services: Services) -> None:
         services.exotel = exotel_client_for(settings)
         services.dialer = Dialer(settings, records, services.exotel, services.speech_cache,
                                  services.signing_key, services.background)
+    from bot.server.campaign_jobs import open_campaign_jobs
+
+    await open_campaign_jobs(services)
 
 
 async def _close_services(services: Services) -> None:
@@ -104,6 +108,9 @@ async def _close_services(services: Services) -> None:
             break
         await asyncio.sleep(0.1)
     await services.call_sink.drain()
+    from bot.server.campaign_jobs import close_campaign_jobs
+
+    await close_campaign_jobs(services)
     if services.ownership is not None:
         await services.ownership.stop()
     if services.exotel is not None:
@@ -183,6 +190,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(media.router)
     app.include_router(exotel_connect.router)
     app.include_router(calls.router)
+    app.include_router(campaign_routes.router)
     app.include_router(webhooks.router)
     app.add_middleware(DrainMiddleware, drain=services.drain)
     return app

@@ -8,8 +8,9 @@ lifespan) and are None before, and without credentials for the client and dialle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import HTTPConnection
 
@@ -51,6 +52,8 @@ class Services:
     exotel: ExotelClient | None = None
     dialer: Dialer | None = None
     dialer_unavailable: str = DIALER_UNAVAILABLE  # why `dialer` is None
+    jobs: Any = None  # the campaign job app (procrastinate), once opened (bot/server/campaign_jobs.py)
+    job_worker: contextlib.AsyncExitStack | None = None  # SQLite: this process's own campaign worker
 
 
 def services(connection: HTTPConnection) -> Services:

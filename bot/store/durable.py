@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.config.utc import as_utc
+from bot.exotel.call_status import TERMINAL_CALL_STATUSES
 from bot.exotel.callback_refs import ref_matches
 from bot.exotel.callbacks import StatusUpdate
 from bot.store.call_store import CallStore
@@ -137,6 +138,9 @@ class DurableRecords:
         self._replayer: asyncio.Task | None = None
         self._writes: set[asyncio.Task] = set()  # writes still trying the database
         self.on_completed: Callable[[Any], None] | None = None  # a final record committed (live or replayed)
+        # a call's end may have been written (a terminal status, or the session's end), live or replayed:
+        # the campaign jobs settle its lead (bot/jobs/call_ends.py)
+        self.on_call_end_written: Callable[[str], None] | None = None
 
     @classmethod
     def for_settings(cls, store: CallStore, settings: Any) -> DurableRecords:
@@ -356,6 +360,7 @@ class DurableRecords:
                 if entry is not None:
                     await asyncio.to_thread(self.journal.done, entry)
                 self._committed(op, result)
+                self._call_end_written(op, call_sid, args)
                 return result
             if entry is not None:
                 await asyncio.to_thread(self.journal.release, entry)
@@ -403,6 +408,14 @@ class DurableRecords:
                 self.on_completed(result)
             except Exception as error:
                 logger.bind(call_sid=getattr(result, "call_sid", None)).warning(f"on_completed failed: {error}")
+
+    def _call_end_written(self, op: str, call_sid: str, args: dict[str, Any]) -> None:
+        ended = op == "complete" or (op == "status" and args.get("status") in TERMINAL_CALL_STATUSES)
+        if ended and self.on_call_end_written is not None:
+            try:
+                self.on_call_end_written(call_sid)
+            except Exception as error:
+                logger.bind(call_sid=call_sid).warning(f"on_call_end_written failed: {error}")
 
     def _mark_down(self) -> None:
         self._down_until = time.monotonic() + self._replay_secs
@@ -469,6 +482,7 @@ class DurableRecords:
             await asyncio.to_thread(self.journal.done, entry)
             log.info(f"journal: {entry.op} record written (made {entry.created_at})")
             self._committed(entry.op, result)
+            self._call_end_written(entry.op, entry.call_sid, entry.args)
             replayed += 1
         return replayed
 

@@ -37,7 +37,7 @@ _PG_MIGRATION_LOCK = 0x0CA11_5704E  # pg_advisory_xact_lock key: one migrator at
 # The newest migration in migrations/versions (tests/test_store_migrations.py checks it is
 # Alembic's head). A database already there is opened without loading Alembic: every server
 # worker opens the store, and Alembic with its migration scripts stays in a process's memory.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 # --- URLs -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The call-record store's tables (SQLAlchemy 2 declarative, typed `Mapped[...]`).
 
-Four tables, the same on SQLite and PostgreSQL:
+Five tables, the same on SQLite and PostgreSQL:
 
 * `call_records`: one row per call Sid, from the moment we dial (or the first thing we hear
   about it) to the finished conversation. It doubles as the "pending call" table: the lead and
@@ -8,7 +8,10 @@ Four tables, the same on SQLite and PostgreSQL:
   worker process takes the media socket finds them from the `start` message's call_sid.
 * `campaign_runs` and `campaign_leads`: a resumable campaign run, one row per lead, whose
   `state` moves pending -> dialling -> in-call -> done / failed / pending (retry) through
-  conditional UPDATEs (see `bot.store.runs`).
+  conditional UPDATEs (see `bot.store.runs`). A run is running, paused or cancelled, and
+  carries the options every job worker reads (bot/jobs).
+* `dial_grants`: one row per dial, so the calls-per-minute limits of an Exotel account and of
+  a run hold across every job worker (`bot.store.dial_claims`).
 * `server_workers`: one row per live server process, its heartbeat. A call record taken by a
   process names it (`owner_id`); a record whose owner stopped beating is closed by a sweep
   (`CallStore.close_lost_calls`), whichever server runs it.
@@ -50,6 +53,8 @@ from bot.exotel.call_status import CALL_STATUSES
 LEAD_STATES: tuple[str, ...] = ("pending", "dialling", "in-call", "done", "failed", "skipped")
 FINAL_LEAD_STATES: frozenset[str] = frozenset({"done", "failed", "skipped"})
 ACTIVE_LEAD_STATES: frozenset[str] = frozenset({"pending", "dialling", "in-call"})
+LIVE_LEAD_STATES: tuple[str, ...] = ("dialling", "in-call")  # what a run's concurrency counts
+RUN_STATES: tuple[str, ...] = ("running", "paused", "cancelled")
 
 
 def utcnow() -> datetime:
@@ -171,9 +176,14 @@ class CampaignRun(Base):
     campaign: Mapped[str] = mapped_column(String(100))
     source_file: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(12), default="running", server_default="running")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=lambda: {}, server_default=text("'{}'"))
+    account: Mapped[str | None] = mapped_column(String(100))  # the Exotel account whose rate it shares
+
+    __table_args__ = (CheckConstraint(_in_list("state", RUN_STATES), name="state"),)
 
     def __repr__(self) -> str:
-        return f"CampaignRun(id={self.id!r}, campaign={self.campaign!r})"
+        return f"CampaignRun(id={self.id!r}, campaign={self.campaign!r}, state={self.state!r})"
 
 
 class CampaignLead(Base):
@@ -195,12 +205,29 @@ class CampaignLead(Base):
     last_outcome: Mapped[str | None] = mapped_column(String(50))
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column()  # the last claim: a dial may be under way
 
     __table_args__ = (
         UniqueConstraint("run_id", "lead_id"),
         CheckConstraint(_in_list("state", LEAD_STATES), name="state"),
         Index(None, "run_id", "state", "line_number"),
+        Index(None, "last_call_sid"),
     )
 
     def __repr__(self) -> str:
         return f"CampaignLead(id={self.id!r}, run_id={self.run_id!r}, lead_id={self.lead_id!r}, state={self.state!r})"
+
+
+class DialGrant(Base):
+    """One dial a worker was allowed to place: the calls-per-minute limits of an Exotel account
+    and of a run are counted over these rows, so they hold across every worker together."""
+
+    __tablename__ = "dial_grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(100))
+    run_id: Mapped[str] = mapped_column(String(36))
+    lead_row_id: Mapped[int] = mapped_column(Integer)
+    granted_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index(None, "account", "granted_at"), Index(None, "run_id", "granted_at"))

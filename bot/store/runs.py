@@ -36,6 +36,7 @@ from bot.store.models import (
     ACTIVE_LEAD_STATES,
     FINAL_LEAD_STATES,
     LEAD_STATES,
+    LIVE_LEAD_STATES,
     CampaignLead,
     CampaignRun,
     utcnow,
@@ -68,6 +69,8 @@ class RunProgress:
     counts: dict[str, int]  # per state, every state present (0 when none)
     to_reconcile: list[int]  # lead row ids left `dialling` with no Sid (see the module doc)
     next_attempt_at: datetime | None  # earliest scheduled retry among pending leads
+    state: str = "running"  # the run's: running, paused or cancelled
+    outcomes: dict[str, int] = field(default_factory=dict)  # settled leads per last outcome (or status)
 
     @property
     def finished(self) -> bool:
@@ -81,12 +84,17 @@ def _lead_value(lead: Any, key: str) -> Any:
 class CampaignRuns(Database):
     """The campaign-run queries of the store (`CallStore`)."""
 
-    async def create_run(self, campaign: str, source_file: str | Path | None = None, run_id: str | None = None) -> CampaignRun:
+    async def create_run(self, campaign: str, source_file: str | Path | None = None, run_id: str | None = None,
+                         *, options: Mapping[str, Any] | None = None, account: str | None = None) -> CampaignRun:
+        """A new run, `running`; `options` are what the job workers dial it with (bot/jobs)."""
         run = CampaignRun(
             id=run_id or uuid.uuid4().hex,
             campaign=campaign,
             source_file=str(source_file) if source_file is not None else None,
             created_at=utcnow(),
+            state="running",
+            options=jsonable(dict(options or {})),
+            account=account,
         )
         async with self._write() as session:
             session.add(run)
@@ -302,6 +310,14 @@ class CampaignRuns(Database):
                     .order_by(CampaignLead.line_number, CampaignLead.id)
                 )
             ).all()
+            settled_as = func.coalesce(CampaignLead.last_outcome, CampaignLead.last_status, CampaignLead.state)
+            outcomes = (
+                await session.execute(
+                    select(CampaignLead.run_id, settled_as, func.count())
+                    .where(CampaignLead.run_id.in_(run_ids), CampaignLead.state.in_(list(FINAL_LEAD_STATES)))
+                    .group_by(CampaignLead.run_id, settled_as)
+                )
+            ).all()
             retries = (
                 await session.execute(
                     select(CampaignLead.run_id, func.min(CampaignLead.next_attempt_at))
@@ -326,6 +342,79 @@ class CampaignRuns(Database):
                     counts=per_state,
                     to_reconcile=[lead_id for rid, lead_id in stale if rid == run.id],
                     next_attempt_at=as_utc(next_at),
+                    state=run.state,
+                    outcomes={str(what): int(n) for rid, what, n in outcomes if rid == run.id},
                 )
             )
         return result
+
+    # --- what the job workers ask (bot/jobs) -------------------------------------------------
+
+    async def set_run_state(self, run_id: str, state: str, from_states: Sequence[str]) -> bool:
+        """Pause, resume or cancel: False if the run was not in one of `from_states`."""
+        async with self._write() as session:
+            result = await session.execute(
+                update(CampaignRun).where(CampaignRun.id == run_id, CampaignRun.state.in_(list(from_states)))
+                .values(state=state).execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+                return False
+            if state == "cancelled":  # nobody more is dialled; calls already live end as they end
+                await session.execute(
+                    update(CampaignLead)
+                    .where(CampaignLead.run_id == run_id, CampaignLead.state == "pending")
+                    .values(state="skipped", last_status="cancelled", next_attempt_at=None, updated_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+            return True
+
+    async def due_leads(self, run_id: str, now: datetime, limit: int) -> list[int]:
+        """Row ids of up to `limit` pending leads due by `now`, in file order."""
+        if limit <= 0:
+            return []
+        async with self._read() as session:
+            return list((await session.execute(
+                select(CampaignLead.id)
+                .where(CampaignLead.run_id == run_id, CampaignLead.state == "pending",
+                       or_(CampaignLead.next_attempt_at.is_(None), CampaignLead.next_attempt_at <= as_utc(now)))
+                .order_by(CampaignLead.line_number, CampaignLead.id).limit(limit)
+            )).scalars())
+
+    async def live_lead_count(self, run_id: str) -> int:
+        async with self._read() as session:
+            return int((await session.execute(
+                select(func.count()).where(CampaignLead.run_id == run_id, CampaignLead.state.in_(LIVE_LEAD_STATES))
+            )).scalar_one())
+
+    async def defer_pending_lead(self, lead_row_id: int, at: datetime, *, status: str | None = None) -> bool:
+        """A pending lead is not due before `at` (its calling window opens then)."""
+        values: dict[str, Any] = {"next_attempt_at": as_utc(at)}
+        if status is not None:
+            values["last_status"] = status
+        return await self._move_lead(lead_row_id, ("pending",), values)
+
+    async def lead_of_call(self, call_sid: str) -> CampaignLead | None:
+        """The lead whose last dial placed this call, if it is still waiting for the call's end."""
+        async with self._read() as session:
+            return (await session.execute(
+                select(CampaignLead).where(CampaignLead.last_call_sid == call_sid, CampaignLead.state == "in-call")
+                .limit(1)
+            )).scalar_one_or_none()
+
+    async def runs_in_state(self, state: str) -> list[CampaignRun]:
+        """Runs in `state` that still have a lead pending, dialling or in call."""
+        async with self._read() as session:
+            active = select(CampaignLead.run_id).where(CampaignLead.state.in_(list(ACTIVE_LEAD_STATES)))
+            return list((await session.execute(
+                select(CampaignRun).where(CampaignRun.state == state, CampaignRun.id.in_(active))
+                .order_by(CampaignRun.created_at)
+            )).scalars())
+
+    async def leads_in_state(self, state: str, *, updated_before: datetime | None = None,
+                             limit: int = 500) -> list[CampaignLead]:
+        """Leads of any run in `state` (the sweep's view), oldest change first."""
+        stmt = select(CampaignLead).where(CampaignLead.state == state)
+        if updated_before is not None:
+            stmt = stmt.where(CampaignLead.updated_at < as_utc(updated_before))
+        async with self._read() as session:
+            return list((await session.execute(stmt.order_by(CampaignLead.updated_at).limit(limit))).scalars())

@@ -1,0 +1,273 @@
+"""The campaign jobs' bodies: dial a lead, settle a call, wake a run, sweep.
+
+Each is idempotent and reads the lead table, which stays the truth: a job run twice, late, or
+never (its worker was killed) costs at most a delay, never a second call.
+
+* `dial_lead(lead)`: outside the lead's calling window -> due again when it opens (a job
+  scheduled then). Else one claim under every shared limit (bot/store/dial_claims.py):
+  claimed -> the REST request -> the Sid on the lead; rate-limited -> a job at the time a dial
+  frees up; run full -> nothing (the next call to end wakes the run).
+* `settle_call(call_sid)`: the call's record is final -> the lead is done, failed, or due
+  again after the retry delay (a job scheduled then); then the run is woken.
+* `wake_run(run)`: as many due leads as the run has free places get a dial job.
+* `sweep()`: a scheduled job (every JOB_SWEEP_SECS) that settles what no event settled: calls
+  whose end was missed (a node killed), leads a dead worker left mid-dial (reconciled with
+  Exotel: its call adopted, dialled again only if Exotel has none), jobs of dead workers, runs
+  nobody woke, and old dial grants.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loguru import logger
+from procrastinate import App
+
+from bot.config.campaigns import CampaignBook, CampaignError
+from bot.config.phone import InvalidPhoneNumber, mask_phone
+from bot.config.settings import Settings
+from bot.dialing.campaign_options import CampaignOptions, next_window_start
+from bot.exotel.call_status import call_is_over
+from bot.exotel.errors import ExotelError, ExotelUnavailable
+from bot.jobs.job_app import defer
+from bot.jobs.task_names import DIAL_LEAD, QUEUE, SETTLE_CALL, SWEEP, WAKE_RUN
+from bot.store import CallStore
+from bot.store.models import CampaignLead, CampaignRun
+
+RATE_JITTER_SECS = 0.25  # spreads jobs that wait for the same freed dial over a moment
+GRANTS_KEPT = timedelta(minutes=10)
+
+
+def lead_lock(lead_row_id: int) -> str:
+    return f"dial-lead-{lead_row_id}"
+
+
+@dataclass
+class CampaignWork:
+    """What the jobs need in a worker process: the store, a dialler, the campaigns, Exotel."""
+
+    settings: Settings
+    store: CallStore
+    campaigns: CampaignBook
+    dialer: Any  # bot.dialing.dialer.Dialer
+    exotel: Any  # bot.exotel.client.ExotelClient (reconciling leads left mid-dial)
+    app: App
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    on_event: Callable[[str, dict[str, Any]], None] | None = None
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, data)
+
+    # --- dial --------------------------------------------------------------------------------
+
+    async def dial_lead(self, lead_row_id: int) -> str:
+        """One look at one lead (see the module doc); returns what happened, for tests and logs."""
+        lead = await self.store.get_lead(lead_row_id)
+        if lead is None or lead.state != "pending":
+            return "not-pending"
+        run = await self.store.get_run(lead.run_id)
+        if run is None or run.state != "running":
+            return "not-running"
+        options = CampaignOptions.from_json(run.options or {})
+        now = self.clock()
+        opens = next_window_start(now, lead.payload.get("timezone") or options.timezone, options)
+        if opens is not None:
+            await self.store.defer_pending_lead(lead.id, opens, status="outside-window")
+            await self.defer_dial(lead.id, at=opens)
+            self._emit("deferred", line=lead.line_number, until=opens.isoformat())
+            return "outside-window"
+        claim = await self.store.claim_for_dial(lead.id, account=self.account,
+                                                account_per_minute=self.settings.exotel_calls_per_minute)
+        if claim.outcome in ("not-due", "rate-limited") and claim.retry_at is not None:
+            jitter = timedelta(seconds=random.uniform(0, RATE_JITTER_SECS)) if claim.outcome == "rate-limited" else timedelta()
+            await self.defer_dial(lead.id, at=claim.retry_at + jitter)
+        if not claim.claimed or claim.lead is None:
+            return claim.outcome
+        await self._dial(claim.lead, run, options)
+        return "dialled"
+
+    @property
+    def account(self) -> str:
+        return str(self.settings.exotel_account_sid or "simulated")
+
+    async def _dial(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions) -> None:
+        log = logger.bind(run_id=run.id)
+        try:
+            campaign = self.campaigns.get(run.campaign, run.campaign)
+        except (CampaignError, KeyError, ValueError) as error:
+            await self.store.finish_lead(lead.id, "failed", status="dial-failed", error=str(error)[:300])
+            log.error(f"lead on line {lead.line_number}: campaign {run.campaign!r} unavailable: {error}")
+            return
+        try:
+            result = await self.dialer.dial(lead.phone, campaign, dict(lead.payload), attempt=lead.attempts)
+        except InvalidPhoneNumber as error:  # e.g. the campaign's phone rules changed since the file was read
+            await self.store.finish_lead(lead.id, "failed", status="dial-failed", error=error.for_user)
+            await self.wake_run(run.id)
+            return
+        except ExotelUnavailable as error:
+            if error.maybe_placed:  # the request may have reached Exotel: the sweep reconciles it
+                log.warning(f"lead on line {lead.line_number}: dial outcome unknown ({error}); left for reconciling")
+                return
+            await self._retry_or_fail(lead, run, options, "dial-failed", str(error))
+            return
+        except ExotelError as error:
+            self._emit("dial_error", line=lead.line_number, error=str(error))
+            await self._retry_or_fail(lead, run, options, "dial-failed", str(error))
+            return
+        if not await self.store.mark_lead_dialled(lead.id, result.call_sid):
+            log.warning(f"lead on line {lead.line_number} was settled while its dial was in flight")
+        self._emit("dialled", line=lead.line_number, call_sid=result.call_sid)
+        # a call can end before its Sid is on the lead (an instant busy): settle it now if so
+        await self.settle_call(result.call_sid)
+
+    async def defer_dial(self, lead_row_id: int, at: datetime | None = None) -> bool:
+        return await defer(self.app, DIAL_LEAD, queueing_lock=lead_lock(lead_row_id), schedule_at=at,
+                           lead_row_id=lead_row_id)
+
+    # --- settle ------------------------------------------------------------------------------
+
+    async def settle_call(self, call_sid: str) -> str:
+        """The lead of a call whose record is final: done, failed or due again; then wake its run."""
+        lead = await self.store.lead_of_call(call_sid)
+        if lead is None:
+            return "no-lead"
+        record = await self.store.find_call(call_sid)
+        if record is None or not call_is_over(record.status, record.ended_at, record.end_reason):
+            return "not-over"
+        run = await self.store.get_run(lead.run_id)
+        if run is None:
+            return "no-run"
+        options = CampaignOptions.from_json(run.options or {})
+        self._emit("finished", line=lead.line_number, call_sid=call_sid, status=record.status, outcome=record.outcome)
+        if record.status in options.retry_statuses:
+            await self._retry_or_fail(lead, run, options, record.status, None)
+        else:
+            await self.store.finish_lead(lead.id, "done", status=record.status, outcome=record.outcome)
+            await self.wake_run(run.id)
+        return "settled"
+
+    async def _retry_or_fail(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions,
+                             status: str, error: str | None) -> None:
+        if lead.attempts >= options.max_attempts or run.state == "cancelled":
+            await self.store.finish_lead(lead.id, "failed", status=status, error=error)
+        else:
+            at = self.clock() + timedelta(seconds=options.retry_delay_secs)
+            if await self.store.reschedule_lead(lead.id, at, status=status, error=error):
+                await self.defer_dial(lead.id, at=at)
+        await self.wake_run(run.id)
+
+    # --- wake --------------------------------------------------------------------------------
+
+    async def wake_run(self, run_id: str) -> int:
+        """Give as many due leads as the run has free places a dial job; returns how many."""
+        run = await self.store.get_run(run_id)
+        if run is None or run.state != "running":
+            return 0
+        options = CampaignOptions.from_json(run.options or {})
+        free = options.concurrency - await self.store.live_lead_count(run_id)
+        woken = 0
+        for lead_row_id in await self.store.due_leads(run_id, self.clock(), free):
+            woken += await self.defer_dial(lead_row_id)
+        return woken
+
+    # --- sweep -------------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """Settle what no event settled (see the module doc); counts of what it did."""
+        done = {"settled": 0, "reconciled": 0, "stalled_jobs": 0, "woken": 0}
+        now = self.clock()
+        for lead in await self.store.leads_in_state("in-call", updated_before=now - timedelta(seconds=2)):
+            if lead.last_call_sid and await self._guard(self.settle_call(lead.last_call_sid)) == "settled":
+                done["settled"] += 1
+        reconcile_before = now - timedelta(seconds=self.settings.reconcile_after_secs)
+        for lead in await self.store.leads_in_state("dialling", updated_before=reconcile_before):
+            if await self._guard(self.reconcile(lead)):
+                done["reconciled"] += 1
+        done["stalled_jobs"] = await self._guard(self._close_stalled_jobs()) or 0
+        for run in await self.store.runs_in_state("running"):
+            done["woken"] += await self._guard(self.wake_run(run.id)) or 0
+        await self._guard(self.store.forget_old_grants(now - GRANTS_KEPT))
+        if any(done.values()):
+            logger.info(f"campaign sweep: {done}")
+        return done
+
+    async def _guard(self, work: Awaitable[Any]) -> Any:
+        """One failing step of the sweep never stops the others (the next sweep tries again)."""
+        try:
+            return await work
+        except Exception as error:
+            logger.warning(f"campaign sweep step failed: {str(error)[:200]}")
+            return None
+
+    async def reconcile(self, lead: CampaignLead) -> bool:
+        """A lead left `dialling` by a worker that died mid-request: adopt its call if one was
+        placed (on record, or at Exotel), else make it due again without using an attempt."""
+        claimed = lead.claimed_at or lead.updated_at
+        run = await self.store.get_run(lead.run_id)
+        if run is None:
+            return False
+        since = claimed - timedelta(seconds=5) if claimed else None
+        placed = await self.store.calls_for_lead(run.campaign, lead.lead_id, since=since)
+        if placed:
+            await self.store.mark_lead_dialled(lead.id, placed[0].call_sid)
+            await self.settle_call(placed[0].call_sid)
+            logger.info(f"lead on line {lead.line_number}: mid-dial claim adopted its call {placed[0].call_sid}")
+            return True
+        if self.exotel is None or claimed is None:
+            return False
+        calls = await self.exotel.find_calls(lead.phone, claimed - timedelta(seconds=60))
+        if calls:
+            sid = calls[0].sid
+            await self.store.mark_lead_dialled(lead.id, sid)
+            await self.settle_call(sid)
+            logger.info(f"lead on line {lead.line_number}: Exotel has its call {sid}; adopted")
+            return True
+        if await self.store.reschedule_lead(lead.id, self.clock(), status="not-placed", not_an_attempt=True,
+                                            error="the dialling worker stopped before Exotel took the call"):
+            await self.defer_dial(lead.id)
+            logger.info(f"lead on line {lead.line_number} ({mask_phone(lead.phone)}): Exotel never got the call; due again")
+        return True
+
+    async def _close_stalled_jobs(self) -> int:
+        """Jobs a killed worker was running are closed as failed: this sweep redoes, from the
+        lead table, what they were for (settling, reconciling, waking)."""
+        from procrastinate.jobs import Status
+
+        stalled = list(await self.app.job_manager.get_stalled_jobs(
+            seconds_since_heartbeat=max(30.0, 3 * self.settings.job_sweep_secs)))
+        for job in stalled:
+            await self.app.job_manager.finish_job(job, status=Status.FAILED, delete_job=True)
+        return len(stalled)
+
+
+def register_campaign_jobs(app: App, work: CampaignWork, *, sweep_secs: int) -> None:
+    """Give the app the campaign tasks, bound to this process's `work`, and the sweep's schedule.
+    A job that fails (the database went away mid-job) is tried again with backoff; one that
+    keeps failing is left to the sweep."""
+    from procrastinate import RetryStrategy
+
+    retry = RetryStrategy(max_attempts=6, exponential_wait=1)
+
+    @app.task(name=DIAL_LEAD, queue=QUEUE, retry=retry)
+    async def dial_lead(lead_row_id: int) -> str:
+        return await work.dial_lead(lead_row_id)
+
+    @app.task(name=SETTLE_CALL, queue=QUEUE, retry=retry)
+    async def settle_call(call_sid: str) -> str:
+        return await work.settle_call(call_sid)
+
+    @app.task(name=WAKE_RUN, queue=QUEUE, retry=retry)
+    async def wake_run(run_id: str) -> int:
+        return await work.wake_run(run_id)
+
+    cron = "* * * * * *" if sweep_secs == 1 else f"*/{sweep_secs} * * * * *"
+
+    @app.periodic(cron=cron, periodic_id="sweep")
+    @app.task(name=SWEEP, queue=QUEUE, queueing_lock="campaign-sweep")
+    async def sweep(timestamp: int) -> dict[str, int]:
+        return await work.sweep()
