@@ -10,7 +10,9 @@
 `place_call` POSTs `/v1/Accounts/{sid}/Calls/connect.json` (form-encoded, HTTP Basic with
 API key : API token) so that Exotel rings the customer (`From`) from the ExoPhone
 (`CallerId`) and, once answered, runs the flow (`Url`) whose Voicebot applet opens the media
-socket to the bot. Errors (bot/exotel/errors.py) all derive from `ExotelError`:
+socket to the bot. `get_call` GETs one call by its Sid; `find_calls` GETs Exotel's Bulk Call
+Details (`/Calls.json?From=...&DateCreated=gte:...`) for the calls to one customer.
+Errors (bot/exotel/errors.py) all derive from `ExotelError`:
 
 * 401/403 -> `ExotelAuthError` (never retried);
 * 429 -> retried with exponential backoff (honouring `Retry-After`), then `ExotelRateLimited`;
@@ -33,6 +35,7 @@ import random
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -68,6 +71,9 @@ MUMBAI_BASE_URL = EXOTEL_BASE_URLS["mumbai"]
 MAX_CUSTOM_FIELD = 128
 MAX_TIME_LIMIT = 14_400
 STATUS_CALLBACK_EVENTS = ("terminal", "answered")
+# Exotel writes and reads its call times (DateCreated, StartTime, ...) as IST wall-clock text.
+IST = timezone(timedelta(hours=5, minutes=30))
+FIND_CALLS_PAGE_SIZE = 50  # one page is read; more than this many calls to one number is not expected
 
 
 # --------------------------------------------------------------------------- results
@@ -102,7 +108,7 @@ class PlacedCall:
 
 
 class ExotelClient:
-    """Exotel Voice v1: place an outbound call into a flow, and look a call up."""
+    """Exotel Voice v1: place an outbound call into a flow, look a call up, find calls to a number."""
 
     def __init__(
         self,
@@ -266,9 +272,55 @@ class ExotelClient:
         url = f"{self.calls_url}/{quote(str(sid).strip(), safe='')}.json"
         return _placed_call(await self._request("GET", url, f"lookup of call {sid}"))
 
+    async def find_calls(
+        self, to: str, created_after: datetime, created_before: datetime | None = None,
+    ) -> list[PlacedCall]:
+        """Exotel's calls to customer `to` created in [created_after, created_before], newest first.
+
+        Why: a campaign worker that died in the middle of its dial request leaves a lead whose
+        request may or may not have reached Exotel; the reconciler asks for the calls to that
+        number since the claim, adopts the call if there is one, and dials again only if none.
+
+        Bulk Call Details, one page (at most FIND_CALLS_PAGE_SIZE). `to` is the customer as given
+        to `place_call`, whom Exotel rings first and records as `From`: the `From` filter is sent.
+        Times go as IST, widened to whole seconds. Exotel's docs say ongoing calls are not listed:
+        an empty answer while a call could still be ringing does not prove none was placed.
+        """
+        customer = normalize_indian_phone(to, self.default_region)  # InvalidPhoneNumber (a ValueError)
+        for name, moment in (("created_after", created_after), ("created_before", created_before)):
+            if (moment is not None or name == "created_after") and not _aware(moment):
+                raise ExotelValidationError(f"{name} must be a timezone-aware datetime, got {moment!r}")
+        if created_before is not None and created_before < created_after:
+            raise ExotelValidationError("created_before is earlier than created_after")
+        window = f"gte:{_exotel_time(created_after)}"
+        if created_before is not None:
+            window += f";lte:{_exotel_time(created_before, round_up=True)}"
+        params = {
+            "From": customer,
+            "DateCreated": window,
+            "PageSize": str(FIND_CALLS_PAGE_SIZE),
+            "SortBy": "DateCreated:desc",
+        }
+        what = f"search for calls to {mask_phone(customer)} created {window}"
+        data = await self._request("GET", f"{self.calls_url}.json", what, params=params)
+        listed = data.get("Calls") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise ExotelError(f"Exotel's answer to the {what} has no Calls list: {snippet(json.dumps(data))!r}")
+        calls = [_placed_call(item) for item in listed[:FIND_CALLS_PAGE_SIZE]]
+        mine = [c for c in calls if _last10(customer) in (_last10(c.from_), _last10(c.to))]
+        if len(mine) < len(calls):  # Exotel ignored the filter: never adopt another number's call
+            logger.warning(f"Exotel: {what}: dropped {len(calls) - len(mine)} call(s) to other numbers")
+        metadata = data.get("Metadata")
+        more = isinstance(metadata, dict) and text(metadata.get("NextPageUri"))
+        logger.info(f"Exotel: {what}: {len(mine)} found" + (" (more pages not read)" if more else ""))
+        return mine
+
     # ------------------------------------------------------------------ transport
 
-    async def _request(self, method: str, url: str, what: str, form: Mapping[str, str] | None = None) -> Any:
+    async def _request(
+        self, method: str, url: str, what: str, form: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
@@ -281,7 +333,7 @@ class ExotelClient:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
-                    return await self._once(method, url, what, form)
+                    return await self._once(method, url, what, form, params)
         except ExotelError as error:
             error.attempts = attempts
             if isinstance(error, (ExotelRateLimited, ExotelUnavailable)) and attempts > 1:
@@ -290,10 +342,14 @@ class ExotelClient:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(self, method: str, url: str, what: str, form: Mapping[str, str] | None) -> Any:
+    async def _once(
+        self, method: str, url: str, what: str, form: Mapping[str, str] | None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
         try:
             response = await self._http.request(
-                method, url, data=dict(form) if form is not None else None, auth=self._auth,
+                method, url, data=dict(form) if form is not None else None,
+                params=dict(params) if params is not None else None, auth=self._auth,
                 headers={"Accept": "application/json"},
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
@@ -382,6 +438,22 @@ def _retry_after(value: str | None) -> float | None:
     if when is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _exotel_time(moment: datetime, round_up: bool = False) -> str:
+    """`moment` as Exotel's IST `YYYY-MM-DD HH:MM:SS`, to the whole second (up if `round_up`)."""
+    ist = moment.astimezone(IST)
+    if round_up and ist.microsecond:
+        ist += timedelta(seconds=1)
+    return ist.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _aware(moment: Any) -> bool:
+    return isinstance(moment, datetime) and moment.utcoffset() is not None
+
+
+def _last10(number: str | None) -> str:
+    return "".join(c for c in number or "" if c.isdigit())[-10:]
 
 
 def _placed_call(data: Any) -> PlacedCall:

@@ -11,16 +11,25 @@ it as it would to api.exotel.com, and it then plays Exotel's part of the call::
         await exotel.drain()          # every call has ended and its callbacks were sent
 
 Endpoints
-    `POST /v1/Accounts/{sid}/Calls/connect.json` (form-encoded) and
-    `GET /v1/Accounts/{sid}/Calls/{call_sid}.json`, both with HTTP Basic (api_key:api_token)
-    checked: a wrong or missing one, or another account's sid, gets 401 with Exotel's error
-    JSON `{"RestException": {"Status": 401, "Message": ..., "Code": 401}}` (the fake's `Code`
-    is the HTTP status; Exotel's own codes are not modelled). `From`, `CallerId` and `Url`
+    `POST /v1/Accounts/{sid}/Calls/connect.json` (form-encoded),
+    `GET /v1/Accounts/{sid}/Calls/{call_sid}.json` and `GET /v1/Accounts/{sid}/Calls.json`
+    (Bulk Call Details), all with HTTP Basic (api_key:api_token) checked: a wrong or missing
+    one, or another account's sid, gets 401 with Exotel's error JSON
+    `{"RestException": {"Status": 401, "Message": ..., "Code": 401}}` (the fake's `Code` is the
+    HTTP status; Exotel's own codes are not modelled). `From`, `CallerId` and `Url`
     are required and checked, as are `CustomField` (<= 128 chars), `TimeLimit` (<= 14400),
     `TimeOut`, `Record`, `StatusCallback*`; a bad field gets 400 with a RestException naming
     it. A placed call answers `{"Call": {...}}` with a fresh 32-hex `Sid`, `Status`
     `in-progress` (as Exotel's connect sample does) and numbers in Exotel's national
     `0XXXXXXXXXX` form (`From` = the customer, `To` = the CallerId).
+    Bulk Call Details filters the placed calls by `From` and `To` (E.164, comma separated, at
+    most 5; matched on the last 10 digits), `DateCreated` (`gte:YYYY-MM-DD HH:MM:SS;lte:...`,
+    IST, to the second, both ends inclusive), `SortBy` (`DateCreated:desc`, the default, or
+    `:asc`), `PageSize` (1..100, default 50) and `After` (the cursor in `NextPageUri`), and
+    answers `{"Metadata": {"Total", "PageSize", "FirstPageUri", "PrevPageUri",
+    "NextPageUri"}, "Calls": [...]}`; a bad filter value gets 400. Other filters are ignored.
+    Exotel's docs say ongoing calls are not listed: `bulk_lists_ongoing=False` leaves out the
+    calls that have not ended (by default every placed call is listed).
 
 What happens next (`outcomes`, per dialled number)
     A str for every call; a list (one per call in order, the last repeating); a dict
@@ -51,7 +60,8 @@ Knobs
 
 Records
     `calls` (every connect request: form, time, Sid or None, HTTP status, Authorization),
-    `lookups` (GETs), `callbacks_sent` (url, payload, content type, response status),
+    `lookups` (GETs of one call), `searches` (Bulk Call Details GETs: query, status, Sids),
+    `callbacks_sent` (url, payload, content type, response status),
     `dynamic_requests`, `emulator_results` (Sid -> EmulatorResult), `media_errors`.
 """
 
@@ -81,6 +91,7 @@ from bot.simulator.exotel_emulator import CallerEvent, EmulatorConfig, EmulatorR
 from bot.simulator.serving import cancel_all, serve_app
 
 OUTCOMES = ("answered", "busy", "no-answer", "failed")
+_ENDED = ("completed", "busy", "no-answer", "failed")  # a call's Status once it is over
 IST = timezone(timedelta(hours=5, minutes=30))
 _FLOW_URL = re.compile(r"^https?://my\.exotel\.com/([^/]+)/exoml/start_voice/([^/?#]+)$")
 
@@ -104,6 +115,16 @@ class LookupRequest:
     sid: str
     at: float
     http_status: int
+
+
+@dataclass
+class SearchRequest:
+    """One Bulk Call Details GET: its query, and the Sids it answered (none if refused)."""
+
+    query: dict[str, str]
+    at: float
+    http_status: int
+    sids: list[str]
 
 
 @dataclass
@@ -200,6 +221,7 @@ class FakeExotelREST:
         callback_retry_delay: float = 0.2,
         callback_timeout: float = 15.0,
         recording_urls: bool = True,
+        bulk_lists_ongoing: bool = True,
     ):
         if media_url and dynamic_url:
             raise ValueError("give media_url or dynamic_url, not both")
@@ -233,9 +255,11 @@ class FakeExotelREST:
         self.callback_retries = callback_retries
         self.callback_retry_delay = callback_retry_delay
         self.callback_timeout = callback_timeout
+        self.bulk_lists_ongoing = bulk_lists_ongoing
 
         self.calls: list[CallRequest] = []
         self.lookups: list[LookupRequest] = []
+        self.searches: list[SearchRequest] = []
         self.callbacks_sent: list[CallbackSent] = []
         self.dynamic_requests: list[tuple[str, int | None]] = []
         self.emulator_results: dict[str, EmulatorResult] = {}
@@ -261,6 +285,7 @@ class FakeExotelREST:
         app = web.Application()
         app.router.add_post("/v1/Accounts/{sid}/Calls/connect.json", self._connect)
         app.router.add_get("/v1/Accounts/{sid}/Calls/{call_sid}.json", self._lookup)
+        app.router.add_get("/v1/Accounts/{sid}/Calls.json", self._search)
         self._runner, self.port = await serve_app(app)
         self._session = aiohttp.ClientSession()
         return self
@@ -383,6 +408,81 @@ class FakeExotelREST:
         if answer is not None:
             return answer
         return web.json_response({"Call": self._resource(self.state[sid])})
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = dict(request.query)
+        record = SearchRequest(query, time.monotonic(), 0, [])
+        self.searches.append(record)
+        answer = self._gate(request)
+        found: list[_Call] = []
+        if answer is None:
+            found_or_error = self._filter_calls(query)
+            if isinstance(found_or_error, str):
+                answer = self._error(400, found_or_error)
+            else:
+                found = found_or_error
+        if answer is not None:
+            record.http_status = answer.status
+            return answer
+        size = int(query.get("PageSize") or 50)
+        page = found[:size]
+        path = f"/v1/Accounts/{self.account_sid}/Calls.json"
+        kept = {k: v for k, v in query.items() if k != "After"}
+        first = f"{path}?{urlencode(kept)}" if kept else path
+        after = urlencode({**kept, "After": page[-1].sid}) if len(found) > size else None
+        record.http_status, record.sids = 200, [c.sid for c in page]
+        return web.json_response({
+            "Metadata": {
+                "Total": len(found), "PageSize": size, "FirstPageUri": first, "PrevPageUri": None,
+                "NextPageUri": f"{path}?{after}" if after else None,
+            },
+            "Calls": [self._resource(c) for c in page],
+        })
+
+    def _filter_calls(self, query: Mapping[str, str]) -> list[_Call] | str:
+        """The placed calls the Bulk Call Details filters select, in order; or why a filter is bad."""
+        numbers: dict[str, set[str]] = {}
+        for name in ("From", "To"):
+            if name in query:
+                listed = [n.strip() for n in query[name].split(",")]
+                if not 1 <= len(listed) <= 5 or not all(re.fullmatch(r"\+[1-9]\d{7,14}", n) for n in listed):
+                    return f"Invalid '{name}': 1 to 5 comma-separated numbers in E.164 format"
+                numbers[name] = {_last10(n) for n in listed}
+        bounds: dict[str, datetime] = {}
+        if "DateCreated" in query:
+            for part in query["DateCreated"].split(";"):
+                op, _, value = part.strip().partition(":")
+                try:
+                    moment = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=IST)
+                except ValueError:
+                    moment = None
+                if op not in ("gte", "lte") or op in bounds or moment is None:
+                    return "Invalid 'DateCreated': gte:YYYY-MM-DD HH:MM:SS;lte:YYYY-MM-DD HH:MM:SS"
+                bounds[op] = moment
+        size = query.get("PageSize", "50")
+        if not size.isdigit() or not 1 <= int(size) <= 100:
+            return "Invalid 'PageSize': a whole number from 1 to 100"
+        order = query.get("SortBy", "DateCreated:desc")
+        if order not in ("DateCreated:asc", "DateCreated:desc"):
+            return "Invalid 'SortBy': DateCreated:asc or DateCreated:desc"
+        found: list[_Call] = []
+        for call in self.state.values():
+            created = call.created.replace(microsecond=0)
+            resource = {"From": _national(call.form.get("From")), "To": _national(call.form.get("CallerId"))}
+            if any(_last10(resource[name] or "") not in wanted for name, wanted in numbers.items()):
+                continue
+            if ("gte" in bounds and created < bounds["gte"]) or ("lte" in bounds and created > bounds["lte"]):
+                continue
+            if not self.bulk_lists_ongoing and call.status not in _ENDED:
+                continue
+            found.append(call)
+        found.sort(key=lambda c: c.created, reverse=order.endswith("desc"))
+        if "After" in query:
+            sids = [c.sid for c in found]
+            if query["After"] not in sids:
+                return "Invalid 'After': not a cursor of this listing"
+            found = found[sids.index(query["After"]) + 1:]
+        return found
 
     def _validate(self, form: dict[str, str]) -> web.Response | None:
         def bad(message: str) -> web.Response:
@@ -661,4 +761,4 @@ def _multipart(pairs: list[tuple[str, str]], boundary: str) -> bytes:
     return bytes(out)
 
 
-__all__ = ["FakeExotelREST", "CallRequest", "CallbackSent", "LookupRequest", "OUTCOMES"]
+__all__ = ["FakeExotelREST", "CallRequest", "CallbackSent", "LookupRequest", "SearchRequest", "OUTCOMES"]
