@@ -6,62 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
-from bot.server.local_server import free_port
 from testing.emulated_calls import emulated_calls, wait_for_records
-from testing.server_process import ROOT, server_process
-
-CONFIG = ROOT / "deploy" / "haproxy.cfg"
-HAPROXY = shutil.which("haproxy")
-needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (make setup installs it with apt)")
-
-
-@contextmanager
-def haproxy(tmp_path: Path, node_ports: list[int]) -> Iterator[tuple[int, Path]]:
-    """The shipped config in front of `node_ports`, plus a stats socket (a second -f file) to
-    read which nodes HAProxy counts as up; yields (port, socket path)."""
-    assert HAPROXY is not None
-    port = free_port()
-    stats = tmp_path / "haproxy.sock"
-    extra = tmp_path / "stats.cfg"
-    extra.write_text(f"global\n    stats socket {stats} mode 600 level admin\n")
-    env = {**os.environ, "AGENT_BIND": f"127.0.0.1:{port}",
-           **{f"AGENT_NODE_{i + 1}": f"127.0.0.1:{p}" for i, p in enumerate(node_ports)}}
-    log = (tmp_path / "haproxy.log").open("wb")
-    process = subprocess.Popen([HAPROXY, "-db", "-f", str(CONFIG), "-f", str(extra)], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        _until(lambda: process.poll() is None and stats.exists() and _accepts(port), 30, "haproxy did not start")
-        yield port, stats
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def _until(condition, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+from testing.haproxy import CONFIG, HAPROXY, haproxy, needs_haproxy, until
+from testing.server_process import server_process
 
 
 def server_states(stats: Path) -> dict[str, str]:
@@ -105,7 +59,7 @@ def test_a_node_says_full_at_its_live_call_limit_and_ok_once_a_call_ends(tmp_pat
         seen = asyncio.run(call_while_checking())
         assert (503, "full", 1) in seen, seen
         assert node.health().json()["live_call_limit"] == 1
-        _until(lambda: node.health().status_code == 200, 30, "the node stayed full after its call ended")
+        until(lambda: node.health().status_code == 200, 30, "the node stayed full after its call ended")
 
 
 @needs_haproxy
@@ -116,7 +70,7 @@ def test_calls_through_haproxy_reach_every_node_and_skip_a_full_one(tmp_path):
           haproxy(tmp_path, [a.port, b.port]) as (port, stats)):
         databases = [tmp_path / "a" / "calls.db", tmp_path / "b" / "calls.db"]
         media = f"ws://127.0.0.1:{port}/media"
-        _until(lambda: server_states(stats) == {"node1": "UP", "node2": "UP"}, 30, f"nodes not up: {server_states(stats)}")
+        until(lambda: server_states(stats) == {"node1": "UP", "node2": "UP"}, 30, f"nodes not up: {server_states(stats)}")
 
         # Two calls at once through HAProxy: least connections puts one on each node.
         both = ["CA-lb-both-1", "CA-lb-both-2"]
@@ -125,7 +79,7 @@ def test_calls_through_haproxy_reach_every_node_and_skip_a_full_one(tmp_path):
 
         # Node A at its limit (a long call straight to it): HAProxy takes it out, new calls go
         # to B, and A's call goes on to its own end.
-        _until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back after its call")
+        until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back after its call")
 
         async def while_a_is_full() -> tuple:
             long_call = asyncio.create_task(emulated_calls(a.ws_url, ["CA-lb-long"], hang_up_at=20.0, apart=0))
@@ -144,7 +98,7 @@ def test_calls_through_haproxy_reach_every_node_and_skip_a_full_one(tmp_path):
         assert a_has == set() and b_has == set(later)
         assert long_result.closed_by == "emulator", (long_result.closed_by, long_result.close_code)  # it hung up itself
         assert wait_for_records(databases, ["CA-lb-long"])[0] == {"CA-lb-long"}
-        _until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back once it had room")
+        until(lambda: server_states(stats)["node1"] == "UP", 30, "node A did not come back once it had room")
 
 
 @needs_haproxy
@@ -155,7 +109,7 @@ def test_when_every_node_is_full_calls_still_reach_one(tmp_path):
     with (server_process(tmp_path / "a", 1, LIVE_CALL_LIMIT="1") as a,
           server_process(tmp_path / "b", 1, LIVE_CALL_LIMIT="1") as b,
           haproxy(tmp_path, [a.port, b.port]) as (port, stats)):
-        _until(lambda: server_states(stats) == {"node1": "UP", "node2": "UP"}, 30, f"nodes not up: {server_states(stats)}")
+        until(lambda: server_states(stats) == {"node1": "UP", "node2": "UP"}, 30, f"nodes not up: {server_states(stats)}")
 
         async def while_both_are_full() -> list:
             holding = [asyncio.create_task(emulated_calls(node.ws_url, [f"CA-hold-{i}"], hang_up_at=20.0, apart=0))
