@@ -208,3 +208,39 @@ def test_a_campaign_runs_on_the_simulator_without_exotel_credentials(tmp_path):
     assert states == {"A": "done", "B": "failed"} and attempts["B"] == 2, (states, attempts)
     outcomes = [row[0] for row in db.execute("select outcome from call_records where status = 'completed'")]
     assert outcomes == ["not_interested"]
+
+
+async def test_a_lead_left_mid_dial_is_adopted_or_dialled_again_only_when_exotel_has_no_call(tmp_path):
+    """What the sweep does with leads a dead worker left `dialling`: one whose call reached
+    Exotel (but never our records) adopts that call and settles with it; one whose request
+    never reached Exotel is due again with its attempt unused; neither is dialled blindly."""
+    csv_path = write_csv(tmp_path / "leads.csv", ["A,Asha,9876540001,", "B,Bala,9876540002,"])
+    async with dialling_server(tmp_path, "busy") as (server, exotel):
+        services = server.app.state.services
+        store = services.store
+        async with campaign_engine(server) as (work, campaigns):
+            await campaigns.pause((await campaigns.start(campaign_of(server), csv_path,
+                                                         fast_options(max_attempts=1))).run_id)
+        run_id = (await store.unfinished_runs())[0].run_id
+        await store.set_run_state(run_id, "running", ("paused",))
+        reached, lost = await store.list_leads(run_id)
+        for lead in (reached, lost):  # what a worker commits before its REST request
+            assert (await store.claim_for_dial(lead.id, account="acme", account_per_minute=200)).claimed
+        placed = await services.exotel.place_call(  # only A's request got out before the worker died
+            to=reached.phone, caller_id="08047112233", app_id="4242", status_callback=None, custom_field=None,
+            time_limit=60, time_out=30, record=False)
+        await exotel.drain()
+        async with campaign_engine(server) as (work, _):
+            assert await work.reconcile(await store.get_lead(reached.id))
+            assert await work.reconcile(await store.get_lead(lost.id))
+            assert (await store.get_lead(lost.id)).attempts == 0, "the lost claim used up an attempt"
+            await until_settled(store, run_id)
+            adopted, again = await store.get_lead(reached.id), await store.get_lead(lost.id)
+            record = await store.find_call(placed.sid)
+        await exotel.drain()
+    assert adopted.last_call_sid == placed.sid and adopted.state == "failed" and adopted.last_status == "busy"
+    assert record is not None and record.status == "busy", "the adopted call got its record"
+    froms = [c.form["From"][-10:] for c in exotel.calls]
+    assert froms.count(reached.phone[-10:]) == 1, "A was dialled again"
+    assert again.last_call_sid != placed.sid and again.state == "failed" and again.last_status == "busy"
+    assert again.attempts == froms.count(lost.phone[-10:]) == 1, "B was dialled once, after the reconcile"

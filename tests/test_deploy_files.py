@@ -19,14 +19,26 @@ COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SETTINGS = {name.upper() for name in Settings.model_fields}
 
 
-def _nodes() -> dict[str, dict]:
+def _images() -> dict[str, dict]:
+    """Every service built from this repository: the nodes and the job workers."""
     return {name: service for name, service in COMPOSE["services"].items() if service.get("build") == "."}
 
 
+def _nodes() -> dict[str, dict]:
+    return {name: service for name, service in _images().items() if "command" not in service}
+
+
+def test_job_workers_run_bot_worker_with_the_nodes_settings():
+    workers = {name: service for name, service in _images().items() if service.get("command") == ["bot", "worker"]}
+    assert workers, "compose starts no campaign job worker"
+    node_environment = next(iter(_nodes().values()))["environment"]
+    for name, service in workers.items():
+        assert service["environment"] == node_environment, f"{name} does not share the nodes' settings"
+
+
 def test_every_node_sets_only_settings_the_server_reads():
-    nodes = _nodes()
-    assert len(nodes) >= 2
-    for name, service in nodes.items():
+    assert len(_nodes()) >= 2
+    for name, service in _images().items():
         unknown = {key for key in service["environment"] if key not in SETTINGS and not key.startswith("AWS_")}
         assert not unknown, f"{name} sets {unknown}, which the server does not read"
         assert service["environment"]["DATABASE_URL"].startswith("postgresql+asyncpg://")

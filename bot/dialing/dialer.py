@@ -36,6 +36,11 @@ def exotel_client_for(settings: Settings) -> ExotelClient:
     )
 
 
+class DialTooLate(Exception):
+    """Nothing was sent: the request could not leave by its `send_by` time (a campaign's dial
+    grant counts the minute from the grant, so a late request could break Exotel's limit)."""
+
+
 @dataclass
 class DialResult:
     call_sid: str
@@ -59,9 +64,11 @@ class Dialer:
         base = self._settings.public_base_url
         return f"{base}/webhooks/exotel/call-status?ref={ref}&sig={sign(self._key, 'status', ref)}"
 
-    async def dial(self, to: str, campaign: Campaign, lead: dict[str, Any], attempt: int = 1) -> DialResult:
+    async def dial(self, to: str, campaign: Campaign, lead: dict[str, Any], attempt: int = 1, *,
+                   send_by: float | None = None) -> DialResult:
         """Ask Exotel to call `to` into the flow; raises LeadError / InvalidPhoneNumber (before
-        anything is sent) or ExotelError."""
+        anything is sent) or ExotelError. `send_by` (the loop's clock): DialTooLate instead of
+        a request that would leave after it."""
         lead = check_lead(lead)
         number = campaign.phones.normalize(to)
         lead = {**lead, "phone": number}
@@ -69,6 +76,8 @@ class Dialer:
 
         prepare_greeting_soon(self._cache, campaign, self._settings, lead, self._background)
         ref = uuid.uuid4().hex[:12]
+        if send_by is not None and asyncio.get_running_loop().time() > send_by:
+            raise DialTooLate(f"the dial request could not leave in time (attempt {attempt})")
         placed = await self._client.place_call(
             to=number,
             caller_id=str(self._settings.exotel_caller_id),

@@ -18,6 +18,7 @@ never (its worker was killed) costs at most a delay, never a second call.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ from bot.jobs.task_names import DIAL_LEAD, QUEUE, SETTLE_CALL, SWEEP, WAKE_RUN
 from bot.store import CallStore
 from bot.store.models import CampaignLead, CampaignRun
 
-RATE_JITTER_SECS = 0.25  # spreads jobs that wait for the same freed dial over a moment
+RATE_JITTER_SECS = 0.25
+# A claimed dial's request must leave this soon after its grant (well inside the grant window's
+# margin over the minute, bot/store/dial_claims.py), or it is not sent and the lead is due again.
+SEND_WITHIN_SECS = 1.0  # spreads jobs that wait for the same freed dial over a moment
 GRANTS_KEPT = timedelta(minutes=10)
 
 
@@ -81,6 +85,7 @@ class CampaignWork:
             await self.defer_dial(lead.id, at=opens)
             self._emit("deferred", line=lead.line_number, until=opens.isoformat())
             return "outside-window"
+        send_by = asyncio.get_running_loop().time() + SEND_WITHIN_SECS  # counted from before the grant
         claim = await self.store.claim_for_dial(lead.id, account=self.account,
                                                 account_per_minute=self.settings.exotel_calls_per_minute)
         if claim.outcome in ("not-due", "rate-limited") and claim.retry_at is not None:
@@ -88,42 +93,50 @@ class CampaignWork:
             await self.defer_dial(lead.id, at=claim.retry_at + jitter)
         if not claim.claimed or claim.lead is None:
             return claim.outcome
-        await self._dial(claim.lead, run, options)
-        return "dialled"
+        return await self._dial(claim.lead, run, options, send_by)
 
     @property
     def account(self) -> str:
         return str(self.settings.exotel_account_sid or "simulated")
 
-    async def _dial(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions) -> None:
+    async def _dial(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions, send_by: float) -> str:
+        from bot.dialing.dialer import DialTooLate
+
         log = logger.bind(run_id=run.id)
         try:
             campaign = self.campaigns.get(run.campaign, run.campaign)
         except (CampaignError, KeyError, ValueError) as error:
             await self.store.finish_lead(lead.id, "failed", status="dial-failed", error=str(error)[:300])
             log.error(f"lead on line {lead.line_number}: campaign {run.campaign!r} unavailable: {error}")
-            return
+            return "failed"
         try:
-            result = await self.dialer.dial(lead.phone, campaign, dict(lead.payload), attempt=lead.attempts)
+            result = await self.dialer.dial(lead.phone, campaign, dict(lead.payload), attempt=lead.attempts,
+                                            send_by=send_by)
+        except DialTooLate as error:  # nothing was sent: due again at once, the attempt not used
+            log.warning(f"lead on line {lead.line_number}: {error}; due again")
+            if await self.store.reschedule_lead(lead.id, self.clock(), status="dial-late", not_an_attempt=True):
+                await self.defer_dial(lead.id)
+            return "late"
         except InvalidPhoneNumber as error:  # e.g. the campaign's phone rules changed since the file was read
             await self.store.finish_lead(lead.id, "failed", status="dial-failed", error=error.for_user)
             await self.wake_run(run.id)
-            return
+            return "failed"
         except ExotelUnavailable as error:
             if error.maybe_placed:  # the request may have reached Exotel: the sweep reconciles it
                 log.warning(f"lead on line {lead.line_number}: dial outcome unknown ({error}); left for reconciling")
-                return
+                return "unknown"
             await self._retry_or_fail(lead, run, options, "dial-failed", str(error))
-            return
+            return "failed"
         except ExotelError as error:
             self._emit("dial_error", line=lead.line_number, error=str(error))
             await self._retry_or_fail(lead, run, options, "dial-failed", str(error))
-            return
+            return "failed"
         if not await self.store.mark_lead_dialled(lead.id, result.call_sid):
             log.warning(f"lead on line {lead.line_number} was settled while its dial was in flight")
         self._emit("dialled", line=lead.line_number, call_sid=result.call_sid)
         # a call can end before its Sid is on the lead (an instant busy): settle it now if so
         await self.settle_call(result.call_sid)
+        return "dialled"
 
     async def defer_dial(self, lead_row_id: int, at: datetime | None = None) -> bool:
         return await defer(self.app, DIAL_LEAD, queueing_lock=lead_lock(lead_row_id), schedule_at=at,
@@ -206,7 +219,12 @@ class CampaignWork:
 
     async def reconcile(self, lead: CampaignLead) -> bool:
         """A lead left `dialling` by a worker that died mid-request: adopt its call if one was
-        placed (on record, or at Exotel), else make it due again without using an attempt."""
+        placed (on record, or at Exotel), else make it due again without using an attempt.
+
+        Runs RECONCILE_AFTER_SECS (2 minutes by default) after the claim, past Exotel's 45-second
+        ring time: by then a call that was answered has a record (its media stream wrote it) and
+        one that was not has ended and is in Exotel's call list (which leaves out calls still in
+        progress). Only when neither knows a call to the number is the lead dialled again."""
         claimed = lead.claimed_at or lead.updated_at
         run = await self.store.get_run(lead.run_id)
         if run is None:
@@ -222,10 +240,15 @@ class CampaignWork:
             return False
         calls = await self.exotel.find_calls(lead.phone, claimed - timedelta(seconds=60))
         if calls:
-            sid = calls[0].sid
-            await self.store.mark_lead_dialled(lead.id, sid)
-            await self.settle_call(sid)
-            logger.info(f"lead on line {lead.line_number}: Exotel has its call {sid}; adopted")
+            call = calls[0]
+            if await self.store.find_call(call.sid) is None:  # its record never got written: write it now
+                await self.store.record_dialled(call.sid, run.campaign, dict(lead.payload), lead.phone,
+                                                attempt=lead.attempts, status="initiated")
+            if call.normalized_status:
+                await self.store.apply_status({"CallSid": call.sid, "Status": call.normalized_status})
+            await self.store.mark_lead_dialled(lead.id, call.sid)
+            await self.settle_call(call.sid)
+            logger.info(f"lead on line {lead.line_number}: Exotel has its call {call.sid}; adopted")
             return True
         if await self.store.reschedule_lead(lead.id, self.clock(), status="not-placed", not_an_attempt=True,
                                             error="the dialling worker stopped before Exotel took the call"):

@@ -28,6 +28,7 @@ from bot.store import CallStore
 
 HEARTBEAT_SECS = 5.0
 STALLED_AFTER_SECS = 30.0
+_in_process_work: dict[str, CampaignWork] = {}  # SQLite: the one worker of this process per store
 
 
 @asynccontextmanager
@@ -37,6 +38,12 @@ async def campaign_worker(settings: Settings, store: CallStore, dialer: Any, exo
                           clock: Callable[[], datetime] | None = None) -> AsyncIterator[CampaignWork]:
     """Run a worker for the campaign jobs while the block runs; stop it (its jobs in flight
     cancelled: the sweep of any worker redoes them from the lead table) on the way out."""
+    import pipelines.voices  # noqa: F401  # Pipecat, loaded now rather than between a dial's grant and its request
+
+    running = _in_process_work.get(str(settings.store_url))
+    if running is not None and not uses_postgres(settings):  # one in-memory queue, one worker: share it
+        yield running
+        return
     if uses_postgres(settings):
         await ensure_job_schema(settings)
         app = postgres_job_app(settings, pool_size=4)
@@ -49,6 +56,8 @@ async def campaign_worker(settings: Settings, store: CallStore, dialer: Any, exo
         work.clock = clock
     register_campaign_jobs(app, work, sweep_secs=settings.job_sweep_secs)
     name = f"{socket.gethostname()}/{os.getpid()}"
+    if not uses_postgres(settings):
+        _in_process_work[str(settings.store_url)] = work
     try:
         async with app.open_async():
             runner = asyncio.create_task(_keep_working(app, dict(
@@ -66,6 +75,7 @@ async def campaign_worker(settings: Settings, store: CallStore, dialer: Any, exo
                 logger.info(f"campaign job worker {name} stopped")
     finally:
         if not uses_postgres(settings):
+            _in_process_work.pop(str(settings.store_url), None)
             forget_in_process_job_app(settings)
 
 
