@@ -3,8 +3,10 @@ that hangs up at once) in front of the real server, and a leads CSV."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from bot.config.settings import load_settings
 from bot.exotel.applet import applet_url
@@ -22,14 +24,17 @@ def write_csv(path: Path, rows: list[str]) -> Path:
 
 
 @asynccontextmanager
-async def dialling_server(tmp_path: Path, outcomes, **fake_kwargs):
+async def dialling_server(tmp_path: Path, outcomes, *, settings_overrides: Mapping[str, Any] | None = None,
+                          **fake_kwargs):
+    """The server and the fake Exotel; `settings_overrides` go to the server's settings (e.g.
+    api_token), any other keyword to FakeExotelREST."""
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token", outcomes=outcomes,
                               caller_script=lambda number: [HangUp(at=1.2)], ring_secs=0.05,
                               **fake_kwargs) as exotel:
         port = free_port()
         settings = load_settings(_env_file=None, host="127.0.0.1", port=port, data_dir=tmp_path / "data",
                                  public_base_url=f"http://127.0.0.1:{port}",
-                                 exotel_api_base_url=exotel.base_url, **EXOTEL)
+                                 exotel_api_base_url=exotel.base_url, **{**EXOTEL, **(settings_overrides or {})})
         async with serve_locally(settings) as server:
             exotel.dynamic_url = applet_url(settings, server.app.state.services.signing_key)
             yield server, exotel

@@ -45,11 +45,16 @@ def read_lead_rows(handle: Iterable[str], label: str, dnc: frozenset[str], phone
     reader = csv.DictReader(handle)
     if not reader.fieldnames or not any(c.strip().lower() in PHONE_COLUMNS for c in reader.fieldnames):
         raise ValueError(f"{label}: no phone column (one of {', '.join(PHONE_COLUMNS)})")
+    if any("\0" in name for name in reader.fieldnames):
+        raise ValueError(f"{label}: a NUL character in the header (is it a text CSV file?)")
     for count, row in enumerate(reader, start=1):
         if count > MAX_LEADS_PER_FILE:
             raise ValueError(f"{label}: more than {MAX_LEADS_PER_FILE} leads in one file (split it)")
         line = reader.line_num
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        if any("\0" in value for value in row.values()):  # the csv module reads NULs since Python 3.11
+            bad.append(BadRow(line, "a NUL character in the row (is it a text CSV file?)"))
+            continue
         raw = next((row[c] for c in PHONE_COLUMNS if row.get(c)), "")
         try:
             phone = phones.normalize(raw)

@@ -91,7 +91,7 @@ async def start_campaign(
         parsed = read_lead_rows(io.StringIO(text, newline=""), "the leads file", frozenset(), chosen.phones)
     except ValueError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
-    except Exception as error:  # the csv module's own errors (e.g. a NUL byte)
+    except Exception as error:  # the csv module's own errors (e.g. a field over its size limit)
         raise HTTPException(status_code=422, detail=f"the leads file is not a readable CSV: {str(error)[:120]}") from None
     if not parsed[0]:
         raise HTTPException(status_code=422, detail=f"no lead to dial: {len(parsed[1])} bad row(s)")
