@@ -333,3 +333,20 @@ def test_campaigns_list_and_check_say_what_a_campaign_will_do(tmp_path, cli_env)
     solar.write_text(solar.read_text().replace("\ngreeting:", "\ngreting:", 1))
     bad = runner.invoke(app, ["campaigns", "check", str(solar)])
     assert bad.exit_code == 2 and "greting: unknown key (did you mean 'greeting'?)" in one_error_line(bad)
+
+
+def test_bot_worker_needs_postgres_in_one_line(cli_env):
+    result = runner.invoke(app, ["worker"])
+    assert result.exit_code == 2
+    assert "bot worker needs DATABASE_URL on PostgreSQL" in one_error_line(result)
+
+
+def test_bot_run_no_worker_needs_postgres_in_one_line(cli_env, monkeypatch):
+    for name, value in (("EXOTEL_ACCOUNT_SID", "acme"), ("EXOTEL_API_KEY", "key"), ("EXOTEL_API_TOKEN", "token"),
+                        ("EXOTEL_CALLER_ID", "08047112233"), ("EXOTEL_APP_ID", "4242")):
+        monkeypatch.setenv(name, value)
+    leads = cli_env / "leads.csv"
+    leads.write_text("id,phone\nA,9876543210\n")
+    result = runner.invoke(app, ["run", "--leads", str(leads), "--no-worker"])
+    assert result.exit_code == 2
+    assert "--no-worker needs DATABASE_URL on PostgreSQL" in one_error_line(result)
