@@ -159,7 +159,7 @@ async def test_a_campaign_across_nodes_and_workers_survives_killing_one_of_each(
             "EXOTEL_CALLER_ID": "08047112233", "EXOTEL_APP_ID": "4242", "EXOTEL_API_BASE_URL": exotel.base_url,
             "EXOTEL_CALLS_PER_MINUTE": "200", "CALLBACK_SECRET": SECRET, "PUBLIC_BASE_URL": edge,
             "API_TOKEN": TOKEN, "WORKER_HEARTBEAT_SECS": "1", "WORKER_LOST_AFTER_SECS": "6",
-            "JOB_SWEEP_SECS": "2", "RECONCILE_AFTER_SECS": "20",
+            "JOB_SWEEP_SECS": "2", "RECONCILE_AFTER_SECS": "20", "JOB_WORKER_CONCURRENCY": "8",
         }
         settings = load_settings(_env_file=None, public_base_url=edge, callback_secret=SECRET,
                                  data_dir=tmp_path / "edge")

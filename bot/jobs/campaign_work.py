@@ -85,7 +85,6 @@ class CampaignWork:
             await self.defer_dial(lead.id, at=opens)
             self._emit("deferred", line=lead.line_number, until=opens.isoformat())
             return "outside-window"
-        send_by = asyncio.get_running_loop().time() + SEND_WITHIN_SECS  # counted from before the grant
         claim = await self.store.claim_for_dial(lead.id, account=self.account,
                                                 account_per_minute=self.settings.exotel_calls_per_minute)
         if claim.outcome in ("not-due", "rate-limited") and claim.retry_at is not None:
@@ -93,6 +92,7 @@ class CampaignWork:
             await self.defer_dial(lead.id, at=claim.retry_at + jitter)
         if not claim.claimed or claim.lead is None:
             return claim.outcome
+        send_by = (claim.granted_clock or asyncio.get_running_loop().time()) + SEND_WITHIN_SECS
         return await self._dial(claim.lead, run, options, send_by)
 
     @property
@@ -270,21 +270,18 @@ class CampaignWork:
 
 def register_campaign_jobs(app: App, work: CampaignWork, *, sweep_secs: int) -> None:
     """Give the app the campaign tasks, bound to this process's `work`, and the sweep's schedule.
-    A job that fails (the database went away mid-job) is tried again with backoff; one that
-    keeps failing is left to the sweep."""
-    from procrastinate import RetryStrategy
+    A job that fails (the database went away mid-job) is not retried by procrastinate (a retry
+    would collide with the same lead's next job): the sweep redoes its work from the lead table."""
 
-    retry = RetryStrategy(max_attempts=6, exponential_wait=1)
-
-    @app.task(name=DIAL_LEAD, queue=QUEUE, retry=retry)
+    @app.task(name=DIAL_LEAD, queue=QUEUE)
     async def dial_lead(lead_row_id: int) -> str:
         return await work.dial_lead(lead_row_id)
 
-    @app.task(name=SETTLE_CALL, queue=QUEUE, retry=retry)
+    @app.task(name=SETTLE_CALL, queue=QUEUE)
     async def settle_call(call_sid: str) -> str:
         return await work.settle_call(call_sid)
 
-    @app.task(name=WAKE_RUN, queue=QUEUE, retry=retry)
+    @app.task(name=WAKE_RUN, queue=QUEUE)
     async def wake_run(run_id: str) -> int:
         return await work.wake_run(run_id)
 

@@ -16,6 +16,7 @@ counting arrival times must still see no more than the limit in any 60 seconds.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +40,7 @@ class ClaimResult:
     lead: CampaignLead | None = None
     run: CampaignRun | None = None
     retry_at: datetime | None = None  # not-due / rate-limited: when to try again
+    granted_clock: float | None = None  # the event loop's clock when the limits were taken (after any wait)
 
     @property
     def claimed(self) -> bool:
@@ -58,10 +60,14 @@ class DialClaims(Database):
     async def claim_for_dial(self, lead_row_id: int, *, account: str, account_per_minute: int,
                              window_secs: float = DEFAULT_WINDOW_SECS, now: datetime | None = None) -> ClaimResult:
         """Claim the lead for one dial if every shared limit allows it now (see the module doc)."""
+        loop = asyncio.get_running_loop()
         async with self._write() as session:
-            if not self.is_sqlite:
+            if self.is_sqlite:  # BEGIN IMMEDIATE: the write lock, waited for here, before the time is read
+                await session.execute(text("SELECT 1"))
+            else:
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _account_lock_key(account)})
                 now = now or as_utc((await session.execute(text("SELECT clock_timestamp()"))).scalar_one())
+            granted_clock = loop.time()
             now = as_utc(now) or utcnow()
             lead = await session.get(CampaignLead, lead_row_id, populate_existing=True)
             if lead is None or lead.state != "pending":
@@ -96,7 +102,7 @@ class DialClaims(Database):
             session.add(DialGrant(account=account, run_id=run.id, lead_row_id=lead_row_id, granted_at=now))
             await session.flush()
             claimed = await session.get(CampaignLead, lead_row_id, populate_existing=True)
-            return ClaimResult("claimed", claimed, run)
+            return ClaimResult("claimed", claimed, run, granted_clock=granted_clock)
 
     async def forget_old_grants(self, older_than: datetime) -> int:
         """Drop grants no window looks at any more (the sweep calls this)."""
