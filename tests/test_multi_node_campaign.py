@@ -151,7 +151,7 @@ async def test_a_campaign_across_nodes_and_workers_survives_killing_one_of_each(
     edge = f"http://127.0.0.1:{edge_port}"
     outcome = outcome_rule()
     async with FakeExotelREST(account_sid="acme", api_key="key", api_token="token", outcomes=outcome,
-                              caller_script=lambda number: [HangUp(at=6.0)], ring_secs=1.0) as exotel:
+                              caller_script=lambda number: [HangUp(at=10.0)], ring_secs=1.0) as exotel:
         shared = {
             "DATABASE_URL": pg_url, "OBJECT_STORE_URL": f"s3://{BUCKET}/agent", "OBJECT_STORE_ENDPOINT": endpoint,
             "OBJECT_STORE_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
