@@ -244,3 +244,31 @@ async def test_a_lead_left_mid_dial_is_adopted_or_dialled_again_only_when_exotel
     assert froms.count(reached.phone[-10:]) == 1, "A was dialled again"
     assert again.last_call_sid != placed.sid and again.state == "failed" and again.last_status == "busy"
     assert again.attempts == froms.count(lost.phone[-10:]) == 1, "B was dialled once, after the reconcile"
+
+
+@pytest.mark.parametrize("every", [1, 2, 15, 30])
+def test_the_sweep_runs_every_n_seconds_all_day(every):
+    from croniter import croniter
+
+    from bot.jobs.campaign_work import sweep_cron
+
+    start = datetime(2026, 12, 4, 10, 7, 1, tzinfo=UTC)
+    ticks = croniter(sweep_cron(every), start)
+    times = [ticks.get_next(datetime) for _ in range(8)]
+    gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)}
+    assert gaps == {float(every)}, (sweep_cron(every), times)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(window_start=time(10, 0, tzinfo=UTC), window_end=time(19, 0, tzinfo=UTC)), "without an offset"),
+    (dict(retry_delay_secs=float("nan")), "retry-delay"),
+    (dict(retry_delay_secs=float("inf")), "retry-delay"),
+    (dict(retry_delay_secs=-1), "retry-delay"),
+    (dict(concurrency=0), "concurrency"),
+    (dict(calls_per_minute=201), "calls-per-minute"),
+    (dict(retry_statuses=frozenset({"completed"})), "retry statuses"),
+])
+def test_campaign_options_that_would_stall_or_crash_a_run_are_refused_in_one_line(options, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        CampaignOptions(**options)
+    assert "\n" not in str(refused.value)

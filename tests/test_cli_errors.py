@@ -134,7 +134,7 @@ def test_missing_input_files_are_one_line_exit_2(cli_env, args, line):
         (["--concurrency", "0"], "error: concurrency must be at least 1 (got 0)"),
         (["--calls-per-minute", "0"], "error: calls-per-minute must be at least 1 (got 0)"),
         (["--max-attempts", "0"], "error: max-attempts must be at least 1 (got 0)"),
-        (["--retry-delay", "-5"], "error: retry-delay must not be negative (got -5)"),
+        (["--retry-delay", "-5"], "error: retry-delay must be between 0 and 604800 seconds (got -5)"),
         (["--window", "19:00-10:00"], "error: the calling window must start before it ends (got 19:00-10:00)"),
         (["--timezone", "Mars/Olympus"],
          "error: unknown time zone 'Mars/Olympus' (give an IANA name such as Asia/Kolkata)"),

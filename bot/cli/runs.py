@@ -7,7 +7,6 @@ import contextlib
 import json
 import sys
 from dataclasses import dataclass
-from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from rich.table import Table
 from bot.cli.services import cli_services
 from bot.config.phone import mask_phone
 from bot.config.settings import Settings
-from bot.dialing.campaign_options import CampaignOptions
+from bot.dialing.campaign_options import CampaignOptions, parse_window
 from bot.dialing.lead_files import read_dnc
 from bot.exotel.call_status import call_is_over
 from bot.store.durable import is_outage
@@ -166,14 +165,6 @@ def print_outcome(record: dict[str, Any] | None) -> None:
     console.print(table)
 
 
-def _window(text: str) -> tuple[time, time]:
-    try:
-        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
-    except ValueError:
-        raise ValueError(f"--window must look like 10:00-19:00 (got {text!r})") from None
-    return start, end
-
-
 async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str | None, *, concurrency: int,
                        calls_per_minute: int, window: str | None, timezone: str, max_attempts: int,
                        retry_delay: float, dnc: Path | None, simulate: bool | None = None,
@@ -183,7 +174,7 @@ async def run_campaign(settings: Settings, leads_path: Path, campaign_name: str 
     simulator, at any hour unless a `window` is given (real calls: 10:00-19:00 by default).
     `worker`: this process runs a job worker too (on SQLite it is the only one)."""
     simulated = bool(simulate or (simulate is None and not settings.exotel_configured))
-    start, end = _window(window or ("00:00-23:59:59" if simulated else "10:00-19:00"))
+    start, end = parse_window(window or ("00:00-23:59:59" if simulated else "10:00-19:00"))
     options = CampaignOptions(concurrency=concurrency, calls_per_minute=calls_per_minute, window_start=start,
                               window_end=end, timezone=timezone, max_attempts=max_attempts,
                               retry_delay_secs=retry_delay, do_not_call=read_dnc(dnc))
@@ -242,7 +233,8 @@ async def drive_run(settings: Settings, store, dialer, exotel, campaign, options
 
     async with contextlib.AsyncExitStack() as stack:
         if worker:
-            work = await stack.enter_async_context(campaign_worker(settings, store, dialer, exotel, on_event=on_event))
+            work = await stack.enter_async_context(campaign_worker(settings, store, dialer, exotel, on_event=on_event,
+                                                                   campaigns={campaign.name: campaign}))
             app = work.app
         else:
             app = await stack.enter_async_context(_enqueue_only_app(settings))

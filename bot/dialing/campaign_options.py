@@ -16,6 +16,16 @@ RETRY_STATUSES = frozenset({"busy", "no-answer", "failed"})
 MAX_CONCURRENCY = 1000  # calls live at once in one run
 MAX_CALLS_PER_MINUTE = 200  # Exotel's own limit per account
 MAX_ATTEMPTS = 10
+MAX_RETRY_DELAY_SECS = 7 * 24 * 3600.0
+
+
+def parse_window(text: str) -> tuple[time, time]:
+    """`10:00-19:00` -> (10:00, 19:00); a one-line ValueError otherwise."""
+    try:
+        start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
+    except ValueError:
+        raise ValueError(f"the window must look like 10:00-19:00 (got {text[:40]!r})") from None
+    return start, end
 
 
 @dataclass
@@ -38,8 +48,12 @@ class CampaignOptions:
         for name in ("concurrency", "calls_per_minute", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if self.retry_delay_secs < 0:
-            raise ValueError(f"retry-delay must not be negative (got {self.retry_delay_secs:g})")
+        if not 0 <= self.retry_delay_secs <= MAX_RETRY_DELAY_SECS:  # also refuses NaN and infinity
+            raise ValueError(f"retry-delay must be between 0 and {MAX_RETRY_DELAY_SECS:.0f} seconds "
+                             f"(got {self.retry_delay_secs:g})")
+        if self.window_start.tzinfo is not None or self.window_end.tzinfo is not None:
+            raise ValueError("the calling window is local time in each lead's time zone: give it without "
+                             "an offset (e.g. 10:00-19:00)")
         if self.window_start >= self.window_end:
             raise ValueError(f"the calling window must start before it ends (got {self.window_start:%H:%M}-"
                              f"{self.window_end:%H:%M})")

@@ -87,6 +87,7 @@ class Dialer:
             time_limit=int(min(campaign.max_call_secs + 60, 14400)),
             time_out=45,
             record=campaign.record,  # Exotel keeps its own recording too (RecordingUrl)
+            send_by=send_by,
         )
         log = logger.bind(call_sid=placed.sid)
         try:

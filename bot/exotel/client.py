@@ -30,6 +30,7 @@ are masked (`mask_phone`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -56,6 +57,7 @@ from bot.exotel.errors import (
     AUTH_ERROR_MESSAGE,
     ExotelAuthError,
     ExotelError,
+    ExotelNotSent,
     ExotelRateLimited,
     ExotelRequestError,
     ExotelUnavailable,
@@ -251,8 +253,10 @@ class ExotelClient:
         record: bool,
         recording_channels: str | None = None,
         status_callback_events: Iterable[str] = STATUS_CALLBACK_EVENTS,
+        send_by: float | None = None,
     ) -> PlacedCall:
-        """Ring `to` from `caller_id`; when answered, Exotel runs flow `app_id`."""
+        """Ring `to` from `caller_id`; when answered, Exotel runs flow `app_id`. `send_by` (the
+        event loop's clock): no attempt, first or retry, starts after it (ExotelNotSent)."""
         form = self.build_call_form(
             to=to, caller_id=caller_id, app_id=app_id, status_callback=status_callback,
             custom_field=custom_field, time_limit=time_limit, time_out=time_out, record=record,
@@ -260,7 +264,7 @@ class ExotelClient:
         )
         what = f"call to {mask_phone(form['From'])}"
         logger.info(f"Exotel: placing {what} from {mask_phone(form['CallerId'])} into flow {app_id}")
-        data = await self._request("POST", f"{self.calls_url}/connect.json", what, form=form)
+        data = await self._request("POST", f"{self.calls_url}/connect.json", what, form=form, send_by=send_by)
         call = _placed_call(data)
         logger.info(f"Exotel: {what} placed: sid={call.sid} status={call.status}")
         return call
@@ -319,7 +323,7 @@ class ExotelClient:
 
     async def _request(
         self, method: str, url: str, what: str, form: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None, send_by: float | None = None,
     ) -> Any:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries + 1),
@@ -333,6 +337,9 @@ class ExotelClient:
             async for attempt in retrying:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
+                    if send_by is not None and asyncio.get_running_loop().time() > send_by:
+                        raise ExotelNotSent(f"Exotel: {what} not sent: its time to leave had passed "
+                                            f"(attempt {attempts})")
                     return await self._once(method, url, what, form, params)
         except ExotelError as error:
             error.attempts = attempts

@@ -47,6 +47,11 @@ class ExotelError(Exception):
         self.attempts = attempts
 
 
+class ExotelNotSent(ExotelError):
+    """The request was not sent (again): its `send_by` time had passed before this attempt.
+    A campaign's dial is counted from its grant, so a late retry could break Exotel's limit."""
+
+
 class ExotelAuthError(ExotelError):
     """401/403: wrong API key, token or account SID (or the account may not use this API)."""
 

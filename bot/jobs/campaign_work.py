@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,16 +33,17 @@ from bot.config.phone import InvalidPhoneNumber, mask_phone
 from bot.config.settings import Settings
 from bot.dialing.campaign_options import CampaignOptions, next_window_start
 from bot.exotel.call_status import call_is_over
-from bot.exotel.errors import ExotelError, ExotelUnavailable
+from bot.exotel.errors import ExotelError, ExotelNotSent, ExotelUnavailable
 from bot.jobs.job_app import defer
 from bot.jobs.task_names import DIAL_LEAD, QUEUE, SETTLE_CALL, SWEEP, WAKE_RUN
 from bot.store import CallStore
 from bot.store.models import CampaignLead, CampaignRun
+from bot.store.runs import LeadClaim
 
 RATE_JITTER_SECS = 0.25
 # A claimed dial's request must leave this soon after its grant (well inside the grant window's
 # margin over the minute, bot/store/dial_claims.py), or it is not sent and the lead is due again.
-SEND_WITHIN_SECS = 1.0  # spreads jobs that wait for the same freed dial over a moment
+SEND_WITHIN_SECS = 1.0  # see above  # spreads jobs that wait for the same freed dial over a moment
 GRANTS_KEPT = timedelta(minutes=10)
 
 
@@ -62,6 +63,19 @@ class CampaignWork:
     app: App
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     on_event: Callable[[str, dict[str, Any]], None] | None = None
+    extra_campaigns: dict[str, Any] = field(default_factory=dict)  # e.g. `bot run --campaign path.yaml`
+
+    def campaign_named(self, name: str) -> Any | None:
+        """The run's campaign: given to this worker, or in CAMPAIGNS_DIR (read again if it is new)."""
+        if name in self.extra_campaigns:
+            return self.extra_campaigns[name]
+        if name not in self.campaigns.names():
+            try:
+                self.campaigns = CampaignBook(self.settings.campaigns_dir)
+            except (CampaignError, OSError, ValueError) as error:
+                logger.error(f"campaigns unreadable: {error}")
+                return None
+        return self.campaigns.get(name, name) if name in self.campaigns.names() else None
 
     def _emit(self, kind: str, **data: Any) -> None:
         if self.on_event is not None:
@@ -75,6 +89,9 @@ class CampaignWork:
         if lead is None or lead.state != "pending":
             return "not-pending"
         run = await self.store.get_run(lead.run_id)
+        if run is not None and run.state == "cancelled":  # a lead made due again as the run was cancelled
+            await self.store.finish_lead(lead.id, "skipped", status="cancelled")
+            return "cancelled"
         if run is None or run.state != "running":
             return "not-running"
         options = CampaignOptions.from_json(run.options or {})
@@ -85,6 +102,11 @@ class CampaignWork:
             await self.defer_dial(lead.id, at=opens)
             self._emit("deferred", line=lead.line_number, until=opens.isoformat())
             return "outside-window"
+        campaign = self.campaign_named(run.campaign)
+        if campaign is None:  # not this worker's: the lead stays pending for a worker that has it
+            logger.bind(run_id=run.id).error(f"campaign {run.campaign!r} is unknown to this worker (CAMPAIGNS_DIR); "
+                                             "its leads wait for a worker that has it")
+            return "unknown-campaign"
         claim = await self.store.claim_for_dial(lead.id, account=self.account,
                                                 account_per_minute=self.settings.exotel_calls_per_minute)
         if claim.outcome in ("not-due", "rate-limited") and claim.retry_at is not None:
@@ -93,28 +115,24 @@ class CampaignWork:
         if not claim.claimed or claim.lead is None:
             return claim.outcome
         send_by = (claim.granted_clock or asyncio.get_running_loop().time()) + SEND_WITHIN_SECS
-        return await self._dial(claim.lead, run, options, send_by)
+        return await self._dial(claim.lead, run, options, campaign, send_by)
 
     @property
     def account(self) -> str:
         return str(self.settings.exotel_account_sid or "simulated")
 
-    async def _dial(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions, send_by: float) -> str:
+    async def _dial(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions, campaign: Any,
+                    send_by: float) -> str:
         from bot.dialing.dialer import DialTooLate
 
         log = logger.bind(run_id=run.id)
         try:
-            campaign = self.campaigns.get(run.campaign, run.campaign)
-        except (CampaignError, KeyError, ValueError) as error:
-            await self.store.finish_lead(lead.id, "failed", status="dial-failed", error=str(error)[:300])
-            log.error(f"lead on line {lead.line_number}: campaign {run.campaign!r} unavailable: {error}")
-            return "failed"
-        try:
             result = await self.dialer.dial(lead.phone, campaign, dict(lead.payload), attempt=lead.attempts,
                                             send_by=send_by)
-        except DialTooLate as error:  # nothing was sent: due again at once, the attempt not used
+        except (DialTooLate, ExotelNotSent) as error:  # nothing was sent: due again at once, the attempt not used
             log.warning(f"lead on line {lead.line_number}: {error}; due again")
-            if await self.store.reschedule_lead(lead.id, self.clock(), status="dial-late", not_an_attempt=True):
+            if await self.store.reschedule_lead(lead.id, self.clock(), status="dial-late", not_an_attempt=True,
+                                                claim=LeadClaim.of(lead)):
                 await self.defer_dial(lead.id)
             return "late"
         except InvalidPhoneNumber as error:  # e.g. the campaign's phone rules changed since the file was read
@@ -131,7 +149,7 @@ class CampaignWork:
             self._emit("dial_error", line=lead.line_number, error=str(error))
             await self._retry_or_fail(lead, run, options, "dial-failed", str(error))
             return "failed"
-        if not await self.store.mark_lead_dialled(lead.id, result.call_sid):
+        if not await self.store.mark_lead_dialled(lead.id, result.call_sid, claim=LeadClaim.of(lead)):
             log.warning(f"lead on line {lead.line_number} was settled while its dial was in flight")
         self._emit("dialled", line=lead.line_number, call_sid=result.call_sid)
         # a call can end before its Sid is on the lead (an instant busy): settle it now if so
@@ -157,20 +175,22 @@ class CampaignWork:
             return "no-run"
         options = CampaignOptions.from_json(run.options or {})
         self._emit("finished", line=lead.line_number, call_sid=call_sid, status=record.status, outcome=record.outcome)
+        claim = LeadClaim.of(lead, call_sid)
         if record.status in options.retry_statuses:
-            await self._retry_or_fail(lead, run, options, record.status, None)
+            await self._retry_or_fail(lead, run, options, record.status, None, claim)
         else:
-            await self.store.finish_lead(lead.id, "done", status=record.status, outcome=record.outcome)
+            await self.store.finish_lead(lead.id, "done", status=record.status, outcome=record.outcome, claim=claim)
             await self.wake_run(run.id)
         return "settled"
 
     async def _retry_or_fail(self, lead: CampaignLead, run: CampaignRun, options: CampaignOptions,
-                             status: str, error: str | None) -> None:
+                             status: str, error: str | None, claim: LeadClaim | None = None) -> None:
+        claim = claim or LeadClaim.of(lead)
         if lead.attempts >= options.max_attempts or run.state == "cancelled":
-            await self.store.finish_lead(lead.id, "failed", status=status, error=error)
+            await self.store.finish_lead(lead.id, "failed", status=status, error=error, claim=claim)
         else:
             at = self.clock() + timedelta(seconds=options.retry_delay_secs)
-            if await self.store.reschedule_lead(lead.id, at, status=status, error=error):
+            if await self.store.reschedule_lead(lead.id, at, status=status, error=error, claim=claim):
                 await self.defer_dial(lead.id, at=at)
         await self.wake_run(run.id)
 
@@ -204,6 +224,8 @@ class CampaignWork:
         done["stalled_jobs"] = await self._guard(self._close_stalled_jobs()) or 0
         for run in await self.store.runs_in_state("running"):
             done["woken"] += await self._guard(self.wake_run(run.id)) or 0
+        for run in await self.store.runs_in_state("cancelled"):  # leads made due again as it was cancelled
+            await self._guard(self.store.skip_pending_leads(run.id))
         await self._guard(self.store.forget_old_grants(now - GRANTS_KEPT))
         if any(done.values()):
             logger.info(f"campaign sweep: {done}")
@@ -231,8 +253,10 @@ class CampaignWork:
             return False
         since = claimed - timedelta(seconds=5) if claimed else None
         placed = await self.store.calls_for_lead(run.campaign, lead.lead_id, since=since)
+        claim = LeadClaim.of(lead)
         if placed:
-            await self.store.mark_lead_dialled(lead.id, placed[0].call_sid)
+            if not await self.store.mark_lead_dialled(lead.id, placed[0].call_sid, claim=claim):
+                return False  # another step settled this claim meanwhile
             await self.settle_call(placed[0].call_sid)
             logger.info(f"lead on line {lead.line_number}: mid-dial claim adopted its call {placed[0].call_sid}")
             return True
@@ -246,12 +270,14 @@ class CampaignWork:
                                                 attempt=lead.attempts, status="initiated")
             if call.normalized_status:
                 await self.store.apply_status({"CallSid": call.sid, "Status": call.normalized_status})
-            await self.store.mark_lead_dialled(lead.id, call.sid)
+            if not await self.store.mark_lead_dialled(lead.id, call.sid, claim=claim):
+                return False
             await self.settle_call(call.sid)
             logger.info(f"lead on line {lead.line_number}: Exotel has its call {call.sid}; adopted")
             return True
         if await self.store.reschedule_lead(lead.id, self.clock(), status="not-placed", not_an_attempt=True,
-                                            error="the dialling worker stopped before Exotel took the call"):
+                                            error="the dialling worker stopped before Exotel took the call",
+                                            claim=claim):
             await self.defer_dial(lead.id)
             logger.info(f"lead on line {lead.line_number} ({mask_phone(lead.phone)}): Exotel never got the call; due again")
         return True
@@ -266,6 +292,11 @@ class CampaignWork:
         for job in stalled:
             await self.app.job_manager.finish_job(job, status=Status.FAILED, delete_job=True)
         return len(stalled)
+
+
+def sweep_cron(every_secs: int) -> str:
+    """procrastinate's cron (croniter) takes the seconds as a sixth field, at the end."""
+    return "* * * * * *" if every_secs == 1 else f"* * * * * */{every_secs}"
 
 
 def register_campaign_jobs(app: App, work: CampaignWork, *, sweep_secs: int) -> None:
@@ -285,7 +316,7 @@ def register_campaign_jobs(app: App, work: CampaignWork, *, sweep_secs: int) -> 
     async def wake_run(run_id: str) -> int:
         return await work.wake_run(run_id)
 
-    cron = "* * * * * *" if sweep_secs == 1 else f"*/{sweep_secs} * * * * *"
+    cron = sweep_cron(sweep_secs)
 
     @app.periodic(cron=cron, periodic_id="sweep")
     @app.task(name=SWEEP, queue=QUEUE, queueing_lock="campaign-sweep")

@@ -50,10 +50,28 @@ def in_process_job_app(settings: Settings, *, create: bool) -> App | None:
     key = str(settings.store_url)
     if key not in _in_memory_apps and create:
         from procrastinate import App
-        from procrastinate.testing import InMemoryConnector
 
-        _in_memory_apps[key] = App(connector=InMemoryConnector())
+        _in_memory_apps[key] = App(connector=_bounded_in_memory_connector())
     return _in_memory_apps.get(key)
+
+
+def _bounded_in_memory_connector() -> Any:
+    """procrastinate's in-memory connector (made for tests) keeps every query it ran and the
+    events of deleted jobs; in a long-lived process both would grow without end."""
+    from procrastinate.testing import InMemoryConnector
+
+    class BoundedInMemoryConnector(InMemoryConnector):
+        async def generic_execute(self, query: str, suffix: Any, **arguments: Any) -> Any:
+            result = await super().generic_execute(query, suffix, **arguments)
+            self.queries.clear()
+            return result
+
+        async def finish_job_run(self, job_id: int, status: str, delete_job: bool) -> None:
+            await super().finish_job_run(job_id, status, delete_job)
+            if delete_job:
+                self.events.pop(job_id, None)
+
+    return BoundedInMemoryConnector()
 
 
 def forget_in_process_job_app(settings: Settings) -> None:

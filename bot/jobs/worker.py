@@ -35,13 +35,15 @@ _in_process_work: dict[str, CampaignWork] = {}  # SQLite: the one worker of this
 async def campaign_worker(settings: Settings, store: CallStore, dialer: Any, exotel: Any, *,
                           on_event: Callable[[str, dict[str, Any]], None] | None = None,
                           concurrency: int | None = None,
-                          clock: Callable[[], datetime] | None = None) -> AsyncIterator[CampaignWork]:
+                          clock: Callable[[], datetime] | None = None,
+                          campaigns: dict[str, Any] | None = None) -> AsyncIterator[CampaignWork]:
     """Run a worker for the campaign jobs while the block runs; stop it (its jobs in flight
     cancelled: the sweep of any worker redoes them from the lead table) on the way out."""
     import pipelines.voices  # noqa: F401  # Pipecat, loaded now rather than between a dial's grant and its request
 
     running = _in_process_work.get(str(settings.store_url))
     if running is not None and not uses_postgres(settings):  # one in-memory queue, one worker: share it
+        running.extra_campaigns.update(campaigns or {})
         yield running
         return
     if uses_postgres(settings):
@@ -54,6 +56,7 @@ async def campaign_worker(settings: Settings, store: CallStore, dialer: Any, exo
     work = CampaignWork(settings, store, CampaignBook(settings.campaigns_dir), dialer, exotel, app, on_event=on_event)
     if clock is not None:
         work.clock = clock
+    work.extra_campaigns.update(campaigns or {})
     register_campaign_jobs(app, work, sweep_secs=settings.job_sweep_secs)
     name = f"{socket.gethostname()}/{os.getpid()}"
     if not uses_postgres(settings):

@@ -9,6 +9,7 @@ without one leaves settling its calls' leads to the sweep of a process that has 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -43,8 +44,19 @@ async def campaign_jobs_app(services: Services) -> Any:
         return services.jobs
     if services.dialer is None or services.store is None:
         raise LookupError(NO_DIALLER)
+    async with _STARTING:
+        if services.jobs is not None:  # started by a request that came in at the same moment
+            return services.jobs
+        return await _start_worker(services)
+
+
+_STARTING = asyncio.Lock()
+
+
+async def _start_worker(services: Services) -> Any:
     from bot.jobs.worker import campaign_worker
 
+    assert services.store is not None
     stack = contextlib.AsyncExitStack()
     work = await stack.enter_async_context(
         campaign_worker(services.settings, services.store, services.dialer, services.exotel))

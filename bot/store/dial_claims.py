@@ -93,12 +93,14 @@ class DialClaims(Database):
                 if count >= limit:
                     frees_at = (as_utc(oldest) or now) + timedelta(seconds=window_secs)
                     return ClaimResult("rate-limited", lead, run, frees_at)
-            await session.execute(
+            moved = await session.execute(
                 update(CampaignLead)
                 .where(CampaignLead.id == lead_row_id, CampaignLead.state == "pending")
                 .values(state="dialling", attempts=CampaignLead.attempts + 1, claimed_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]  # settled (e.g. cancelled) since it was read
+                return ClaimResult("not-pending", lead, run)
             session.add(DialGrant(account=account, run_id=run.id, lead_row_id=lead_row_id, granted_at=now))
             await session.flush()
             claimed = await session.get(CampaignLead, lead_row_id, populate_existing=True)

@@ -44,6 +44,7 @@ from bot.store.models import (
 from bot.store.record_json import jsonable
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+ADD_LEADS_CHUNK = 5000
 
 
 
@@ -55,6 +56,18 @@ class LeadInput:
     lead_id: str
     phone: str  # E.164, e.g. +919876543210
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeadClaim:
+    """Which claim of a lead a step belongs to: its claim time and, once dialled, its call."""
+
+    claimed_at: datetime | None
+    call_sid: str | None = None
+
+    @classmethod
+    def of(cls, lead: CampaignLead, call_sid: str | None = None) -> LeadClaim:
+        return cls(lead.claimed_at, call_sid)
 
 
 @dataclass
@@ -75,6 +88,13 @@ class RunProgress:
     @property
     def finished(self) -> bool:
         return not any(self.counts.get(state, 0) for state in ACTIVE_LEAD_STATES)
+
+
+def _skip_pending(run_id: str) -> Any:
+    return (update(CampaignLead)
+            .where(CampaignLead.run_id == run_id, CampaignLead.state == "pending")
+            .values(state="skipped", last_status="cancelled", next_attempt_at=None, updated_at=utcnow())
+            .execution_options(synchronize_session=False))
 
 
 def _lead_value(lead: Any, key: str) -> Any:
@@ -129,23 +149,19 @@ class CampaignRuns(Database):
         if not rows:
             return 0
         now = utcnow()
-        async with self._write() as session:
-            existing = set(
-                (
-                    await session.execute(
-                        select(CampaignLead.lead_id).where(
-                            CampaignLead.run_id == run_id, CampaignLead.lead_id.in_(list(rows))
-                        )
-                    )
-                ).scalars()
-            )
-            new = [
-                CampaignLead(**r, state="pending", attempts=0, updated_at=now)
-                for key, r in rows.items()
-                if key not in existing
-            ]
-            session.add_all(new)
-        return len(new)
+        added = 0
+        keys = list(rows)
+        for start in range(0, len(keys), ADD_LEADS_CHUNK):  # bounded statements (PostgreSQL: <= 32767 arguments)
+            chunk = keys[start:start + ADD_LEADS_CHUNK]
+            async with self._write() as session:
+                existing = set((await session.execute(
+                    select(CampaignLead.lead_id).where(CampaignLead.run_id == run_id, CampaignLead.lead_id.in_(chunk))
+                )).scalars())
+                new = [CampaignLead(**rows[key], state="pending", attempts=0, updated_at=now)
+                       for key in chunk if key not in existing]
+                session.add_all(new)
+            added += len(new)
+        return added
 
     async def get_lead(self, lead_row_id: int) -> CampaignLead | None:
         async with self._read() as session:
@@ -192,20 +208,30 @@ class CampaignRuns(Database):
                     return await session.get(CampaignLead, candidate, populate_existing=True)
             # another process took it between our SELECT and UPDATE: look again
 
-    async def _move_lead(self, lead_row_id: int, from_states: Sequence[str], values: dict[str, Any]) -> bool:
+    async def _move_lead(self, lead_row_id: int, from_states: Sequence[str], values: dict[str, Any],
+                         claim: LeadClaim | None = None) -> bool:
+        """One conditional UPDATE; `claim`: only if the lead is still in that claim (its claim time
+        and, once dialled, its call), so a late step of an earlier claim never moves a newer one."""
+        conditions = [CampaignLead.id == lead_row_id, CampaignLead.state.in_(list(from_states))]
+        if claim is not None:
+            conditions.append(CampaignLead.claimed_at == as_utc(claim.claimed_at) if claim.claimed_at is not None
+                              else CampaignLead.claimed_at.is_(None))
+            if claim.call_sid is not None:
+                conditions.append(CampaignLead.last_call_sid == claim.call_sid)
         async with self._write() as session:
             result = await session.execute(
                 update(CampaignLead)
-                .where(CampaignLead.id == lead_row_id, CampaignLead.state.in_(list(from_states)))
+                .where(*conditions)
                 .values(**values, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount == 1  # type: ignore[attr-defined]  # an UPDATE's CursorResult
 
-    async def mark_lead_dialled(self, lead_row_id: int, call_sid: str) -> bool:
+    async def mark_lead_dialled(self, lead_row_id: int, call_sid: str, *, claim: LeadClaim | None = None) -> bool:
         """dialling -> in-call with the Sid Exotel gave. False if the lead was not `dialling`."""
         return await self._move_lead(
-            lead_row_id, ("dialling",), {"state": "in-call", "last_call_sid": call_sid, "last_status": "initiated"}
+            lead_row_id, ("dialling",), {"state": "in-call", "last_call_sid": call_sid, "last_status": "initiated"},
+            claim,
         )
 
     async def finish_lead(
@@ -216,6 +242,7 @@ class CampaignRuns(Database):
         status: str | None = None,
         outcome: str | None = None,
         error: str | None = None,
+        claim: LeadClaim | None = None,
     ) -> bool:
         """The lead is settled: `done`, `failed` or `skipped` (from any unsettled state).
 
@@ -227,7 +254,7 @@ class CampaignRuns(Database):
         for key, value in (("last_status", status), ("last_outcome", outcome), ("last_error", error)):
             if value is not None:
                 values[key] = value
-        return await self._move_lead(lead_row_id, tuple(ACTIVE_LEAD_STATES), values)
+        return await self._move_lead(lead_row_id, tuple(ACTIVE_LEAD_STATES), values, claim)
 
     async def reschedule_lead(
         self,
@@ -238,6 +265,7 @@ class CampaignRuns(Database):
         outcome: str | None = None,
         error: str | None = None,
         not_an_attempt: bool = False,
+        claim: LeadClaim | None = None,
     ) -> bool:
         """dialling / in-call -> pending, due again at `at` (a retry). False otherwise.
 
@@ -249,7 +277,7 @@ class CampaignRuns(Database):
         for key, value in (("last_status", status), ("last_outcome", outcome), ("last_error", error)):
             if value is not None:
                 values[key] = value
-        return await self._move_lead(lead_row_id, ("dialling", "in-call"), values)
+        return await self._move_lead(lead_row_id, ("dialling", "in-call"), values, claim)
 
     async def leads_to_reconcile(self, run_id: str, claimed_before: datetime | None = None) -> list[CampaignLead]:
         """Leads left `dialling` with no Sid (see the resume rule in the module doc).
@@ -360,13 +388,13 @@ class CampaignRuns(Database):
             if result.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
                 return False
             if state == "cancelled":  # nobody more is dialled; calls already live end as they end
-                await session.execute(
-                    update(CampaignLead)
-                    .where(CampaignLead.run_id == run_id, CampaignLead.state == "pending")
-                    .values(state="skipped", last_status="cancelled", next_attempt_at=None, updated_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
+                await session.execute(_skip_pending(run_id))
             return True
+
+    async def skip_pending_leads(self, run_id: str) -> int:
+        """A cancelled run's leads still pending are skipped (ones a dial in flight made due again)."""
+        async with self._write() as session:
+            return int((await session.execute(_skip_pending(run_id))).rowcount or 0)  # type: ignore[attr-defined]
 
     async def due_leads(self, run_id: str, now: datetime, limit: int) -> list[int]:
         """Row ids of up to `limit` pending leads due by `now`, in file order."""

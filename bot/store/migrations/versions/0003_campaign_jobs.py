@@ -28,6 +28,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("options", sa.JSON(), nullable=False, server_default=sa.text("'{}'")))
         batch.add_column(sa.Column("account", sa.String(100), nullable=True))
         batch.create_check_constraint(op.f("ck_campaign_runs_state"), "state IN ('running', 'paused', 'cancelled')")
+    # Runs from before the job engine wait for someone to resume them: a worker starting up
+    # must not dial a run its owner had abandoned.
+    op.execute("UPDATE campaign_runs SET state = 'paused'")
     with op.batch_alter_table("campaign_leads") as batch:
         batch.add_column(sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
