@@ -15,14 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import timedelta
-from pathlib import Path
 
 import asyncpg
 import boto3
@@ -39,7 +35,8 @@ from bot.simulator.exotel_rest import FakeExotelREST
 from bot.store import CallStore
 from testing.databases import PG_URL, pg_dsn, postgres_unreachable
 from testing.haproxy import haproxy, needs_haproxy
-from testing.server_process import ROOT, ServerProcess, server_process
+from testing.job_workers import job_worker
+from testing.server_process import ServerProcess, server_process
 
 LEADS = 60
 PER_MINUTE = 30
@@ -95,24 +92,6 @@ def s3():
     client.create_bucket(Bucket=BUCKET)
     yield endpoint, client
     server.stop()
-
-
-@contextmanager
-def job_worker(tmp_path: Path, index: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    log = (tmp_path / f"worker-{index}.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT,
-                               env={**os.environ, **env, "DATA_DIR": str(tmp_path / f"worker-{index}")},
-                               stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        log.close()
 
 
 def kill_node(node: ServerProcess) -> None:
