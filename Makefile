@@ -73,6 +73,12 @@ bench-memory: $(VENV)/.bench
 	$(BIN)/python bench/memory.py --scenarios cloud --server-python $(VENV)-lean/bin/python --label after-lean
 	$(BIN)/python bench/memory.py --label after-full
 
+# The campaign job engine at Exotel's 200 calls/min against the fake Exotel, on this machine's
+# PostgreSQL (TEST_POSTGRES_URL; a database of its own, dropped after): bench/results/job_engine.json.
+.PHONY: bench-jobs
+bench-jobs: $(STAMP)
+	$(BIN)/python bench/job_engine.py
+
 # Regenerate requirements.lock from pyproject's ranges (keeps the pins that still fit;
 # `make lock UPGRADE=1` moves every pin to the newest allowed release).
 lock:
