@@ -43,7 +43,7 @@ from bot.store.runs import LeadClaim
 RATE_JITTER_SECS = 0.25
 # A claimed dial's request must leave this soon after its grant (well inside the grant window's
 # margin over the minute, bot/store/dial_claims.py), or it is not sent and the lead is due again.
-SEND_WITHIN_SECS = 1.0  # see above  # spreads jobs that wait for the same freed dial over a moment
+SEND_WITHIN_SECS = 1.0
 GRANTS_KEPT = timedelta(minutes=10)
 
 
