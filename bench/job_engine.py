@@ -64,8 +64,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -89,7 +88,8 @@ from bot.server.local_server import free_port  # noqa: E402
 from bot.simulator.exotel_rest import FakeExotelREST  # noqa: E402
 from bot.store import CallStore  # noqa: E402
 from testing.databases import PG_URL, pg_dsn  # noqa: E402
-from testing.server_process import OFFLINE, ServerProcess, server_process  # noqa: E402
+from testing.job_workers import job_worker, most_in_any_window  # noqa: E402
+from testing.server_process import ServerProcess, server_process  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "job_engine.json"
 PER_MINUTE = 200  # Exotel's limit per account
@@ -114,17 +114,6 @@ def outcome_rule():
         return "answered"
 
     return outcome
-
-
-def most_in_any_window(times: list[float], width: float) -> int:
-    """The most times within any half-open window [t, t + width)."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def stats(values: list[float]) -> dict[str, Any]:
@@ -155,26 +144,6 @@ def commit() -> dict[str, Any]:
                                capture_output=True, text=True).stdout
     changed = [line[3:] for line in porcelain.splitlines() if line.strip()]
     return {"commit": git("rev-parse", "--short", "HEAD") + ("+changes" if changed else ""), "changed_files": changed}
-
-
-@contextmanager
-def job_worker(tmp: Path, index: int, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """One `bot worker`, its log in tmp; always stopped (SIGTERM, then SIGKILL) on the way out."""
-    log_path = tmp / f"worker-{index}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], cwd=ROOT,
-                                   env={**os.environ, **OFFLINE, **env, "DATA_DIR": str(tmp / f"worker-{index}")},
-                                   stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def wait_for_job_workers(tmp: Path, processes: list[subprocess.Popen], within: float = 120.0) -> None:

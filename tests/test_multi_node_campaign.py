@@ -35,7 +35,7 @@ from bot.simulator.exotel_rest import FakeExotelREST
 from bot.store import CallStore
 from testing.databases import PG_URL, pg_dsn, postgres_unreachable
 from testing.haproxy import haproxy, needs_haproxy
-from testing.job_workers import job_worker
+from testing.job_workers import job_worker, most_in_any_window
 from testing.server_process import ServerProcess, server_process
 
 LEADS = 60
@@ -102,16 +102,6 @@ def kill_node(node: ServerProcess) -> None:
         except ProcessLookupError:
             pass
     node.process.wait(timeout=10)
-
-
-def most_in_any_window(times: list[float], width: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
